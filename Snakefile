@@ -1,0 +1,29 @@
+# unlearnbench: machine unlearning for language models, end to end.
+# Reproduces "Second-Order Information Matters: Revisiting Machine Unlearning for LLMs"
+# (arXiv 2403.10557). Run: snakemake --cores all   (see README.md)
+import sys
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+# The schema (closed objects, types, bounds, defaults) and the cross-field rules run here, in
+# one package function, so a wrong config fails before any job with "<key>: <problem>; <fix>".
+sys.path.insert(0, f"{workflow.basedir}/workflow")
+from unlearnbench.settings import validate_config
+
+validate_config(config)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    input:
+        rules.data.input,
+    default_target: True

@@ -1,0 +1,113 @@
+"""The config schema and the cross-field rules: shipped configs pass, bad ones name their key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from unlearnbench.settings import ConfigError, load_schema, validate_config
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+
+
+def load(*names: str) -> dict:
+    """A config as Snakemake builds it: the default, then overlays (dicts merged, lists replaced)."""
+    config: dict = {}
+    for name in names:
+        _merge(config, yaml.safe_load((CONFIG_DIR / name).read_text()))
+    return config
+
+
+def _merge(base: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+@pytest.mark.parametrize(
+    "overlays",
+    [("config.yaml",), ("config.yaml", "smoke.yaml"), ("config.yaml", "paper.yaml")],
+)
+def test_shipped_configs_are_valid(overlays):
+    validate_config(load(*overlays))
+
+
+def test_defaults_are_filled():
+    config = validate_config({"datasets": [{"name": "news", "source": "news"}],
+                              "pretrain": {"datasets": ["news"]}})
+    assert config["datasets"][0]["kind"] == "nlp"
+    assert config["data"]["max_examples"] == 1500
+    assert config["canaries"]["secret_digits"] == 6
+
+
+def test_every_schema_key_has_description_and_default():
+    def walk(node, path):
+        for name, sub in node.get("properties", {}).items():
+            assert "description" in sub, f"{path}{name} lacks a description"
+            if name not in node.get("required", []):
+                assert "default" in sub, f"{path}{name} lacks a default"
+            walk(sub, f"{path}{name}.")
+        if node.get("type") == "object":
+            assert node.get("additionalProperties") is False, f"{path or 'top'} is not closed"
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[].")
+
+    walk(load_schema(), "")
+
+
+def _set(config: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    node = config
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    if last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+# (change, key the message must name, a word of the fix or problem)
+BAD_CONFIGS = [
+    ({"data.unknown_key": 1}, "data", "unknown_key"),
+    ({"seed": "abc"}, "seed", "integer"),
+    ({"datasets": []}, "datasets", "non-empty"),
+    ({"datasets.0.source": "gutenberg"}, "datasets[0].source", "gutenberg"),
+    ({"datasets.0.kind": "private"}, "datasets[0].kind", "private"),
+    ({"datasets.1.name": "wikipedia"}, "datasets", "unique"),
+    ({"datasets.0.name": "Wiki Pedia"}, "datasets[0].name", "match"),
+    ({"datasets.0.source": "hub"}, "datasets[0].hub.path", "hub.path"),
+    ({"datasets.0.hub": {"path": "x/y"}}, "datasets[0].hub", "source: hub"),
+    ({"pretrain.datasets": ["nope"]}, "pretrain.datasets", "nope"),
+    ({"pretrain.datasets": ["usenet"]}, "pretrain.datasets", "realworld"),
+    ({"data.validation_fraction": 0.5, "data.test_fraction": 0.45}, "data.test_fraction", "0.9"),
+    ({"data.validation_fraction": -0.1}, "data.validation_fraction", "minimum"),
+    ({"data.max_examples": 0}, "data.max_examples", "minimum"),
+    ({"data.min_example_chars": 500}, "data.min_example_chars", "max_example_chars"),
+    ({"tokenizer.vocab_size": 100}, "tokenizer.vocab_size", "minimum"),
+    ({"canaries.templates": ["no placeholder"]}, "canaries.templates[0]", "match"),
+    ({"canaries.templates": ["{secret} first"]}, "canaries.templates[0]", "match"),
+    ({"canaries.secret_digits": 0}, "canaries.secret_digits", "minimum"),
+    ({"canaries.secret_digits": 2}, "canaries.secret_digits", "too small"),
+    ({"canaries.repetitions": [0, 1]}, "canaries.repetitions[0]", "minimum"),
+    ({"canaries.repetitions": [2000]}, "canaries.repetitions", "max_examples"),
+    ({"canaries.forget_per_repetition": 4}, "canaries.forget_per_repetition", "per_repetition"),
+    ({"canaries.requests": 11}, "canaries.requests", "empty"),
+    ({"replicates": []}, "replicates", "non-empty"),
+    ({"replicates": [1, 1]}, "replicates", "unique"),
+]
+
+
+@pytest.mark.parametrize(("change", "key", "word"), BAD_CONFIGS)
+def test_bad_config_names_key(change, key, word):
+    config = copy.deepcopy(load("config.yaml"))
+    for dotted, value in change.items():
+        _set(config, dotted, value)
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    message = str(err.value)
+    assert f"{key}:" in message, message
+    assert word in message, message

@@ -1,0 +1,43 @@
+"""`snakemake -n` on every shipped config overlay: the DAG has the expected jobs per rule."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import job_counts, run_snakemake
+
+# Jobs per rule = what the config implies: one prepare_corpus per dataset, one tokenizer,
+# one inject_canaries per nlp dataset and replicate.
+EXPECTED = {
+    (): {"prepare_corpus": 6, "train_tokenizer": 1, "inject_canaries": 4, "data": 1, "all": 1},
+    ("config/smoke.yaml",): {
+        "prepare_corpus": 3, "train_tokenizer": 1, "inject_canaries": 2, "data": 1, "all": 1,
+    },
+    ("config/paper.yaml",): {
+        "prepare_corpus": 6, "train_tokenizer": 1, "inject_canaries": 12, "data": 1, "all": 1,
+    },
+}
+
+
+@pytest.mark.parametrize("overlay", list(EXPECTED), ids=lambda o: o[0] if o else "default")
+def test_dry_run_job_counts(workflow_copy, overlay):
+    args = ["-n", "--cores", "1"]
+    if overlay:
+        args += ["--configfile", *overlay]
+    proc = run_snakemake(workflow_copy, *args)
+    assert job_counts(proc.stdout) == EXPECTED[overlay]
+
+
+@pytest.mark.parametrize(
+    ("overlay_text", "key"),
+    [
+        ("data:\n  max_examples: -5\n", "data.max_examples"),
+        ("canaries:\n  bogus: 1\n", "canaries"),
+        ("pretrain:\n  datasets: [usenet]\n", "pretrain.datasets"),
+    ],
+)
+def test_bad_config_fails_before_any_job(workflow_copy, overlay_text, key):
+    (workflow_copy / "bad.yaml").write_text(overlay_text)
+    proc = run_snakemake(workflow_copy, "-n", "--cores", "1", "--configfile", "bad.yaml", check=False)
+    assert proc.returncode != 0
+    assert f"{key}:" in proc.stdout + proc.stderr
+    assert not (workflow_copy / "results").exists()

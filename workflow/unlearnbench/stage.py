@@ -1,0 +1,33 @@
+"""The frame every rule adapter shares: log routing, cost measurement, provenance.
+
+An adapter builds its typed config from ``snakemake.params`` only (values read from
+``snakemake.config`` would be invisible to Snakemake's rerun triggers), calls one package
+function inside ``run_stage`` and gets back the manifest it writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .logs import start_log
+from .provenance import measure, provenance, write_json
+
+
+def run_stage(
+    manifest_path: str,
+    log_path: str | None,
+    params: dict[str, Any],
+    seeds: dict[str, int],
+    work: Callable[[logging.Logger], dict[str, Any]],
+) -> dict[str, Any]:
+    """Run ``work`` with logging to ``log_path``; write its result plus provenance and cost."""
+    log = start_log(log_path)
+    log.info("params: %s", params)
+    with measure() as cost:
+        result = work(log)
+    log.info("done in %.1f s, peak memory %.0f MB", cost["wall_time_s"], cost["peak_memory_mb"])
+    manifest = {**result, "provenance": provenance(params, seeds), "cost": cost}
+    write_json(manifest_path, manifest)
+    return manifest
