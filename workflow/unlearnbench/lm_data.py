@@ -1,0 +1,84 @@
+"""Examples as language-model sequences: one text = one sequence, the same everywhere.
+
+Training, per-example gradients (Fisher), perplexity and exposure must all see a text as the
+same token sequence, or a canary's exposure would be measured on a context it was never
+trained in. Every sequence is ``<|endoftext|> + tokens(text) + <|endoftext|>``, cut to the
+model's context. The leading separator matters for canaries: the model learns the secret after
+"<|endoftext|> my pin code is", so exposure conditions on ``sequence_prefix_ids(prefix)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+IGNORE_INDEX = -100  # label value that cross-entropy skips (padding)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Right-padded sequences with explicit positions (Opacus needs per-sample position_ids)."""
+
+    input_ids: torch.Tensor  # (B, T) int64
+    attention_mask: torch.Tensor  # (B, T) int64, 1 = real token
+    labels: torch.Tensor  # (B, T) int64, IGNORE_INDEX on padding
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        batch, length = self.input_ids.shape
+        return torch.arange(length).repeat(batch, 1)
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "position_ids": self.position_ids,
+        }
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels)))
+
+
+def sequence_ids(tokenizer, text: str, max_length: int) -> list[int]:
+    eos = tokenizer.eos_token_id
+    ids = [eos, *tokenizer.encode(text, add_special_tokens=False), eos]
+    return ids[:max_length]
+
+
+def sequence_prefix_ids(tokenizer, prefix: str) -> list[int]:
+    """The context a canary's secret follows in training: separator + prefix tokens."""
+    return [tokenizer.eos_token_id, *tokenizer.encode(prefix, add_special_tokens=False)]
+
+
+def encode_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    return [sequence_ids(tokenizer, text, max_length) for text in texts]
+
+
+def collate(sequences: Sequence[Sequence[int]], pad_id: int) -> Batch:
+    length = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention[row, : len(seq)] = 1
+    labels = input_ids.masked_fill(attention == 0, IGNORE_INDEX)
+    return Batch(input_ids, attention, labels)
+
+
+def token_losses(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence summed next-token loss (nats) and predicted-token counts, shape (B,)."""
+    logits = model(**batch.model_inputs()).logits[:, :-1]
+    targets = batch.labels[:, 1:]
+    losses = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2).float(), targets, ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    mask = targets != IGNORE_INDEX
+    return (losses * mask).sum(dim=1), mask.sum(dim=1)
+
+
+def mean_loss(model, batch: Batch) -> torch.Tensor:
+    """Mean next-token loss over all real tokens of the batch (the training objective)."""
+    total, count = token_losses(model, batch)
+    return total.sum() / count.sum().clamp(min=1)

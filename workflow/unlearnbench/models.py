@@ -1,0 +1,133 @@
+"""GPT-2-architecture models: built from scratch or loaded from the hub, saved as safetensors.
+
+The embedded default trains a small GPT-2 from scratch (no weights are reachable offline); the
+paper config names a hub model. Both become a transformers ``GPT2LMHeadModel``-style causal LM
+that every later stage treats the same way. Models are written with ``save_pretrained``
+(safetensors + config.json) into a temporary directory that is renamed into place, so a killed
+job never leaves a half-written model; loading never enables ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+from .seeding import derive_seed
+
+MODEL_FILES = ("config.json", "model.safetensors")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``model.*`` of the config: a hub id, or the size of a GPT-2 trained from scratch."""
+
+    source: str = "scratch"
+    revision: str | None = None
+    n_layer: int = 2
+    n_embd: int = 128
+    n_head: int = 4
+    n_positions: int = 128
+
+    def __post_init__(self) -> None:
+        for key in ("n_layer", "n_embd", "n_head", "n_positions"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"model.n_embd: {self.n_embd} is not divisible by model.n_head = {self.n_head}; "
+                "choose a width that is a multiple of the head count"
+            )
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.source == "scratch"
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, eos_id: int, seed: int) -> torch.nn.Module:
+    """A freshly initialised GPT-2 (seeded ``init`` stream), or the hub model ``cfg.source``.
+
+    Dropout is 0: per-example gradients and DP-SGD need deterministic forward passes, and
+    unlearning is compared at fixed weights.
+    """
+    if not cfg.from_scratch:
+        model = AutoModelForCausalLM.from_pretrained(cfg.source, revision=cfg.revision)
+        return _no_dropout(model)
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=cfg.n_positions,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        return GPT2LMHeadModel(config)
+
+
+def _no_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+def save_model(model: torch.nn.Module, directory: str | os.PathLike) -> None:
+    """``save_pretrained`` into a temporary sibling, then rename: all or nothing."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        model.save_pretrained(tmp)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_model(directory: str | os.PathLike, vocab_size: int | None = None) -> torch.nn.Module:
+    """Load a saved model; a missing, truncated or mismatched model is a clear error."""
+    directory = Path(directory)
+    missing = [name for name in MODEL_FILES if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{directory}: model files missing ({', '.join(missing)}); "
+            "delete the directory and rerun the rule that produces it"
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory)
+    except Exception as err:  # safetensors/json raise many types; the fix is the same
+        raise ValueError(
+            f"{directory}: model files are corrupted or truncated ({type(err).__name__}: {err}); "
+            "delete the directory and rerun the rule that produces it"
+        ) from None
+    if vocab_size is not None and model.config.vocab_size != vocab_size:
+        raise ValueError(
+            f"{directory}: the model has {model.config.vocab_size} token embeddings but the "
+            f"tokenizer has {vocab_size} tokens; they come from different runs. Rerun the "
+            "model's training rule with the current tokenizer (results/tokenizer)"
+        )
+    return _no_dropout(model.eval())
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of all parameters (names, shapes, bytes): identifies the exact weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
