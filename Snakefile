@@ -20,10 +20,19 @@ validate_config(config)
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    seed=r"\d+",
+
+
 include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.data.input,
-    default_target: True
+        rules.models.input,

@@ -17,7 +17,7 @@ def smoke_data(tmp_path_factory):
     from conftest import copy_workflow
 
     wf = copy_workflow(tmp_path_factory.mktemp("smoke") / "wf")
-    run_snakemake(wf, "--cores", "2", "--configfile", "config/smoke.yaml", "data")
+    run_snakemake(wf, "data", "--cores", "2", "--configfile", "config/smoke.yaml")
     return wf
 
 
@@ -66,6 +66,8 @@ def test_tokenizer_splits_secret_digits(smoke_data):
 
 
 def test_completed_stage_reruns_nothing(smoke_data):
-    proc = run_snakemake(smoke_data, "-n", "--cores", "2", "--configfile", "config/smoke.yaml", "data")
+    proc = run_snakemake(
+        smoke_data, "data", "-n", "--cores", "2", "--configfile", "config/smoke.yaml"
+    )
     assert job_counts(proc.stdout) == {}
     assert "Nothing to be done" in proc.stdout + proc.stderr

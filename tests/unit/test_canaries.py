@@ -17,8 +17,15 @@ HELD_OUT = [f"held out {i} with number {i * 7919}" for i in range(30)]
 
 
 def make_config(**overrides) -> CanaryConfig:
-    values = dict(templates=TEMPLATES, secret_digits=6, repetitions=[1, 2, 4, 8],
-                  per_repetition=3, forget_per_repetition=2, requests=3, seed=0)
+    values = dict(
+        templates=TEMPLATES,
+        secret_digits=6,
+        repetitions=[1, 2, 4, 8],
+        per_repetition=3,
+        forget_per_repetition=2,
+        requests=3,
+        seed=0,
+    )
     values.update(overrides)
     return CanaryConfig(**values)
 
@@ -30,8 +37,9 @@ def injected():
 
 
 def write_all(result, directory):
-    paths = [directory / name for name in
-             ("train.parquet", "canaries.csv", "forget.json", "retain.json")]
+    paths = [
+        directory / name for name in ("train.parquet", "canaries.csv", "forget.json", "retain.json")
+    ]
     write_injection(result, *paths)
     return paths
 
@@ -84,8 +92,9 @@ def test_forget_and_retain_partition_the_rows(injected):
     assert not forget & retain
     assert forget | retain == set(range(len(result.train)))
     table = result.canaries.set_index("canary_id")
-    for row, cid, group in zip(result.forget_indices, result.forget_canary_ids,
-                               result.forget_groups, strict=True):
+    for row, cid, group in zip(
+        result.forget_indices, result.forget_canary_ids, result.forget_groups, strict=True
+    ):
         assert result.row_canary_ids[row] == cid
         assert result.train[row] == table.loc[cid, "text"]
         assert table.loc[cid, "in_forget_set"] and table.loc[cid, "group"] == group
@@ -107,8 +116,11 @@ def test_written_files(injected, tmp_path):
     paths = [tmp_path / n for n in ("train.parquet", "canaries.csv", "forget.json", "retain.json")]
     summary = write_injection(result, *paths)
     json.dumps(summary)  # goes into the rule's manifest as it is
-    assert summary["train_rows"] == len(result.train) == summary["forget_rows"] + summary[
-        "retain_rows"]
+    assert (
+        summary["train_rows"]
+        == len(result.train)
+        == summary["forget_rows"] + summary["retain_rows"]
+    )
     assert (summary["canaries"], summary["forget_canaries"], summary["requests"]) == (12, 8, 3)
     train_path, canaries_path, forget_path, retain_path = paths
     frame = pd.read_parquet(train_path)
@@ -117,18 +129,28 @@ def test_written_files(injected, tmp_path):
     assert frame["example_id"].tolist() == list(range(len(result.train)))
     assert frame["canary_id"].tolist() == result.row_canary_ids
     forget = json.loads(forget_path.read_text())
-    assert forget == {"indices": result.forget_indices, "canary_ids": result.forget_canary_ids,
-                      "groups": result.forget_groups}
+    assert forget == {
+        "indices": result.forget_indices,
+        "canary_ids": result.forget_canary_ids,
+        "groups": result.forget_groups,
+    }
     assert json.loads(retain_path.read_text()) == {"indices": result.retain_indices}
     table = read_canaries(canaries_path)
     pd.testing.assert_frame_equal(table, result.canaries, check_dtype=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["train.parquet", "canaries.csv", "forget.json", "retain.json"])  # no temporaries left
+        ["train.parquet", "canaries.csv", "forget.json", "retain.json"]
+    )  # no temporaries left
 
 
 def test_leading_zeros_and_trailing_spaces_survive_the_csv(tmp_path):
-    cfg = make_config(secret_digits=2, repetitions=[1], per_repetition=9, requests=1,
-                      forget_per_repetition=1, templates=["x {secret}"])
+    cfg = make_config(
+        secret_digits=2,
+        repetitions=[1],
+        per_repetition=9,
+        requests=1,
+        forget_per_repetition=1,
+        templates=["x {secret}"],
+    )
     result = inject_canaries("wiki", cfg, ["no digits here"], [])
     result.canaries.loc[0, ["secret", "text"]] = ["07", "x 07"]
     write_injection(result, *(tmp_path / n for n in ("t.parquet", "c.csv", "f.json", "r.json")))
@@ -176,8 +198,9 @@ def test_forbidden_secrets_match_brute_force_substring_search():
 
 
 def test_crowded_space_after_corpus_is_an_error():
-    cfg = make_config(secret_digits=2, repetitions=[1], per_repetition=2, requests=1,
-                      forget_per_repetition=1)
+    cfg = make_config(
+        secret_digits=2, repetitions=[1], per_repetition=2, requests=1, forget_per_repetition=1
+    )
     crowded = ["".join(f"{n:02d} " for n in range(95))]
     with pytest.raises(ValueError, match=r"canaries\.secret_digits"):
         inject_canaries("wiki", cfg, crowded, [])
@@ -187,26 +210,29 @@ def test_space_rule_matches_the_config_check():
     assert canaries.MIN_SPACE_PER_CANARY == settings.MIN_SPACE_PER_CANARY
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (dict(templates=["my pin code is"]), "templates"),
-    (dict(templates=["{secret} is my pin"]), "templates"),
-    (dict(templates=["my pin {secret} code"]), "templates"),
-    (dict(templates=["my pin is{secret}"]), "templates"),
-    (dict(templates=["{secret} and {secret}"]), "templates"),
-    (dict(templates=[]), "templates"),
-    (dict(secret_digits=0), "secret_digits"),
-    (dict(secret_digits=19), "secret_digits"),
-    (dict(secret_digits=2), "secret_digits"),  # 100 candidates for 12 canaries
-    (dict(forget_per_repetition=4), "forget_per_repetition"),
-    (dict(requests=9), "requests"),
-    (dict(requests=0), "requests"),
-    (dict(repetitions=[1, 0, 4]), "repetitions"),
-    (dict(repetitions=[]), "repetitions"),
-    (dict(repetitions=[2, 2]), "repetitions"),
-    (dict(per_repetition=0), "per_repetition"),
-    (dict(seed=-1), "seed"),
-    (dict(secret_digits=6.0), "secret_digits"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (dict(templates=["my pin code is"]), "templates"),
+        (dict(templates=["{secret} is my pin"]), "templates"),
+        (dict(templates=["my pin {secret} code"]), "templates"),
+        (dict(templates=["my pin is{secret}"]), "templates"),
+        (dict(templates=["{secret} and {secret}"]), "templates"),
+        (dict(templates=[]), "templates"),
+        (dict(secret_digits=0), "secret_digits"),
+        (dict(secret_digits=19), "secret_digits"),
+        (dict(secret_digits=2), "secret_digits"),  # 100 candidates for 12 canaries
+        (dict(forget_per_repetition=4), "forget_per_repetition"),
+        (dict(requests=9), "requests"),
+        (dict(requests=0), "requests"),
+        (dict(repetitions=[1, 0, 4]), "repetitions"),
+        (dict(repetitions=[]), "repetitions"),
+        (dict(repetitions=[2, 2]), "repetitions"),
+        (dict(per_repetition=0), "per_repetition"),
+        (dict(seed=-1), "seed"),
+        (dict(secret_digits=6.0), "secret_digits"),
+    ],
+)
 def test_bad_config_names_the_key(overrides, key):
     with pytest.raises(ValueError, match=rf"^canaries\.{key}[\[:]"):
         make_config(**overrides)

@@ -13,7 +13,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 
 def load(*names: str) -> dict:
-    """A config as Snakemake builds it: the default, then overlays (dicts merged, lists replaced)."""
+    """A config as Snakemake builds it: default, then overlays (dicts merge, lists replace)."""
     config: dict = {}
     for name in names:
         _merge(config, yaml.safe_load((CONFIG_DIR / name).read_text()))
@@ -37,8 +37,9 @@ def test_shipped_configs_are_valid(overlays):
 
 
 def test_defaults_are_filled():
-    config = validate_config({"datasets": [{"name": "news", "source": "news"}],
-                              "pretrain": {"datasets": ["news"]}})
+    config = validate_config(
+        {"datasets": [{"name": "news", "source": "news"}], "pretrain": {"datasets": ["news"]}}
+    )
     assert config["datasets"][0]["kind"] == "nlp"
     assert config["data"]["max_examples"] == 1500
     assert config["canaries"]["secret_digits"] == 6

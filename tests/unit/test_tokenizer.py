@@ -31,13 +31,36 @@ ROUND_TRIP_TEXTS = [
 def _corpus() -> list[str]:
     """A small corpus with words, numbers, e-mail addresses and non-ASCII text."""
     rng = python_rng(0, "eval", "test_tokenizer")
-    words = ["the", "of", "and", "secret", "number", "code", "pin", "my", "is", "call", "me",
-             "at", "mail", "example", "café", "über", "東京", "year", "born", "in", "was"]
+    words = [
+        "the",
+        "of",
+        "and",
+        "secret",
+        "number",
+        "code",
+        "pin",
+        "my",
+        "is",
+        "call",
+        "me",
+        "at",
+        "mail",
+        "example",
+        "café",
+        "über",
+        "東京",
+        "year",
+        "born",
+        "in",
+        "was",
+    ]
     texts = []
     for i in range(300):
         sentence = " ".join(rng.choice(words) for _ in range(12))
-        texts.append(f"{sentence.capitalize()}, {rng.randint(0, 99999)} (no. {i}); "
-                     f"user{i}@example.com wrote: {rng.random():.4f}!")
+        texts.append(
+            f"{sentence.capitalize()}, {rng.randint(0, 99999)} (no. {i}); "
+            f"user{i}@example.com wrote: {rng.random():.4f}!"
+        )
     return texts + ROUND_TRIP_TEXTS
 
 
@@ -45,15 +68,15 @@ def _corpus() -> list[str]:
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("tok") / "tokenizer"
     texts = _corpus()
-    manifest = train_tokenizer(iter(texts), VOCAB_SIZE, 2, out,
-                               canary_prefixes=["my pin code is "])
+    manifest = train_tokenizer(iter(texts), VOCAB_SIZE, 2, out, canary_prefixes=["my pin code is "])
     return out, manifest, load_tokenizer(out), texts
 
 
 def _random_secrets(count: int, seed: int) -> list[str]:
     rng = python_rng(seed, "eval", "secrets")
-    return ["".join(rng.choice("0123456789") for _ in range(rng.randint(1, 12)))
-            for _ in range(count)]
+    return [
+        "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 12))) for _ in range(count)
+    ]
 
 
 def test_manifest(trained):
@@ -74,14 +97,17 @@ def test_every_digit_of_a_secret_is_its_own_token(trained):
         assert tok.encode(secret) == [digit_ids[int(d)] for d in secret]
 
 
-@pytest.mark.parametrize("prefix", [
-    "my pin code is ",
-    "the secret number is ",
-    "My credit card number, in full, is ",
-    "room 42 has door code ",  # digits inside the prefix
-    "Émile's 東京 code: ",
-    "call me at ",
-])
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "my pin code is ",
+        "the secret number is ",
+        "My credit card number, in full, is ",
+        "room 42 has door code ",  # digits inside the prefix
+        "Émile's 東京 code: ",
+        "call me at ",
+    ],
+)
 def test_prefix_plus_secret_is_prefix_tokens_then_digit_tokens(trained, prefix):
     _, manifest, tok, _ = trained
     digit_ids = manifest["digit_token_ids"]
@@ -144,10 +170,13 @@ def test_corrupted_tokenizer_names_it_and_the_fix(trained, tmp_path):
         load_tokenizer(broken)
 
 
-@pytest.mark.parametrize("vocab_size, min_frequency, key", [
-    (100, 2, "tokenizer.vocab_size"),
-    (600, 0, "tokenizer.min_frequency"),
-])
+@pytest.mark.parametrize(
+    "vocab_size, min_frequency, key",
+    [
+        (100, 2, "tokenizer.vocab_size"),
+        (600, 0, "tokenizer.min_frequency"),
+    ],
+)
 def test_bad_settings_name_the_key(tmp_path, vocab_size, min_frequency, key):
     with pytest.raises(ValueError, match=key):
         train_tokenizer(["some text"], vocab_size, min_frequency, tmp_path / "t")
@@ -164,8 +193,12 @@ def test_invariant_check_rejects_a_plain_gpt2_style_bpe():
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, show_progress=False, special_tokens=[ENDOFTEXT],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        show_progress=False,
+        special_tokens=[ENDOFTEXT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     backend.train_from_iterator(["my pin code is 481903 and 4819 0348 1903"] * 50, trainer)
     plain = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=ENDOFTEXT)
     with pytest.raises(TokenizerInvariantError, match="digit"):

@@ -19,8 +19,13 @@ def tiny_model(seed=0):
 def data(n=24):
     gen = torch.Generator().manual_seed(5)
     return [
-        [EOS, *torch.randint(1, VOCAB, (int(torch.randint(3, 12, (1,), generator=gen)),),
-                             generator=gen).tolist(), EOS]
+        [
+            EOS,
+            *torch.randint(
+                1, VOCAB, (int(torch.randint(3, 12, (1,), generator=gen)),), generator=gen
+            ).tolist(),
+            EOS,
+        ]
         for _ in range(n)
     ]
 
@@ -54,7 +59,9 @@ def test_resume_is_bitwise_equal(tmp_path, kill_at):
 
     model = tiny_model()
     with pytest.raises(Killed):
-        train(model, data(), TrainConfig(**RECIPE), pad_id=EOS, checkpoint_dir=tmp_path, on_step=kill)
+        train(
+            model, data(), TrainConfig(**RECIPE), pad_id=EOS, checkpoint_dir=tmp_path, on_step=kill
+        )
     resumed = tiny_model()  # a fresh process starts from the initial weights again
     history = train(resumed, data(), TrainConfig(**RECIPE), pad_id=EOS, checkpoint_dir=tmp_path)
     assert fingerprint(resumed) == fingerprint(reference)
@@ -65,8 +72,12 @@ def test_resume_is_bitwise_equal(tmp_path, kill_at):
 def test_checkpoint_for_other_recipe_is_refused(tmp_path):
     model = tiny_model()
     opt = make_optimizer(model, TrainConfig(**RECIPE))
-    save_checkpoint(tmp_path, model, opt, {"step": 1, "history": {}, "running": {},
-                                           "config": {"other": 1}, "examples": 3})
+    save_checkpoint(
+        tmp_path,
+        model,
+        opt,
+        {"step": 1, "history": {}, "running": {}, "config": {"other": 1}, "examples": 3},
+    )
     with pytest.raises(ValueError, match="delete the directory"):
         train(tiny_model(), data(), TrainConfig(**RECIPE), pad_id=EOS, checkpoint_dir=tmp_path)
 
@@ -116,7 +127,7 @@ def test_model_save_load_and_errors(tmp_path):
     save_model(model, tmp_path / "m")
     assert fingerprint(load_model(tmp_path / "m", vocab_size=VOCAB)) == fingerprint(model)
     with pytest.raises(ValueError, match="different runs"):
-        load_model(tmp_path / "m", vocab_size=VOCAB + 1)
+        load_model(tmp_path / "m", vocab_size=VOCAB + 1)  # more tokens than embedding rows
     (tmp_path / "m" / "model.safetensors").write_bytes(b"\0" * 10)
     with pytest.raises(ValueError, match="corrupted or truncated"):
         load_model(tmp_path / "m")
@@ -125,5 +136,5 @@ def test_model_save_load_and_errors(tmp_path):
 
 
 def test_bad_model_shape_names_key():
-    with pytest.raises(ValueError, match="model.n_embd"):
+    with pytest.raises(ValueError, match=r"model\.n_embd"):
         ModelConfig(n_embd=30, n_head=4)

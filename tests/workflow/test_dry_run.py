@@ -5,16 +5,26 @@ from __future__ import annotations
 import pytest
 from conftest import job_counts, run_snakemake
 
-# Jobs per rule = what the config implies: one prepare_corpus per dataset, one tokenizer,
-# one inject_canaries per nlp dataset and replicate.
+
+# Jobs per rule = what the config implies: one prepare_corpus per dataset, one tokenizer and
+# base model, one inject_canaries / finetune / retrain per nlp dataset and replicate.
+def expected(datasets, nlp, replicates):
+    per_run = nlp * replicates
+    return {
+        "prepare_corpus": datasets,
+        "train_tokenizer": 1,
+        "inject_canaries": per_run,
+        "pretrain_base": 1,
+        "finetune": per_run,
+        "retrain": per_run,
+        "all": 1,
+    }
+
+
 EXPECTED = {
-    (): {"prepare_corpus": 6, "train_tokenizer": 1, "inject_canaries": 4, "data": 1, "all": 1},
-    ("config/smoke.yaml",): {
-        "prepare_corpus": 3, "train_tokenizer": 1, "inject_canaries": 2, "data": 1, "all": 1,
-    },
-    ("config/paper.yaml",): {
-        "prepare_corpus": 6, "train_tokenizer": 1, "inject_canaries": 12, "data": 1, "all": 1,
-    },
+    (): expected(datasets=6, nlp=4, replicates=1),
+    ("config/smoke.yaml",): expected(datasets=3, nlp=2, replicates=1),
+    ("config/paper.yaml",): expected(datasets=6, nlp=4, replicates=3),
 }
 
 
@@ -37,7 +47,9 @@ def test_dry_run_job_counts(workflow_copy, overlay):
 )
 def test_bad_config_fails_before_any_job(workflow_copy, overlay_text, key):
     (workflow_copy / "bad.yaml").write_text(overlay_text)
-    proc = run_snakemake(workflow_copy, "-n", "--cores", "1", "--configfile", "bad.yaml", check=False)
+    proc = run_snakemake(
+        workflow_copy, "-n", "--cores", "1", "--configfile", "bad.yaml", check=False
+    )
     assert proc.returncode != 0
     assert f"{key}:" in proc.stdout + proc.stderr
     assert not (workflow_copy / "results").exists()

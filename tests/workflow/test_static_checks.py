@@ -53,7 +53,9 @@ def test_conda_env_matches_requirements():
     conda_pip = pins(next(d for d in env["dependencies"] if isinstance(d, dict))["pip"])
     for name, version in conda_pip.items():
         if name != "torch":
-            assert requirements.get(name) == version, f"{name}: conda {version}, pip {requirements.get(name)}"
+            assert requirements.get(name) == version, (
+                f"{name}: conda {version}, pip {requirements.get(name)}"
+            )
     runtime = {n for n in requirements if n not in {"pytest", "ruff", "snakefmt"}}
     runtime -= {n for n in runtime if n.startswith("snakemake")}
     assert runtime <= set(conda_pip), f"missing from the conda env: {runtime - set(conda_pip)}"

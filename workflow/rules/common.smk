@@ -1,4 +1,5 @@
 # Derived lists, wildcard constraints and the helpers every rule file uses.
+import os
 from pathlib import Path
 
 PACKAGE = Path(workflow.basedir) / "workflow" / "unlearnbench"
@@ -9,15 +10,11 @@ DATASETS = list(DATASET)
 NLP_DATASETS = [name for name, ds in DATASET.items() if ds["kind"] == "nlp"]
 REPLICATES = config["replicates"]
 SPLITS = ["train", "validation", "test"]
-
-
-wildcard_constraints:
-    dataset="|".join(DATASETS),
-    seed=r"\d+",
+# Wildcard constraints are declared in the Snakefile (the linter wants no directives here).
 
 
 def code(*modules):
-    """The package files a rule imports, as inputs: Snakemake does not track Python imports,
+    """Inputs naming the package files a job imports; Snakemake does not track Python imports,
     so listing them makes an edit rerun exactly the rules that use the edited module.
     A name is a module (``seeding``) or a subpackage (``corpora``, all of its files)."""
     files = ["__init__.py", "logs.py", "provenance.py"]
@@ -30,8 +27,17 @@ def code(*modules):
 
 
 def log_path(rule, *wildcards):
-    return "results/logs/" + "/".join([rule, *wildcards]) + ".log"
+    return os.path.join("results", "logs", rule, *wildcards) + ".log"
 
 
 def benchmark_path(rule, *wildcards):
-    return "results/benchmarks/" + "/".join([rule, *wildcards]) + ".tsv"
+    return os.path.join("results", "benchmarks", rule, *wildcards) + ".tsv"
+
+
+TOKENIZER = "results/tokenizer/tokenizer.json"
+MODEL_FILES = ["config.json", "model.safetensors"]
+
+
+def model_files(directory):
+    """The files save_pretrained writes for a model saved in ``directory``."""
+    return [f"{directory}/{name}" for name in MODEL_FILES]

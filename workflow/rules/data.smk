@@ -11,18 +11,20 @@ rule prepare_corpus:
         validation="results/data/{dataset}/validation.parquet",
         test="results/data/{dataset}/test.parquet",
         manifest=ensure("results/data/{dataset}/manifest.json", non_empty=True),
-    params:
-        source=lambda wc: DATASET[wc.dataset],
-        split=config["data"],
-        seed=config["seed"],
     log:
         log_path("prepare_corpus", "{dataset}"),
     benchmark:
         benchmark_path("prepare_corpus", "{dataset}")
+    conda:
+        "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        source=lambda wc: DATASET[wc.dataset],
+        split=config["data"],
+        seed=config["seed"],
     script:
         "../scripts/prepare_corpus.py"
 
@@ -36,18 +38,20 @@ rule train_tokenizer:
         tokenizer="results/tokenizer/tokenizer.json",
         tokenizer_config="results/tokenizer/tokenizer_config.json",
         manifest=ensure("results/tokenizer/manifest.json", non_empty=True),
-    params:
-        datasets=config["pretrain"]["datasets"],
-        vocab_size=config["tokenizer"]["vocab_size"],
-        min_frequency=config["tokenizer"]["min_frequency"],
     log:
         log_path("train_tokenizer"),
     benchmark:
         benchmark_path("train_tokenizer")
+    conda:
+        "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        datasets=config["pretrain"]["datasets"],
+        vocab_size=config["tokenizer"]["vocab_size"],
+        min_frequency=config["tokenizer"]["min_frequency"],
     script:
         "../scripts/train_tokenizer.py"
 
@@ -66,19 +70,21 @@ rule inject_canaries:
         forget=ensure("results/canaries/{dataset}/seed~{seed}/forget_set.json", non_empty=True),
         retain=ensure("results/canaries/{dataset}/seed~{seed}/retain_set.json", non_empty=True),
         manifest=ensure("results/canaries/{dataset}/seed~{seed}/manifest.json", non_empty=True),
-    params:
-        canaries=config["canaries"],
-        seed=lambda wc: int(wc.seed),
-    wildcard_constraints:
-        dataset="|".join(NLP_DATASETS),
     log:
         log_path("inject_canaries", "{dataset}", "seed~{seed}"),
     benchmark:
         benchmark_path("inject_canaries", "{dataset}", "seed~{seed}")
+    wildcard_constraints:
+        dataset="|".join(NLP_DATASETS),
+    conda:
+        "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        canaries=config["canaries"],
+        seed=lambda wc: int(wc.seed),
     script:
         "../scripts/inject_canaries.py"
 

@@ -37,8 +37,17 @@ MIN_SPACE_PER_CANARY = 10
 # 10**k must fit the int64 ``randomness_space`` column of the canary table.
 MAX_SECRET_DIGITS = 18
 
-CANARY_COLUMNS = ("canary_id", "template", "prefix", "secret", "text", "repetitions", "group",
-                  "in_forget_set", "randomness_space")
+CANARY_COLUMNS = (
+    "canary_id",
+    "template",
+    "prefix",
+    "secret",
+    "text",
+    "repetitions",
+    "group",
+    "in_forget_set",
+    "randomness_space",
+)
 _ASCII_DIGIT_RUNS = re.compile(r"[0-9]+")  # secrets are ASCII digits; \d would also match others
 # Same rule as the config schema's pattern: a non-space character, one space, the placeholder.
 _TEMPLATE_END = re.compile(r"\S \{secret\}\Z")
@@ -71,53 +80,76 @@ class CanaryConfig:
             if not _is_int(getattr(self, key)):
                 _fail(key, f"{getattr(self, key)!r} is not an integer", "use a whole number")
         if not 1 <= self.secret_digits <= MAX_SECRET_DIGITS:
-            _fail("secret_digits", f"{self.secret_digits} is out of range",
-                  f"use 1 to {MAX_SECRET_DIGITS} digits (6 to 9 is usual)")
+            _fail(
+                "secret_digits",
+                f"{self.secret_digits} is out of range",
+                f"use 1 to {MAX_SECRET_DIGITS} digits (6 to 9 is usual)",
+            )
         if not self.repetitions:
             _fail("repetitions", "is empty", "give at least one count, e.g. [1, 2, 4, 8, 16]")
         for r in self.repetitions:
             if not _is_int(r) or r < 1:
-                _fail("repetitions", f"{r!r} is not a count of at least 1",
-                      "use positive integers, e.g. [1, 2, 4, 8, 16]")
+                _fail(
+                    "repetitions",
+                    f"{r!r} is not a count of at least 1",
+                    "use positive integers, e.g. [1, 2, 4, 8, 16]",
+                )
         if len(set(self.repetitions)) != len(self.repetitions):
-            _fail("repetitions", f"{list(self.repetitions)} repeats a count",
-                  "list each count once and raise per_repetition for more canaries")
+            _fail(
+                "repetitions",
+                f"{list(self.repetitions)} repeats a count",
+                "list each count once and raise per_repetition for more canaries",
+            )
         if self.per_repetition < 1:
             _fail("per_repetition", f"{self.per_repetition} is below 1", "use 1 or more")
         if not 0 <= self.forget_per_repetition <= self.per_repetition:
-            _fail("forget_per_repetition",
-                  f"{self.forget_per_repetition} is not between 0 and canaries.per_repetition = "
-                  f"{self.per_repetition}", "lower forget_per_repetition or raise per_repetition")
+            _fail(
+                "forget_per_repetition",
+                f"{self.forget_per_repetition} is not between 0 and canaries.per_repetition = "
+                f"{self.per_repetition}",
+                "lower forget_per_repetition or raise per_repetition",
+            )
         if self.requests < 1 or self.requests > self.num_forget:
-            _fail("requests",
-                  f"{self.requests} unlearning requests for {self.num_forget} forget canaries "
-                  "(every request needs at least one)",
-                  "use 1 to the number of forget canaries, or raise forget_per_repetition")
+            _fail(
+                "requests",
+                f"{self.requests} unlearning requests for {self.num_forget} forget canaries "
+                "(every request needs at least one)",
+                "use 1 to the number of forget canaries, or raise forget_per_repetition",
+            )
         if self.seed < 0:
             _fail("seed", f"{self.seed} is negative", "use a non-negative replicate seed")
         if self.randomness_space < MIN_SPACE_PER_CANARY * self.num_canaries:
-            _fail("secret_digits",
-                  f"10^{self.secret_digits} secrets are too few for {self.num_canaries} canaries "
-                  f"(need {MIN_SPACE_PER_CANARY} candidates per canary)",
-                  "raise secret_digits or use fewer canaries")
+            _fail(
+                "secret_digits",
+                f"10^{self.secret_digits} secrets are too few for {self.num_canaries} canaries "
+                f"(need {MIN_SPACE_PER_CANARY} candidates per canary)",
+                "raise secret_digits or use fewer canaries",
+            )
 
     def _check_templates(self) -> None:
         if not self.templates:
-            _fail("templates", "is empty",
-                  f"give at least one, e.g. 'my pin code is {PLACEHOLDER}'")
+            _fail(
+                "templates", "is empty", f"give at least one, e.g. 'my pin code is {PLACEHOLDER}'"
+            )
         for i, template in enumerate(self.templates):
             key = f"templates[{i}]"
             if not isinstance(template, str):
                 _fail(key, f"{template!r} is not a string", "quote it")
             if template.count(PLACEHOLDER) != 1:
-                _fail(key, f"{template!r} must contain {PLACEHOLDER} exactly once",
-                      f"write it like 'my pin code is {PLACEHOLDER}'")
+                _fail(
+                    key,
+                    f"{template!r} must contain {PLACEHOLDER} exactly once",
+                    f"write it like 'my pin code is {PLACEHOLDER}'",
+                )
             # The secret must end the text and follow a space: exposure scores the secret's
             # tokens after the prefix's, and the tokenizer guarantees prefix tokens unchanged
             # by the digits that follow only when they are the last thing in the text.
             if not _TEMPLATE_END.search(template):
-                _fail(key, f"{template!r} must end with a word, a space and {PLACEHOLDER}",
-                      f"move the placeholder to the end, e.g. 'my pin code is {PLACEHOLDER}'")
+                _fail(
+                    key,
+                    f"{template!r} must end with a word, a space and {PLACEHOLDER}",
+                    f"move the placeholder to the end, e.g. 'my pin code is {PLACEHOLDER}'",
+                )
 
     @property
     def num_canaries(self) -> int:
@@ -129,7 +161,7 @@ class CanaryConfig:
 
     @property
     def randomness_space(self) -> int:
-        return 10 ** self.secret_digits
+        return 10**self.secret_digits
 
 
 @dataclass
@@ -170,9 +202,12 @@ def _draw_secrets(cfg: CanaryConfig, rng: np.random.Generator, forbidden: set[st
     n, k = cfg.num_canaries, cfg.secret_digits
     available = cfg.randomness_space - len(forbidden)
     if available < MIN_SPACE_PER_CANARY * n:
-        _fail("secret_digits",
-              f"the corpus contains {len(forbidden)} of the 10^{k} possible secrets, leaving "
-              f"{available} for {n} canaries", "raise secret_digits")
+        _fail(
+            "secret_digits",
+            f"the corpus contains {len(forbidden)} of the 10^{k} possible secrets, leaving "
+            f"{available} for {n} canaries",
+            "raise secret_digits",
+        )
     secrets: list[str] = []
     chosen: set[str] = set()
     while len(secrets) < n:
@@ -220,17 +255,21 @@ def _interleave(n_corpus: int, copies: np.ndarray, rng: np.random.Generator) -> 
     return layout
 
 
-def inject_canaries(dataset: str, cfg: CanaryConfig, train: Sequence[str],
-                    held_out: Sequence[str]) -> InjectionResult:
+def inject_canaries(
+    dataset: str, cfg: CanaryConfig, train: Sequence[str], held_out: Sequence[str]
+) -> InjectionResult:
     """Insert the canaries of ``cfg`` into ``train``; ``held_out`` are validation + test texts.
 
     No secret occurs in any train, held-out or template text, so every canary text occurs in
     the new split exactly r times and never outside it.
     """
     if max(cfg.repetitions) > len(train):
-        _fail("repetitions",
-              f"a canary inserted {max(cfg.repetitions)} times outweighs the {len(train)} "
-              f"training examples of {dataset!r}", "lower the repetition counts or use more data")
+        _fail(
+            "repetitions",
+            f"a canary inserted {max(cfg.repetitions)} times outweighs the {len(train)} "
+            f"training examples of {dataset!r}",
+            "lower the repetition counts or use more data",
+        )
     k = cfg.secret_digits
     forbidden = _forbidden_secrets([*train, *held_out, *cfg.templates], k)
     secrets = _draw_secrets(cfg, numpy_rng(cfg.seed, "canaries", dataset, "secrets"), forbidden)
@@ -241,28 +280,30 @@ def inject_canaries(dataset: str, cfg: CanaryConfig, train: Sequence[str],
     for cid, secret in enumerate(secrets):
         template = cfg.templates[cid % len(cfg.templates)]
         prefix = template[: -len(PLACEHOLDER)]
-        rows.append({
-            "canary_id": cid,
-            "template": template,
-            "prefix": prefix,
-            "secret": secret,
-            "text": prefix + secret,
-            "repetitions": cfg.repetitions[cid // cfg.per_repetition],
-            "group": groups.get(cid, 0),
-            "in_forget_set": cid in groups,
-            "randomness_space": cfg.randomness_space,
-        })
+        rows.append(
+            {
+                "canary_id": cid,
+                "template": template,
+                "prefix": prefix,
+                "secret": secret,
+                "text": prefix + secret,
+                "repetitions": cfg.repetitions[cid // cfg.per_repetition],
+                "group": groups.get(cid, 0),
+                "in_forget_set": cid in groups,
+                "randomness_space": cfg.randomness_space,
+            }
+        )
     table = pd.DataFrame(rows, columns=list(CANARY_COLUMNS))
 
     copies = np.repeat(table["canary_id"].to_numpy(), table["repetitions"].to_numpy())
-    layout = _interleave(len(train), copies,
-                         numpy_rng(cfg.seed, "canaries", dataset, "positions"))
+    layout = _interleave(len(train), copies, numpy_rng(cfg.seed, "canaries", dataset, "positions"))
     texts = table["text"].tolist()
     corpus = iter(train)
     new_train = [next(corpus) if cid < 0 else texts[cid] for cid in layout]
 
-    result = InjectionResult(train=new_train, row_canary_ids=[int(c) for c in layout],
-                             canaries=table)
+    result = InjectionResult(
+        train=new_train, row_canary_ids=[int(c) for c in layout], canaries=table
+    )
     for row, cid in enumerate(result.row_canary_ids):
         if cid >= 0 and cid in groups:
             result.forget_indices.append(row)
@@ -273,26 +314,38 @@ def inject_canaries(dataset: str, cfg: CanaryConfig, train: Sequence[str],
     return result
 
 
-def write_injection(result: InjectionResult, train_path: str | Path, canaries_path: str | Path,
-                    forget_path: str | Path, retain_path: str | Path) -> dict[str, int]:
+def write_injection(
+    result: InjectionResult,
+    train_path: str | Path,
+    canaries_path: str | Path,
+    forget_path: str | Path,
+    retain_path: str | Path,
+) -> dict[str, int]:
     """Write the split (parquet), canary table (csv) and index sets (json), atomically.
 
     ``example_id`` is the row index in the new split, which the forget / retain indices use.
     Returns ``summarize(result)`` for the rule's manifest.
     """
     n = len(result.train)
-    frame = pd.DataFrame({
-        "text": pd.Series(result.train, dtype=object),
-        "example_id": np.arange(n, dtype=np.int64),
-        "canary_id": np.asarray(result.row_canary_ids, dtype=np.int64),
-    })
+    frame = pd.DataFrame(
+        {
+            "text": pd.Series(result.train, dtype=object),
+            "example_id": np.arange(n, dtype=np.int64),
+            "canary_id": np.asarray(result.row_canary_ids, dtype=np.int64),
+        }
+    )
     with atomic_path(train_path) as tmp:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
     with atomic_path(canaries_path) as tmp:
         result.canaries.to_csv(tmp, index=False, lineterminator="\n")
-    write_json(forget_path, {"indices": result.forget_indices,
-                             "canary_ids": result.forget_canary_ids,
-                             "groups": result.forget_groups})
+    write_json(
+        forget_path,
+        {
+            "indices": result.forget_indices,
+            "canary_ids": result.forget_canary_ids,
+            "groups": result.forget_groups,
+        },
+    )
     write_json(retain_path, {"indices": result.retain_indices})
     return summarize(result)
 
@@ -323,6 +376,8 @@ def read_canaries(path: str | Path) -> pd.DataFrame:
     table = pd.read_csv(path, dtype=text_columns, keep_default_na=False)
     missing = [c for c in CANARY_COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: not a canary table (missing {', '.join(missing)}); "
-                         "delete it and rerun the inject_canaries rule")
+        raise ValueError(
+            f"{path}: not a canary table (missing {', '.join(missing)}); "
+            "delete it and rerun the inject_canaries rule"
+        )
     return table

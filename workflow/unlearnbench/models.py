@@ -114,7 +114,9 @@ def load_model(directory: str | os.PathLike, vocab_size: int | None = None) -> t
             f"{directory}: model files are corrupted or truncated ({type(err).__name__}: {err}); "
             "delete the directory and rerun the rule that produces it"
         ) from None
-    if vocab_size is not None and model.config.vocab_size != vocab_size:
+    # Hub models may pad their embedding (OPT: 50272 rows for 50265 tokens); fewer rows than
+    # tokens means the two come from different runs.
+    if vocab_size is not None and model.config.vocab_size < vocab_size:
         raise ValueError(
             f"{directory}: the model has {model.config.vocab_size} token embeddings but the "
             f"tokenizer has {vocab_size} tokens; they come from different runs. Rerun the "

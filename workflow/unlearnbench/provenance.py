@@ -45,10 +45,14 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 def git_commit() -> dict[str, Any]:
     """Commit of the code that ran, and whether the tree had uncommitted changes."""
     try:
+
         def git(*args: str) -> str:
             return subprocess.run(
                 ["git", "-C", str(_REPO_ROOT), *args],
-                capture_output=True, text=True, check=True, timeout=10,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
             ).stdout.strip()
 
         return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}

@@ -36,7 +36,7 @@ def python_rng(base_seed: int, stream: str, *keys: object) -> random.Random:
 
 
 def torch_generator(base_seed: int, stream: str, *keys: object):
-    """A CPU ``torch.Generator`` for the stream (torch imported lazily: data stages don't need it)."""
+    """A CPU ``torch.Generator`` for the stream (torch imported lazily: data stages skip it)."""
     import torch
 
     gen = torch.Generator(device="cpu")

@@ -81,7 +81,9 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
                 fix = f"remove it or use one of: {', '.join(known)}"
             else:
                 meaning = _schema_at(schema, parts).get("description", "")
-                fix = f"expected: {meaning}" if meaning else "see workflow/schemas/config.schema.yaml"
+                fix = (
+                    f"expected: {meaning}" if meaning else "see workflow/schemas/config.schema.yaml"
+                )
             lines.append(f"{_key_path(parts)}: {err.message}; {fix}")
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
     check_config(config)
@@ -104,12 +106,14 @@ def check_config(config: dict[str, Any]) -> None:
             ds["source"] == "hub" and not has_path,
             f"datasets[{i}].hub.path",
             f"dataset {ds['name']!r} has source 'hub' but no hub.path",
-            "set hub.path to a hub dataset id (e.g. Salesforce/wikitext) or a builder with data_files",
+            "set hub.path to a hub dataset id (e.g. Salesforce/wikitext) or a builder "
+            "(text, json, parquet) with hub.data_files",
         )
         _fail_if(
             ds["source"] != "hub" and has_path,
             f"datasets[{i}].hub",
-            f"dataset {ds['name']!r} reads the offline source {ds['source']!r}; hub settings are ignored",
+            f"dataset {ds['name']!r} reads the offline source {ds['source']!r}, so its hub "
+            "settings would be ignored",
             "remove the hub block or set source: hub",
         )
     for name in config["pretrain"]["datasets"]:
@@ -127,6 +131,13 @@ def check_config(config: dict[str, Any]) -> None:
             "pretrain on nlp datasets only",
         )
     _check_data(config["data"])
+    model = config["model"]
+    _fail_if(
+        model["n_embd"] % model["n_head"] != 0,
+        "model.n_head",
+        f"{model['n_head']} heads do not divide model.n_embd = {model['n_embd']}",
+        "choose n_embd as a multiple of n_head",
+    )
     if any(kind == "nlp" for kind in kinds.values()):
         _check_canaries(config["canaries"], config["data"])
 

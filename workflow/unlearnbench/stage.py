@@ -1,4 +1,4 @@
-"""The frame every rule adapter shares: log routing, cost measurement, provenance.
+"""The frame every rule adapter shares: log routing, threads, cost measurement, provenance.
 
 An adapter builds its typed config from ``snakemake.params`` only (values read from
 ``snakemake.config`` would be invisible to Snakemake's rerun triggers), calls one package
@@ -21,9 +21,18 @@ def run_stage(
     params: dict[str, Any],
     seeds: dict[str, int],
     work: Callable[[logging.Logger], dict[str, Any]],
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Run ``work`` with logging to ``log_path``; write its result plus provenance and cost."""
+    """Run ``work`` with logging to ``log_path``; write its result plus provenance and cost.
+
+    ``threads`` (the rule's ``threads:``) caps torch's intra-op threads, so parallel jobs do not
+    oversubscribe the cores Snakemake gave them.
+    """
     log = start_log(log_path)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     log.info("params: %s", params)
     with measure() as cost:
         result = work(log)

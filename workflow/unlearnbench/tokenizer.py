@@ -27,8 +27,12 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 # GPT-2's single special token serves as bos, eos, pad and unk: a byte-level BPE never needs
 # unk, and one shared token keeps the embedding matrix and the model config simple.
 ENDOFTEXT = "<|endoftext|>"
-SPECIAL_TOKENS = {"bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT, "pad_token": ENDOFTEXT,
-                  "unk_token": ENDOFTEXT}
+SPECIAL_TOKENS = {
+    "bos_token": ENDOFTEXT,
+    "eos_token": ENDOFTEXT,
+    "pad_token": ENDOFTEXT,
+    "unk_token": ENDOFTEXT,
+}
 DIGITS = "0123456789"
 # The files save_pretrained writes for a tokenizers-backed tokenizer; both are needed to load.
 REQUIRED_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -58,10 +62,12 @@ class TokenizerInvariantError(RuntimeError):
 def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
     # Digits first: they become single-character pre-tokens, so the byte-level regex (GPT-2's
     # word splitting) and the BPE merges never see a digit next to anything else.
-    return pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
 
 
 def _counting(texts: Iterable[str], counter: dict[str, int]) -> Iterator[str]:
@@ -74,8 +80,9 @@ def _counting(texts: Iterable[str], counter: dict[str, int]) -> Iterator[str]:
         yield text
 
 
-def _train_backend(texts: Iterable[str], vocab_size: int, min_frequency: int
-                   ) -> tuple[Tokenizer, dict[str, int]]:
+def _train_backend(
+    texts: Iterable[str], vocab_size: int, min_frequency: int
+) -> tuple[Tokenizer, dict[str, int]]:
     backend = Tokenizer(models.BPE(unk_token=None))  # byte-level: every string is encodable
     backend.pre_tokenizer = _pre_tokenizer()
     backend.decoder = decoders.ByteLevel()
@@ -111,9 +118,11 @@ def digit_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     return ids
 
 
-def check_digit_invariant(tokenizer: PreTrainedTokenizerBase,
-                          prefixes: Iterable[str] = (),
-                          secrets: Iterable[str] = _PROBE_SECRETS) -> list[int]:
+def check_digit_invariant(
+    tokenizer: PreTrainedTokenizerBase,
+    prefixes: Iterable[str] = (),
+    secrets: Iterable[str] = _PROBE_SECRETS,
+) -> list[int]:
     """Check encode(prefix + secret) == encode(prefix) + one token per digit, and round trips.
 
     ``prefixes`` are checked in addition to built-in probes (pass the canary templates' prefixes).
@@ -143,9 +152,13 @@ def check_digit_invariant(tokenizer: PreTrainedTokenizerBase,
     return ids
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int,
-                    out_dir: str | os.PathLike, canary_prefixes: Sequence[str] = ()
-                    ) -> dict[str, Any]:
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int,
+    min_frequency: int,
+    out_dir: str | os.PathLike,
+    canary_prefixes: Sequence[str] = (),
+) -> dict[str, Any]:
     """Train the BPE on ``texts`` (the pretraining corpus), save it to ``out_dir``, verify it.
 
     The tokenizer is written in transformers format (``AutoTokenizer.from_pretrained(out_dir)``
@@ -153,18 +166,27 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int,
     checked on. Returns a manifest: vocabulary size reached, training size, special tokens and
     digit token ids. Same texts and settings give byte-identical files.
     """
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) \
-            or vocab_size < MIN_VOCAB_SIZE:
-        raise ValueError(f"tokenizer.vocab_size: {vocab_size!r} cannot hold the 256 byte symbols "
-                         f"and {ENDOFTEXT}; use at least {MIN_VOCAB_SIZE}")
+    if (
+        isinstance(vocab_size, bool)
+        or not isinstance(vocab_size, int)
+        or vocab_size < MIN_VOCAB_SIZE
+    ):
+        raise ValueError(
+            f"tokenizer.vocab_size: {vocab_size!r} cannot hold the 256 byte symbols "
+            f"and {ENDOFTEXT}; use at least {MIN_VOCAB_SIZE}"
+        )
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
-        raise ValueError(f"tokenizer.min_frequency: {min_frequency!r} is not a positive integer; "
-                         "use 1 or more (2 is usual)")
+        raise ValueError(
+            f"tokenizer.min_frequency: {min_frequency!r} is not a positive integer; "
+            "use 1 or more (2 is usual)"
+        )
 
     backend, counter = _train_backend(texts, vocab_size, min_frequency)
     if counter["characters"] == 0:
-        raise ValueError("tokenizer: no training text (the pretraining corpus is empty); "
-                         "check pretrain.datasets and that prepare_corpus produced examples")
+        raise ValueError(
+            "tokenizer: no training text (the pretraining corpus is empty); "
+            "check pretrain.datasets and that prepare_corpus produced examples"
+        )
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -213,12 +235,14 @@ def load_tokenizer(directory: str | os.PathLike) -> PreTrainedTokenizerBase:
     missing = [name for name in REQUIRED_FILES if not (directory / name).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{directory}: not a trained tokenizer (missing {', '.join(missing)}); {fix}")
+            f"{directory}: not a trained tokenizer (missing {', '.join(missing)}); {fix}"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory)
     except Exception as err:  # tokenizers and transformers raise many unrelated types here
-        raise ValueError(f"{directory}: cannot load the tokenizer ({type(err).__name__}: {err}); "
-                         f"{fix}") from err
+        raise ValueError(
+            f"{directory}: cannot load the tokenizer ({type(err).__name__}: {err}); {fix}"
+        ) from err
     try:
         digit_token_ids(tokenizer)
     except TokenizerInvariantError as err:

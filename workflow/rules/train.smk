@@ -1,0 +1,101 @@
+# Training stage: the base model, the original (fine-tuned with canaries) and the retrained
+# gold standard (D+ only). Checkpoints live outside the declared outputs, under
+# results/checkpoints/, because Snakemake deletes a killed job's outputs; --rerun-incomplete
+# resumes from them.
+
+
+rule pretrain_base:
+    """The base LM: a GPT-2 trained from scratch on the pretraining corpus (no canaries), or
+    the hub model named by model.source."""
+    input:
+        tokenizer=TOKENIZER,
+        train=expand("results/data/{dataset}/train.parquet", dataset=config["pretrain"]["datasets"]),
+        code=code("recipes", "models", "training", "checkpoint", "lm_data", "tokenizer", "seeding"),
+    output:
+        model=model_files("results/models/base"),
+        manifest=ensure("results/models/base/train.json", non_empty=True),
+    log:
+        log_path("pretrain_base"),
+    benchmark:
+        benchmark_path("pretrain_base")
+    conda:
+        "../../envs/unlearnbench.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        model=config["model"],
+        recipe=config["train"]["pretrain"],
+        seed=config["seed"],
+        checkpoint="results/checkpoints/pretrain_base",
+    script:
+        "../scripts/pretrain_base.py"
+
+
+rule finetune:
+    """The original model: the base fine-tuned on the training split with canaries."""
+    input:
+        base=model_files("results/models/base"),
+        tokenizer=TOKENIZER,
+        train="results/canaries/{dataset}/seed~{seed}/train.parquet",
+        code=code("recipes", "models", "training", "checkpoint", "lm_data", "tokenizer", "seeding"),
+    output:
+        model=model_files("results/models/{dataset}/seed~{seed}/original"),
+        manifest=ensure("results/models/{dataset}/seed~{seed}/original/train.json", non_empty=True),
+    log:
+        log_path("finetune", "{dataset}", "seed~{seed}"),
+    benchmark:
+        benchmark_path("finetune", "{dataset}", "seed~{seed}")
+    conda:
+        "../../envs/unlearnbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=120,
+    params:
+        recipe=config["train"]["finetune"],
+        seed=lambda wc: int(wc.seed),
+        checkpoint="results/checkpoints/finetune/{dataset}/seed~{seed}",
+    script:
+        "../scripts/finetune.py"
+
+
+rule retrain:
+    """The gold standard: the same recipe from the same base on D+ only."""
+    input:
+        base=model_files("results/models/base"),
+        tokenizer=TOKENIZER,
+        train="results/canaries/{dataset}/seed~{seed}/train.parquet",
+        retain="results/canaries/{dataset}/seed~{seed}/retain_set.json",
+        code=code("recipes", "models", "training", "checkpoint", "lm_data", "tokenizer", "seeding"),
+    output:
+        model=model_files("results/models/{dataset}/seed~{seed}/retrained"),
+        manifest=ensure("results/models/{dataset}/seed~{seed}/retrained/train.json", non_empty=True),
+    log:
+        log_path("retrain", "{dataset}", "seed~{seed}"),
+    benchmark:
+        benchmark_path("retrain", "{dataset}", "seed~{seed}")
+    conda:
+        "../../envs/unlearnbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=120,
+    params:
+        recipe=config["train"]["finetune"],
+        seed=lambda wc: int(wc.seed),
+        checkpoint="results/checkpoints/retrain/{dataset}/seed~{seed}",
+    script:
+        "../scripts/retrain.py"
+
+
+rule models:
+    """Target: every trained model."""
+    input:
+        expand(
+            "results/models/{dataset}/seed~{seed}/{model}/train.json",
+            dataset=NLP_DATASETS,
+            seed=REPLICATES,
+            model=["original", "retrained"],
+        ),

@@ -1,0 +1,30 @@
+"""Adapter of rule finetune (workflow/rules/train.smk)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
+
+from unlearnbench.recipes import finetune_from, read_texts
+from unlearnbench.stage import run_stage
+from unlearnbench.training import TrainConfig
+
+params = dict(snakemake.params.items())
+recipe = TrainConfig(**params["recipe"], seed=params["seed"], key="train.finetune")
+inp = snakemake.input
+
+run_stage(
+    snakemake.output.manifest,
+    snakemake.log[0],
+    params,
+    {"data_order": params["seed"]},
+    lambda log: finetune_from(
+        Path(inp.base[0]).parent,
+        Path(inp.tokenizer).parent,
+        read_texts([inp.train]),
+        recipe,
+        out_dir=Path(snakemake.output.model[0]).parent,
+        checkpoint_dir=params["checkpoint"],
+    ),
+    threads=snakemake.threads,
+)
