@@ -29,6 +29,7 @@ wildcard_constraints:
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
@@ -36,3 +37,4 @@ rule all:
     input:
         rules.data.input,
         rules.models.input,
+        rules.evaluations.input,

@@ -98,6 +98,10 @@ BAD_CONFIGS = [
     ({"canaries.forget_per_repetition": 4}, "canaries.forget_per_repetition", "per_repetition"),
     ({"canaries.requests": 11}, "canaries.requests", "empty"),
     ({"replicates": []}, "replicates", "non-empty"),
+    ({"canaries.secret_digits": 8}, "evaluate.exposure.estimator", "max_exact_space"),
+    ({"evaluate.exposure.estimator": "guess"}, "evaluate.exposure.estimator", "guess"),
+    ({"model.n_head": 3}, "model.n_head", "divide"),
+    ({"train.finetune.lr": 0}, "train.finetune.lr", "Peak learning rate"),
     ({"replicates": [1, 1]}, "replicates", "unique"),
 ]
 

@@ -17,6 +17,7 @@ def expected(datasets, nlp, replicates):
         "pretrain_base": 1,
         "finetune": per_run,
         "retrain": per_run,
+        "evaluate": 2 * per_run,
         "all": 1,
     }
 

@@ -58,13 +58,20 @@ def _copy(value: Any) -> Any:
 
 
 def _schema_at(schema: dict[str, Any], parts: Iterable[Any]) -> dict[str, Any]:
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        ref = node.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            return {**schema["$defs"][ref.removeprefix("#/$defs/")], **node}
+        return node
+
     node = schema
     for part in parts:
+        node = resolve(node)
         if isinstance(part, int):
             node = node.get("items", {})
         else:
             node = node.get("properties", {}).get(part, {})
-    return node
+    return resolve(node)
 
 
 def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict:
@@ -140,6 +147,7 @@ def check_config(config: dict[str, Any]) -> None:
     )
     if any(kind == "nlp" for kind in kinds.values()):
         _check_canaries(config["canaries"], config["data"])
+        _check_exposure(config["evaluate"]["exposure"], config["canaries"])
 
 
 def _check_data(data: dict[str, Any]) -> None:
@@ -195,6 +203,17 @@ def _check_canaries(can: dict[str, Any], data: dict[str, Any]) -> None:
         f"a canary inserted {max(can['repetitions'])} times would exceed the at most {bound} "
         "training examples allowed by data.max_examples",
         "lower the repetition counts or raise data.max_examples",
+    )
+
+
+def _check_exposure(exp: dict[str, Any], can: dict[str, Any]) -> None:
+    space = 10 ** can["secret_digits"]
+    _fail_if(
+        exp["estimator"] != "extrapolated" and space > exp["max_exact_space"],
+        "evaluate.exposure.estimator",
+        f"exact enumeration of |R| = 10^{can['secret_digits']} candidates exceeds "
+        f"evaluate.exposure.max_exact_space = {exp['max_exact_space']}",
+        "use estimator: extrapolated, or raise max_exact_space (time grows with |R|)",
     )
 
 

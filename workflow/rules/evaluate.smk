@@ -1,0 +1,59 @@
+# Evaluation: one rule scores any model of a dataset and replicate the same way.
+
+# The models a replicate of an nlp dataset has; later stages add DP-SGD and unlearned models.
+TRAINED_MODELS = ["original", "retrained"]
+
+
+rule evaluate:
+    """Perplexity (test, D+ sample, D-), exposure of every canary (exact and/or extrapolated)
+    and greedy extraction of its secret, for the model results/models/.../{model}."""
+    input:
+        model=model_files("results/models/{dataset}/seed~{seed}/{model}"),
+        tokenizer=TOKENIZER,
+        test="results/data/{dataset}/test.parquet",
+        train="results/canaries/{dataset}/seed~{seed}/train.parquet",
+        forget="results/canaries/{dataset}/seed~{seed}/forget_set.json",
+        retain="results/canaries/{dataset}/seed~{seed}/retain_set.json",
+        canaries="results/canaries/{dataset}/seed~{seed}/canaries.csv",
+        code=code(
+            "evaluation",
+            "exposure",
+            "exposure_scoring",
+            "exposure_tree",
+            "lm_data",
+            "models",
+            "recipes",
+            "canaries",
+            "tokenizer",
+            "seeding",
+        ),
+    output:
+        metrics=ensure("results/eval/{dataset}/seed~{seed}/{model}.json", non_empty=True),
+    log:
+        log_path("evaluate", "{dataset}", "seed~{seed}", "{model}"),
+    benchmark:
+        benchmark_path("evaluate", "{dataset}", "seed~{seed}", "{model}")
+    wildcard_constraints:
+        model=r"[a-z0-9_.~-]+",
+    conda:
+        "../../envs/unlearnbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=60,
+    params:
+        evaluate=config["evaluate"],
+        seed=lambda wc: int(wc.seed),
+    script:
+        "../scripts/evaluate.py"
+
+
+rule evaluations:
+    """Target: metrics of every model."""
+    input:
+        expand(
+            "results/eval/{dataset}/seed~{seed}/{model}.json",
+            dataset=NLP_DATASETS,
+            seed=REPLICATES,
+            model=TRAINED_MODELS,
+        ),
