@@ -1,4 +1,4 @@
-"""The data stage of the smoke config, end to end through Snakemake, checked on its outputs."""
+"""The data stage of the smoke study, checked on its outputs."""
 
 from __future__ import annotations
 
@@ -7,40 +7,33 @@ import re
 
 import pandas as pd
 import pytest
-from conftest import job_counts, run_snakemake
+from snakemake_runner import SMOKE, job_counts, run_snakemake
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def smoke_data(tmp_path_factory):
-    from conftest import copy_workflow
-
-    wf = copy_workflow(tmp_path_factory.mktemp("smoke") / "wf")
-    run_snakemake(wf, "data", "--cores", "2", "--configfile", "config/smoke.yaml")
-    return wf
-
-
-def test_manifests_show_real_package_text(smoke_data):
+def test_manifests_show_real_package_text(smoke_study):
     for name in ("news", "python_docs", "usenet"):
-        manifest = json.loads((smoke_data / f"results/data/{name}/manifest.json").read_text())
+        manifest = json.loads((smoke_study / f"results/data/{name}/manifest.json").read_text())
         assert manifest["provenance"]["git"]["commit"]
         assert manifest["cost"]["wall_time_s"] >= 0
         for split in ("train", "validation", "test"):
-            frame = pd.read_parquet(smoke_data / f"results/data/{name}/{split}.parquet")
+            frame = pd.read_parquet(smoke_study / f"results/data/{name}/{split}.parquet")
             assert len(frame) > 0 and frame["text"].str.len().min() > 0
-    usenet = pd.read_parquet(smoke_data / "results/data/usenet/train.parquet")
+    usenet = pd.read_parquet(smoke_study / "results/data/usenet/train.parquet")
     assert usenet["text"].str.contains(r"\w@\w", regex=True).any()
 
 
-def test_canaries_inserted_exactly_and_nowhere_else(smoke_data):
+def test_canaries_inserted_exactly_and_nowhere_else(smoke_study):
     for name in ("news", "python_docs"):
-        out = smoke_data / f"results/canaries/{name}/seed~0"
+        out = smoke_study / f"results/canaries/{name}/seed~0"
         train = pd.read_parquet(out / "train.parquet")["text"].tolist()
         held_out = [
             text
             for split in ("validation", "test")
-            for text in pd.read_parquet(smoke_data / f"results/data/{name}/{split}.parquet")["text"]
+            for text in pd.read_parquet(smoke_study / f"results/data/{name}/{split}.parquet")[
+                "text"
+            ]
         ]
         table = pd.read_csv(out / "canaries.csv", dtype={"secret": str})
         assert len(table) == 4  # smoke: 2 repetition counts x 2 canaries
@@ -53,11 +46,11 @@ def test_canaries_inserted_exactly_and_nowhere_else(smoke_data):
         assert sorted(forget + retain) == list(range(len(train)))
 
 
-def test_tokenizer_splits_secret_digits(smoke_data):
+def test_tokenizer_splits_secret_digits(smoke_study):
     from unlearnbench.tokenizer import load_tokenizer
 
-    tok = load_tokenizer(smoke_data / "results/tokenizer")
-    table = pd.read_csv(smoke_data / "results/canaries/news/seed~0/canaries.csv", dtype=str)
+    tok = load_tokenizer(smoke_study / "results/tokenizer")
+    table = pd.read_csv(smoke_study / "results/canaries/news/seed~0/canaries.csv", dtype=str)
     for row in table.itertuples():
         prefix_ids = tok.encode(row.prefix, add_special_tokens=False)
         full_ids = tok.encode(row.text, add_special_tokens=False)
@@ -65,9 +58,7 @@ def test_tokenizer_splits_secret_digits(smoke_data):
         assert [tok.decode([i]) for i in full_ids[len(prefix_ids) :]] == list(row.secret)
 
 
-def test_completed_stage_reruns_nothing(smoke_data):
-    proc = run_snakemake(
-        smoke_data, "data", "-n", "--cores", "2", "--configfile", "config/smoke.yaml"
-    )
+def test_completed_study_reruns_nothing(smoke_study):
+    proc = run_snakemake(smoke_study, "all", "-n", "--cores", "2", *SMOKE)
     assert job_counts(proc.stdout) == {}
     assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import job_counts, run_snakemake
+from snakemake_runner import job_counts, run_snakemake
 
 
 # Jobs per rule = what the config implies: one prepare_corpus per dataset, one tokenizer and

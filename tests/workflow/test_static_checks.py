@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_snakemake
+from snakemake_runner import REPO, run_snakemake
 
 BIN = Path(sys.executable).parent
 

@@ -20,6 +20,8 @@ rule evaluate:
             "exposure",
             "exposure_scoring",
             "exposure_tree",
+            "exposure_extrapolated",
+            "exposure_extraction",
             "lm_data",
             "models",
             "recipes",
