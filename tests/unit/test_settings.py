@@ -103,6 +103,11 @@ BAD_CONFIGS = [
     ({"model.n_head": 3}, "model.n_head", "divide"),
     ({"train.finetune.lr": 0}, "train.finetune.lr", "Peak learning rate"),
     ({"replicates": [1, 1]}, "replicates", "unique"),
+    ({"train_dp.epsilons": [-1]}, "train_dp.epsilons[0]", "minimum"),
+    ({"train_dp.epsilons": [0]}, "train_dp.epsilons[0]", "minimum"),
+    ({"train_dp.delta": 0.01}, "train_dp.delta", "1/N"),
+    ({"train_dp.delta": 1.5}, "train_dp.delta", "maximum"),
+    ({"train_dp.accountant": "gdp"}, "train_dp.accountant", "gdp"),
 ]
 
 

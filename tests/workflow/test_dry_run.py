@@ -7,8 +7,9 @@ from snakemake_runner import job_counts, run_snakemake
 
 
 # Jobs per rule = what the config implies: one prepare_corpus per dataset, one tokenizer and
-# base model, one inject_canaries / finetune / retrain per nlp dataset and replicate.
-def expected(datasets, nlp, replicates):
+# base model, one inject_canaries / finetune / retrain per nlp dataset and replicate, one
+# train_dp per replicate and epsilon; every trained model is evaluated.
+def expected(datasets, nlp, replicates, epsilons):
     per_run = nlp * replicates
     return {
         "prepare_corpus": datasets,
@@ -17,15 +18,16 @@ def expected(datasets, nlp, replicates):
         "pretrain_base": 1,
         "finetune": per_run,
         "retrain": per_run,
-        "evaluate": 2 * per_run,
+        "train_dp": epsilons * per_run,
+        "evaluate": (2 + epsilons) * per_run,
         "all": 1,
     }
 
 
 EXPECTED = {
-    (): expected(datasets=6, nlp=4, replicates=1),
-    ("config/smoke.yaml",): expected(datasets=3, nlp=2, replicates=1),
-    ("config/paper.yaml",): expected(datasets=6, nlp=4, replicates=3),
+    (): expected(datasets=6, nlp=4, replicates=1, epsilons=3),
+    ("config/smoke.yaml",): expected(datasets=3, nlp=2, replicates=1, epsilons=2),
+    ("config/paper.yaml",): expected(datasets=6, nlp=4, replicates=3, epsilons=3),
 }
 
 

@@ -1,5 +1,6 @@
 # Derived lists, wildcard constraints and the helpers every rule file uses.
 import os
+import re
 from pathlib import Path
 
 PACKAGE = Path(workflow.basedir) / "workflow" / "unlearnbench"
@@ -8,8 +9,19 @@ DATASET = {ds["name"]: ds for ds in config["datasets"]}
 DATASETS = list(DATASET)
 # Only general-text datasets get injected canaries; realworld ones are studied as they are.
 NLP_DATASETS = [name for name, ds in DATASET.items() if ds["kind"] == "nlp"]
+REALWORLD_DATASETS = [name for name, ds in DATASET.items() if ds["kind"] == "realworld"]
 REPLICATES = config["replicates"]
 SPLITS = ["train", "validation", "test"]
+
+
+def eps_label(epsilon):
+    """An epsilon as it appears in paths: 1 -> "1", 0.5 -> "0.5" (no trailing ".0")."""
+    return f"{epsilon:g}"
+
+
+# DP-SGD target epsilons by path label; the models are named dp_eps~<label>.
+EPSILON = {eps_label(e): e for e in config["train_dp"]["epsilons"]}
+DP_MODELS = [f"dp_eps~{label}" for label in EPSILON]
 # Wildcard constraints are declared in the Snakefile (the linter wants no directives here).
 
 

@@ -1,7 +1,7 @@
 # Evaluation: one rule scores any model of a dataset and replicate the same way.
 
 # The models a replicate of an nlp dataset has; later stages add DP-SGD and unlearned models.
-TRAINED_MODELS = ["original", "retrained"]
+TRAINED_MODELS = ["original", "retrained", *DP_MODELS]
 
 
 rule evaluate:

@@ -90,6 +90,40 @@ rule retrain:
         "../scripts/retrain.py"
 
 
+rule train_dp:
+    """DP-SGD (Opacus, Poisson sampling, per-sample clipping) from the base model on the same
+    data as the original, at one target epsilon; the manifest reports the epsilon spent."""
+    input:
+        base=model_files("results/models/base"),
+        tokenizer=TOKENIZER,
+        train="results/canaries/{dataset}/seed~{seed}/train.parquet",
+        code=code("recipes", "dp", "models", "checkpoint", "lm_data", "tokenizer", "seeding"),
+    output:
+        model=model_files("results/models/{dataset}/seed~{seed}/dp_eps~{eps}"),
+        manifest=ensure(
+            "results/models/{dataset}/seed~{seed}/dp_eps~{eps}/train.json", non_empty=True
+        ),
+    log:
+        log_path("train_dp", "{dataset}", "seed~{seed}", "eps~{eps}"),
+    benchmark:
+        benchmark_path("train_dp", "{dataset}", "seed~{seed}", "eps~{eps}")
+    wildcard_constraints:
+        eps="|".join(re.escape(label) for label in EPSILON),
+    conda:
+        "../../envs/unlearnbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=180,
+    params:
+        recipe={k: v for k, v in config["train_dp"].items() if k != "epsilons"},
+        epsilon=lambda wc: EPSILON[wc.eps],
+        seed=lambda wc: int(wc.seed),
+        checkpoint="results/checkpoints/train_dp/{dataset}/seed~{seed}/eps~{eps}",
+    script:
+        "../scripts/train_dp.py"
+
+
 rule models:
     """Target: every trained model."""
     input:
@@ -97,5 +131,5 @@ rule models:
             "results/models/{dataset}/seed~{seed}/{model}/train.json",
             dataset=NLP_DATASETS,
             seed=REPLICATES,
-            model=["original", "retrained"],
+            model=["original", "retrained", *DP_MODELS],
         ),

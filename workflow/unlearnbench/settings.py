@@ -148,6 +148,7 @@ def check_config(config: dict[str, Any]) -> None:
     if any(kind == "nlp" for kind in kinds.values()):
         _check_canaries(config["canaries"], config["data"])
         _check_exposure(config["evaluate"]["exposure"], config["canaries"])
+        _check_dp(config["train_dp"], config["canaries"], config["data"])
 
 
 def _check_data(data: dict[str, Any]) -> None:
@@ -203,6 +204,22 @@ def _check_canaries(can: dict[str, Any], data: dict[str, Any]) -> None:
         f"a canary inserted {max(can['repetitions'])} times would exceed the at most {bound} "
         "training examples allowed by data.max_examples",
         "lower the repetition counts or raise data.max_examples",
+    )
+
+
+def _check_dp(dp: dict[str, Any], can: dict[str, Any], data: dict[str, Any]) -> None:
+    """delta must not exceed 1/N. N is only known once the data exist, but the config bounds
+    it (capped split plus canary copies); checking against that bound here catches a wrong
+    delta before hours of jobs, and train_dp checks the exact N again."""
+    if dp["delta"] is None:
+        return
+    n_max = max_train_examples(data) + sum(can["repetitions"]) * can["per_repetition"]
+    _fail_if(
+        dp["delta"] > 1 / n_max,
+        "train_dp.delta",
+        f"{dp['delta']} exceeds 1/N = {1 / n_max:.3g} for the up to N = {n_max} training "
+        "sequences this config allows; a delta that large admits publishing an example verbatim",
+        "leave train_dp.delta unset (null = 1/N) or choose a smaller value, e.g. 1e-5",
     )
 
 

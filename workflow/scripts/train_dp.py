@@ -1,0 +1,30 @@
+"""Adapter of rule train_dp (workflow/rules/train.smk): DP-SGD at one target epsilon."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
+
+from unlearnbench.dp import DPConfig
+from unlearnbench.recipes import dp_finetune_from, read_texts
+from unlearnbench.stage import run_stage
+
+params = dict(snakemake.params.items())
+recipe = DPConfig(**params["recipe"], target_epsilon=params["epsilon"], seed=params["seed"])
+inp = snakemake.input
+
+run_stage(
+    snakemake.output.manifest,
+    snakemake.log[0],
+    params,
+    {"dp": params["seed"], "data_order": params["seed"]},
+    lambda log: dp_finetune_from(
+        Path(inp.base[0]).parent,
+        Path(inp.tokenizer).parent,
+        read_texts([inp.train]),
+        recipe,
+        out_dir=Path(snakemake.output.model[0]).parent,
+        checkpoint_dir=params["checkpoint"],
+    ),
+    threads=snakemake.threads,
+)

@@ -1,0 +1,178 @@
+"""The one interface every unlearning method implements, and what a method is handed.
+
+A method is a class with a ``name``, a declaration of its hyperparameters (``PARAMS``: type,
+default, bound) and ``run(model, ctx)``, which changes the model's weights in place and reports
+what it did. ``ctx`` (``UnlearnContext``) carries the request: the forget sequences D-, the
+retained sequences D+, the seed and the trajectory recorder, plus the Fisher machinery for
+second-order methods. Hyperparameters are checked here, once, with errors that name the config
+key (``unlearn.methods.<method>.<param>``) and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from ..fisher import WoodburyFisher
+from ..fisher_estimation import FisherConfig, estimate_fisher
+from ..models import fingerprint
+from ..per_example_grads import flat_dim, parameter_layout
+from ..seeding import torch_generator
+
+KEY = "unlearn.methods"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter: kind ("float", "int", "bool"), default, and an optional lower bound
+    (``minimum``, strict when ``exclusive``). ``nullable``: null (None) is a valid value."""
+
+    kind: str
+    default: Any
+    minimum: float | None = None
+    exclusive: bool = False
+    nullable: bool = False
+    help: str = ""
+
+    def bound(self) -> str:
+        return f"{'>' if self.exclusive else '>='} {self.minimum:g}"
+
+
+def check_hyper(method: str, params: Mapping[str, Param], hyper: Mapping[str, Any]) -> dict:
+    """``hyper`` with defaults filled in; unknown keys, wrong types and values out of range are
+    a ValueError naming ``unlearn.methods.<method>.<param>`` and the fix."""
+    if not isinstance(hyper, Mapping):
+        raise ValueError(f"{KEY}.{method}: hyperparameters must be a mapping, got {hyper!r}")
+    for key in hyper:
+        if key not in params:
+            raise ValueError(
+                f"{KEY}.{method}.{key}: unknown hyperparameter; {method} takes "
+                f"{', '.join(params)} (remove it or fix its spelling)"
+            )
+    out = {}
+    for key, spec in params.items():
+        value = hyper.get(key, spec.default)
+        where = f"{KEY}.{method}.{key}"
+        if value is None:
+            if not spec.nullable:
+                raise ValueError(f"{where}: must be set (null is not allowed); {spec.help}")
+            out[key] = None
+            continue
+        if spec.kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"{where}: must be true or false, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{where}: must be a number, got {value!r}")
+        elif spec.kind == "int" and not float(value).is_integer():
+            raise ValueError(f"{where}: must be an integer, got {value!r}")
+        elif not math.isfinite(value):
+            raise ValueError(f"{where}: must be finite, got {value!r}")
+        if spec.kind == "int":
+            value = int(value)
+        elif spec.kind == "float":
+            value = float(value)
+        if spec.minimum is not None and spec.kind != "bool":
+            too_small = value <= spec.minimum if spec.exclusive else value < spec.minimum
+            if too_small:
+                raise ValueError(
+                    f"{where}: must be {spec.bound()}, got {value!r}; set a value "
+                    f"{spec.bound()}{' (' + spec.help + ')' if spec.help else ''}"
+                )
+        out[key] = value
+    return out
+
+
+@dataclass
+class UnlearnContext:
+    """One unlearning request as a method sees it.
+
+    ``keys`` distinguish requests of one run (e.g. ("cycle", 2)) in derived seeds.
+    ``record(step, **extra)`` measures the trajectory at the current weights and returns the
+    point (``trajectory.Trajectory.measure``); the caller has recorded step 0.
+    ``fisher`` is the estimate at the starting weights (or None): ``fisher_at`` reuses it while
+    the weights are unchanged and re-estimates from D+ otherwise.
+    """
+
+    forget: Sequence[Sequence[int]]
+    retain: Sequence[Sequence[int]]
+    pad_id: int
+    seed: int
+    record: Callable[..., dict]
+    keys: tuple = ()
+    fisher_cfg: FisherConfig | None = None
+    fisher: WoodburyFisher | None = None
+    trajectory: list[dict] = field(default_factory=list)
+    fisher_seconds: float = 0.0
+    fisher_estimates: int = 0
+
+    def generator(self, method: str, *keys: object) -> torch.Generator:
+        return torch_generator(self.seed, "unlearn", method, *self.keys, *keys)
+
+    def fisher_at(self, model: torch.nn.Module, refresh: bool = False) -> WoodburyFisher:
+        """The Fisher at the model's current weights (re-estimated when ``refresh`` or when the
+        stored one belongs to other weights)."""
+        current = fingerprint(model)
+        if not refresh and self.fisher is not None and self.fisher.fingerprint == current:
+            return self.fisher
+        if self.fisher_cfg is None:
+            raise ValueError(
+                "fisher: no Fisher configuration given to re-estimate the Fisher at the "
+                "current weights; pass fisher_cfg"
+            )
+        start = time.perf_counter()
+        self.fisher = estimate_fisher(model, self.retain, self.fisher_cfg, self.pad_id)
+        self.fisher_seconds += time.perf_counter() - start
+        self.fisher_estimates += 1
+        return self.fisher
+
+
+class UnlearningMethod(ABC):
+    """Base class: ``make_method`` validates ``hyper`` into ``self.hyper`` (a plain dict)."""
+
+    name: ClassVar[str]
+    needs_fisher: ClassVar[bool] = False
+    PARAMS: ClassVar[dict[str, Param]]
+
+    def __init__(self, hyper: Mapping[str, Any] | None = None) -> None:
+        self.hyper = check_hyper(self.name, self.PARAMS, hyper or {})
+
+    @abstractmethod
+    def run(self, model: torch.nn.Module, ctx: UnlearnContext) -> dict[str, Any]:
+        """Unlearn ``ctx.forget`` from ``model`` in place; return at least ``{"steps": int}``."""
+
+
+# Flat-vector helpers shared by the methods (coordinates in ``parameter_layout`` order, tied
+# tensors once: the same order as the Fisher's columns).
+
+
+def check_fisher_layout(fisher: WoodburyFisher, model: torch.nn.Module) -> None:
+    names = [s.name for s in parameter_layout(model)]
+    if fisher.d != flat_dim(parameter_layout(model)) or (
+        fisher.parameter_names is not None and list(fisher.parameter_names) != names
+    ):
+        raise ValueError(
+            "fisher: the Fisher estimate covers other parameters than this model's "
+            f"({fisher.d} coordinates); rerun estimate_fisher for this model"
+        )
+
+
+def flat_gradient(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
+    layout = parameter_layout(model)
+    params = dict(model.named_parameters())
+    grads = torch.autograd.grad(loss, [params[s.name] for s in layout])
+    return torch.cat([g.reshape(-1).float() for g in grads])
+
+
+@torch.no_grad()
+def add_to_weights(model: torch.nn.Module, delta: torch.Tensor) -> None:
+    """theta += delta (flat, ``parameter_layout`` order)."""
+    params = dict(model.named_parameters())
+    for s in parameter_layout(model):
+        p = params[s.name]
+        p.add_(delta[s.start : s.stop].view(s.shape).to(device=p.device, dtype=p.dtype))
