@@ -29,7 +29,12 @@ wildcard_constraints:
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/fisher.smk"
+include: "workflow/rules/unlearn.smk"
+include: "workflow/rules/realworld.smk"
 include: "workflow/rules/evaluate.smk"
+# Last: the cost table collects the benchmark files of every rule defined above.
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -38,3 +43,7 @@ rule all:
         rules.data.input,
         rules.models.input,
         rules.evaluations.input,
+        rules.unlearning.input,
+        rules.realworld.input,
+        "results/scaling/fisher_scaling.csv",
+        rules.tables_and_figures.input,

@@ -108,6 +108,18 @@ BAD_CONFIGS = [
     ({"train_dp.delta": 0.01}, "train_dp.delta", "1/N"),
     ({"train_dp.delta": 1.5}, "train_dp.delta", "maximum"),
     ({"train_dp.accountant": "gdp"}, "train_dp.accountant", "gdp"),
+    ({"unlearn.run": ["newton_magic"]}, "unlearn.run[0]", "newton_magic"),
+    ({"unlearn.methods.retrain_all": {}}, "unlearn.methods", "retrain_all"),
+    (
+        {"unlearn.methods.fisher_removal.gamma": -1},
+        "unlearn.methods.fisher_removal.gamma",
+        "minimum",
+    ),
+    ({"unlearn.methods.gradient_ascent.bogus": 1}, "unlearn.methods.gradient_ascent", "bogus"),
+    ({"fisher.damping": 0}, "fisher.damping", "minimum"),
+    ({"fisher.blocks": "diagonal"}, "fisher.blocks", "diagonal"),
+    ({"onion.remove": 15}, "onion.remove", "control"),
+    ({"onion.method": "forget_all"}, "onion.method", "forget_all"),
 ]
 
 
@@ -121,3 +133,15 @@ def test_bad_config_names_key(change, key, word):
     message = str(err.value)
     assert f"{key}:" in message, message
     assert word in message, message
+
+
+def test_schema_method_names_equal_the_registry_names():
+    """The schema's method enums and blocks, and the torch-free name list, must agree."""
+    from unlearnbench.method_names import METHODS
+
+    unlearn = load_schema()["properties"]["unlearn"]["properties"]
+    assert set(unlearn["methods"]["properties"]) == set(METHODS)
+    assert unlearn["run"]["items"]["enum"] == list(METHODS)
+    assert unlearn["cycle_methods"]["items"]["enum"] == list(METHODS)
+    onion = load_schema()["properties"]["onion"]["properties"]["method"]
+    assert onion["enum"] == list(METHODS)

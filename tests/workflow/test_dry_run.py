@@ -7,27 +7,79 @@ from snakemake_runner import job_counts, run_snakemake
 
 
 # Jobs per rule = what the config implies: one prepare_corpus per dataset, one tokenizer and
-# base model, one inject_canaries / finetune / retrain per nlp dataset and replicate, one
-# train_dp per replicate and epsilon; every trained model is evaluated.
-def expected(datasets, nlp, replicates, epsilons):
-    per_run = nlp * replicates
+# base model; per nlp dataset and replicate: canaries, original, retrained, one DP model per
+# epsilon, the Fisher, one unlearned model per method, the cycle study per cycle method, the two
+# onion selections and an evaluation of every model; per real-world dataset and replicate: the
+# original, the Fisher, the secrets found and re-scored after every method; then the report.
+REPORT_RULES = [
+    "tabulate_results",
+    "tabulate_dp",
+    "tabulate_cost",
+    "tabulate_realworld",
+    "plot_unlearning_trajectories",
+    "plot_privacy_utility",
+    "plot_unlearning_cycles",
+    "plot_weight_changes",
+    "plot_onion_effect",
+    "plot_fisher_scaling",
+]
+
+
+def expected(datasets, nlp, realworld, replicates, epsilons, methods, cycle_methods, requests):
+    per_run, real_runs = nlp * replicates, realworld * replicates
+    evaluated = 2 + epsilons + methods + cycle_methods * requests
     return {
         "prepare_corpus": datasets,
         "train_tokenizer": 1,
         "inject_canaries": per_run,
         "pretrain_base": 1,
-        "finetune": per_run,
+        "finetune": per_run + real_runs,
         "retrain": per_run,
         "train_dp": epsilons * per_run,
-        "evaluate": (2 + epsilons) * per_run,
+        "estimate_fisher": per_run + real_runs,
+        "unlearn": methods * (per_run + real_runs),
+        "unlearn_cycles": cycle_methods * per_run,
+        "onion_unlearn": 2 * per_run,
+        "find_secrets": real_runs,
+        "score_secrets": methods * real_runs,
+        "evaluate": evaluated * per_run,
+        "fisher_scaling": 1,
+        **dict.fromkeys(REPORT_RULES, 1),
         "all": 1,
     }
 
 
 EXPECTED = {
-    (): expected(datasets=6, nlp=4, replicates=1, epsilons=3),
-    ("config/smoke.yaml",): expected(datasets=3, nlp=2, replicates=1, epsilons=2),
-    ("config/paper.yaml",): expected(datasets=6, nlp=4, replicates=3, epsilons=3),
+    (): expected(
+        datasets=6,
+        nlp=4,
+        realworld=2,
+        replicates=1,
+        epsilons=3,
+        methods=4,
+        cycle_methods=3,
+        requests=2,
+    ),
+    ("config/smoke.yaml",): expected(
+        datasets=3,
+        nlp=2,
+        realworld=1,
+        replicates=1,
+        epsilons=2,
+        methods=4,
+        cycle_methods=2,
+        requests=1,
+    ),
+    ("config/paper.yaml",): expected(
+        datasets=6,
+        nlp=4,
+        realworld=2,
+        replicates=3,
+        epsilons=3,
+        methods=4,
+        cycle_methods=3,
+        requests=3,
+    ),
 }
 
 
@@ -46,6 +98,18 @@ def test_dry_run_job_counts(workflow_copy, overlay):
         ("data:\n  max_examples: -5\n", "data.max_examples"),
         ("canaries:\n  bogus: 1\n", "canaries"),
         ("pretrain:\n  datasets: [usenet]\n", "pretrain.datasets"),
+        # The bad-config corpus of the fault-tolerance issue, each through the real CLI.
+        ("seed: twelve\n", "seed"),
+        ("train_dp:\n  epsilons: [-1]\n", "train_dp.epsilons[0]"),
+        ("train_dp:\n  delta: 0.01\n", "train_dp.delta"),
+        ("datasets: []\n", "datasets"),
+        ("unlearn:\n  run: [magic_forget]\n", "unlearn.run[0]"),
+        ("canaries:\n  secret_digits: 2\n", "canaries.secret_digits"),
+        ("canaries:\n  repetitions: [5000]\n", "canaries.repetitions"),
+        (
+            "unlearn:\n  methods:\n    fisher_removal:\n      gamma: -1\n",
+            "unlearn.methods.fisher_removal.gamma",
+        ),
     ],
 )
 def test_bad_config_fails_before_any_job(workflow_copy, overlay_text, key):

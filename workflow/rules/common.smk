@@ -3,6 +3,8 @@ import os
 import re
 from pathlib import Path
 
+from unlearnbench.method_names import needs_fisher
+
 PACKAGE = Path(workflow.basedir) / "workflow" / "unlearnbench"
 
 DATASET = {ds["name"]: ds for ds in config["datasets"]}
@@ -21,7 +23,39 @@ def eps_label(epsilon):
 
 # DP-SGD target epsilons by path label; the models are named dp_eps~<label>.
 EPSILON = {eps_label(e): e for e in config["train_dp"]["epsilons"]}
+EPSILONS = list(EPSILON)
 DP_MODELS = [f"dp_eps~{label}" for label in EPSILON]
+
+# Unlearning methods to run (the schema allows exactly the names of the package's method
+# registry). K = sequential requests of the multi-cycle study.
+METHODS = config["unlearn"]["run"]
+REQUESTS = config["canaries"]["requests"]
+UNLEARNED_MODELS = [f"unlearned~{method}" for method in METHODS]
+CYCLE_MODELS = [
+    f"cycle~{k}~{m}" for m in config["unlearn"]["cycle_methods"] for k in range(1, REQUESTS + 1)
+]
+
+
+def replicate_dir(stage, wc):
+    return f"results/{stage}/{wc.dataset}/seed~{wc.seed}"
+
+
+def training_split(wc):
+    """What the original model of a dataset trains on: the split with canaries (nlp), or the
+    split as it is (realworld, where nothing is injected)."""
+    if DATASET[wc.dataset]["kind"] == "nlp":
+        return f"{replicate_dir('canaries', wc)}/train.parquet"
+    return f"results/data/{wc.dataset}/train.parquet"
+
+
+def request_manifests(wc):
+    """The forget set D- and retained set D+ of a replicate: chosen canaries' copies (nlp), or
+    the rows holding the real-world strings the original model memorised most (realworld)."""
+    stage = "canaries" if DATASET[wc.dataset]["kind"] == "nlp" else "realworld"
+    folder = replicate_dir(stage, wc)
+    return {"forget": f"{folder}/forget_set.json", "retain": f"{folder}/retain_set.json"}
+
+
 # Wildcard constraints are declared in the Snakefile (the linter wants no directives here).
 
 
@@ -53,3 +87,44 @@ MODEL_FILES = ["config.json", "model.safetensors"]
 def model_files(directory):
     """The files save_pretrained writes for a model saved in ``directory``."""
     return [f"{directory}/{name}" for name in MODEL_FILES]
+
+
+def fisher_input(wc, method=None):
+    """Fisher-based methods read the stored estimate; the others do not wait for it."""
+    if needs_fisher(method or wc.method):
+        folder = replicate_dir("fisher", wc)
+        return {
+            "fisher_tensors": f"{folder}/fisher.safetensors",
+            "fisher_meta": f"{folder}/fisher.json",
+        }
+    return {}
+
+
+def canary_table(wc):
+    """Canaries (nlp) feed the exposure trajectory; real-world runs have none."""
+    if DATASET[wc.dataset]["kind"] == "nlp":
+        return {"canaries": f"{replicate_dir('canaries', wc)}/canaries.csv"}
+    return {}
+
+
+UNLEARN_CODE = code(
+    "unlearning",
+    "fisher_estimation",
+    "fisher",
+    "fisher_io",
+    "fisher_recursion",
+    "per_example_grads",
+    "exposure",
+    "exposure_scoring",
+    "exposure_extrapolated",
+    "exposure_tree",
+    "exposure_extraction",
+    "training",
+    "checkpoint",
+    "lm_data",
+    "models",
+    "recipes",
+    "canaries",
+    "tokenizer",
+    "seeding",
+)

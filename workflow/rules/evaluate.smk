@@ -43,6 +43,7 @@ rule evaluate:
     resources:
         mem_mb=3000,
         runtime=60,
+        gpu=0,
     params:
         evaluate=config["evaluate"],
         seed=lambda wc: int(wc.seed),

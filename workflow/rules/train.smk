@@ -24,6 +24,7 @@ rule pretrain_base:
     resources:
         mem_mb=4000,
         runtime=120,
+        gpu=0,
     params:
         model=config["model"],
         recipe=config["train"]["pretrain"],
@@ -34,11 +35,12 @@ rule pretrain_base:
 
 
 rule finetune:
-    """The original model: the base fine-tuned on the training split with canaries."""
+    """The original model: the base fine-tuned on the training split (with canaries for nlp
+    datasets, as it is for realworld ones)."""
     input:
         base=model_files("results/models/base"),
         tokenizer=TOKENIZER,
-        train="results/canaries/{dataset}/seed~{seed}/train.parquet",
+        train=training_split,
         code=code("recipes", "models", "training", "checkpoint", "lm_data", "tokenizer", "seeding"),
     output:
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
@@ -53,6 +55,7 @@ rule finetune:
     resources:
         mem_mb=3000,
         runtime=120,
+        gpu=0,
     params:
         recipe=config["train"]["finetune"],
         seed=lambda wc: int(wc.seed),
@@ -76,12 +79,15 @@ rule retrain:
         log_path("retrain", "{dataset}", "seed~{seed}"),
     benchmark:
         benchmark_path("retrain", "{dataset}", "seed~{seed}")
+    wildcard_constraints:
+        dataset="|".join(NLP_DATASETS),
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=120,
+        gpu=0,
     params:
         recipe=config["train"]["finetune"],
         seed=lambda wc: int(wc.seed),
@@ -108,6 +114,7 @@ rule train_dp:
     benchmark:
         benchmark_path("train_dp", "{dataset}", "seed~{seed}", "eps~{eps}")
     wildcard_constraints:
+        dataset="|".join(NLP_DATASETS),
         eps="|".join(re.escape(label) for label in EPSILON),
     conda:
         "../../envs/unlearnbench.yaml"
@@ -115,6 +122,7 @@ rule train_dp:
     resources:
         mem_mb=4000,
         runtime=180,
+        gpu=0,
     params:
         recipe={k: v for k, v in config["train_dp"].items() if k != "epsilons"},
         epsilon=lambda wc: EPSILON[wc.eps],

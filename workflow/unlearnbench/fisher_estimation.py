@@ -28,8 +28,8 @@ from .logs import progress
 from .models import fingerprint, load_model
 from .per_example_grads import flat_dim, layout_blocks, parameter_layout, per_example_gradients
 from .provenance import peak_memory_mb
+from .recipes import retained_texts
 from .seeding import numpy_rng
-from .stage import retained_texts
 from .tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -151,11 +151,12 @@ def estimate_fisher_stage(
     cfg: FisherConfig,
     tensors_path: str | Path,
     meta_path: str | Path,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Estimate the Fisher of D+ at the model in ``model_dir``, save it (safetensors + JSON),
-    and return the manifest."""
+    """Estimate the Fisher of D+ at the model in ``model_dir`` (on ``device``), save it
+    (safetensors + JSON), and return the manifest."""
     tokenizer = load_tokenizer(tokenizer_dir)
-    model = load_model(model_dir, vocab_size=len(tokenizer))
+    model = load_model(model_dir, vocab_size=len(tokenizer)).to(device)
     sequences = encode_texts(
         tokenizer, retained_texts(train_path, retain_path), model.config.n_positions
     )

@@ -96,13 +96,11 @@ def measure():
     finally:
         cost["wall_time_s"] = round(time.perf_counter() - start, 3)
         cost["peak_memory_mb"] = round(peak_memory_mb(), 1)
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                cost["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        except ImportError:
-            pass
+        # Only a stage that imported torch can have used a GPU; importing it here would add
+        # seconds to every light job.
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            cost["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
 
 @contextmanager
@@ -115,6 +113,10 @@ def atomic_path(path: str | os.PathLike):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    # mkstemp creates 0600; results are shared files, so give them the usual umask mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield Path(tmp)
         os.replace(tmp, path)

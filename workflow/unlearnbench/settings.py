@@ -149,6 +149,14 @@ def check_config(config: dict[str, Any]) -> None:
         _check_canaries(config["canaries"], config["data"])
         _check_exposure(config["evaluate"]["exposure"], config["canaries"])
         _check_dp(config["train_dp"], config["canaries"], config["data"])
+        n_canaries = len(config["canaries"]["repetitions"]) * config["canaries"]["per_repetition"]
+        _fail_if(
+            config["onion"]["remove"] >= n_canaries,
+            "onion.remove",
+            f"removing {config['onion']['remove']} of the {n_canaries} canaries leaves no "
+            "control canary to observe",
+            f"set onion.remove below {n_canaries}",
+        )
 
 
 def _check_data(data: dict[str, Any]) -> None:

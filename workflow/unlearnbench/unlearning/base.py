@@ -21,9 +21,9 @@ import torch
 
 from ..fisher import WoodburyFisher
 from ..fisher_estimation import FisherConfig, estimate_fisher
-from ..models import fingerprint
 from ..per_example_grads import flat_dim, parameter_layout
 from ..seeding import torch_generator
+from .objectives import lm_loss_gradient
 
 KEY = "unlearn.methods"
 
@@ -95,11 +95,11 @@ class UnlearnContext:
     ``keys`` distinguish requests of one run (e.g. ("cycle", 2)) in derived seeds.
     ``record(step, **extra)`` measures the trajectory at the current weights and returns the
     point (``trajectory.Trajectory.measure``); the caller has recorded step 0.
-    ``fisher`` is the estimate at the starting weights (or None): ``fisher_at`` reuses it while
-    the weights are unchanged and re-estimates from D+ otherwise.
+    ``fisher`` is the estimate at the starting weights (or None: ``fisher_at`` estimates it from
+    D+ with ``fisher_cfg``).
     """
 
-    forget: Sequence[Sequence[int]]
+    forget: Sequence[Any]
     retain: Sequence[Sequence[int]]
     pad_id: int
     seed: int
@@ -110,15 +110,27 @@ class UnlearnContext:
     trajectory: list[dict] = field(default_factory=list)
     fisher_seconds: float = 0.0
     fisher_estimates: int = 0
+    # (model, forget rows) -> (flat gradient, loss) of the objective being unlearned; None: the
+    # mean LM loss (``objectives.lm_loss_gradient``). Tests plug in problems with known answers.
+    objective: Callable[[torch.nn.Module, Sequence[Any]], tuple[torch.Tensor, float]] | None = None
+
+    def forget_gradient(
+        self, model: torch.nn.Module, rows: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, float]:
+        """(grad L(D-), L(D-)) at the current weights, over ``rows`` of D- (None: all)."""
+        chosen = self.forget if rows is None else [self.forget[i] for i in rows]
+        if self.objective is not None:
+            return self.objective(model, chosen)
+        return lm_loss_gradient(model, chosen, self.pad_id)
 
     def generator(self, method: str, *keys: object) -> torch.Generator:
         return torch_generator(self.seed, "unlearn", method, *self.keys, *keys)
 
     def fisher_at(self, model: torch.nn.Module, refresh: bool = False) -> WoodburyFisher:
-        """The Fisher at the model's current weights (re-estimated when ``refresh`` or when the
-        stored one belongs to other weights)."""
-        current = fingerprint(model)
-        if not refresh and self.fisher is not None and self.fisher.fingerprint == current:
+        """The Fisher to use at the current weights: the stored one, or a fresh estimate at
+        the current weights when ``refresh`` or when none is stored. (The stage checks that a
+        given Fisher belongs to the starting weights.)"""
+        if not refresh and self.fisher is not None:
             return self.fisher
         if self.fisher_cfg is None:
             raise ValueError(
@@ -160,13 +172,6 @@ def check_fisher_layout(fisher: WoodburyFisher, model: torch.nn.Module) -> None:
             "fisher: the Fisher estimate covers other parameters than this model's "
             f"({fisher.d} coordinates); rerun estimate_fisher for this model"
         )
-
-
-def flat_gradient(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
-    layout = parameter_layout(model)
-    params = dict(model.named_parameters())
-    grads = torch.autograd.grad(loss, [params[s.name] for s in layout])
-    return torch.cat([g.reshape(-1).float() for g in grads])
 
 
 @torch.no_grad()

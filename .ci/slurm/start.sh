@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Start a throw-away single-node Slurm cluster on localhost: munged, slurmctld and slurmd, all
+# running as root with every file (config, state, spool, pid, socket, log) under $SLURM_ROOT.
+# Made for CI and tests on a Debian machine without systemd (bash .ci/slurm/install.sh first).
+#
+#   SLURM_ROOT=/tmp/ub-slurm bash .ci/slurm/start.sh    # then: source $SLURM_ROOT/env.sh
+#   SLURM_ROOT=/tmp/ub-slurm bash .ci/slurm/stop.sh     # stops it again (always call it)
+#
+# Idempotent: a daemon that is already running from this $SLURM_ROOT is kept, a missing one is
+# started, so running it twice is harmless. If a daemon fails, the script exits non-zero and
+# prints the tail of that daemon's log.
+#
+# Settings (environment):
+#   SLURM_ROOT        where everything lives (default /tmp/unlearnbench-slurm; keep it short:
+#                     the munge socket path must stay under 108 characters)
+#   SLURMCTLD_PORT    slurmctld's port (default 6817); SLURMD_PORT slurmd's port (default 6818)
+#   SLURM_WAIT_S      how long to wait for each daemon and for the node to be idle (default 60)
+#
+# Two traps of Slurm without slurmdbd, and what this cluster does about them:
+# - No accounting database, so `sacct` fails. Snakemake's slurm executor must poll with
+#   `--slurm-status-command squeue`, which sees finished jobs only for MinJobAge seconds:
+#   MinJobAge=900 keeps them (the plugin wants MinJobAge >= 3 x its init interval). Every
+#   finished job is also appended to $SLURM_ROOT/log/jobcomp.txt (jobcomp/filetxt), the record
+#   tests check instead of sacct.
+# - snakemake-executor-plugin-slurm-jobstep drops every SLURM_* variable, SLURM_CONF included,
+#   before its nested `srun`, which then cannot find the config under $SLURM_ROOT. env.sh puts
+#   an `srun` wrapper that restores SLURM_CONF first on PATH (sbatch --export=ALL carries PATH
+#   into every job), so nothing is written outside $SLURM_ROOT (no /etc/slurm/slurm.conf).
+set -euo pipefail
+
+R=${SLURM_ROOT:-/tmp/unlearnbench-slurm}
+CTLD_PORT=${SLURMCTLD_PORT:-6817}
+SLURMD_PORT=${SLURMD_PORT:-6818}
+WAIT_S=${SLURM_WAIT_S:-60}
+started_at=$(date +%s.%N)
+
+die() { echo "slurm/start.sh: $*" >&2; exit 1; }
+log_tail() {  # log_tail FILE...: the end of each daemon log, for the error message
+    for f in "$@"; do
+        [ -f "$f" ] && { echo "---- tail of $f" >&2; tail -n 25 "$f" >&2; }
+    done
+    return 0
+}
+alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }     # alive PIDFILE
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }     # port_busy PORT
+
+for bin in munged munge unmunge slurmctld slurmd srun sbatch squeue sinfo scontrol scancel; do
+    command -v "$bin" >/dev/null || die "'$bin' not found; install with: bash .ci/slurm/install.sh"
+done
+[ "$(id -u)" = 0 ] || die "must run as root (slurmd starts jobs as their submitting user)"
+case "$R" in /*) ;; *) die "SLURM_ROOT must be an absolute path, got '$R'" ;; esac
+[ ${#R} -le 80 ] || die "SLURM_ROOT is ${#R} characters; keep it under 80 (munge socket path limit)"
+
+mkdir -p "$R"/{etc,state,spool,log,run,bin,munge/key}
+# munged serves its socket only from a path that every user may traverse.
+d=$R
+while [ "$d" != / ]; do
+    d=$(dirname "$d")
+    [ "$(( 0$(stat -c %a "$d") & 1 ))" = 1 ] || [ "$d" = / ] \
+        || die "'$d' is not traversable by all users (munged needs o+x on every parent of its socket); choose another SLURM_ROOT"
+done
+chmod 755 "$R" "$R/munge"   # munged refuses a socket folder that others cannot traverse
+chmod 700 "$R/munge/key"    # ...and a key that others can read
+MSOCK=$R/munge/munge.socket
+export SLURM_CONF=$R/etc/slurm.conf
+
+# ---- munge: our own key, socket, pid file and log ------------------------------------------
+if ! alive "$R/run/munged.pid"; then
+    [ -s "$R/munge/key/munge.key" ] || {
+        dd if=/dev/urandom of="$R/munge/key/munge.key" bs=1024 count=1 2>/dev/null
+        chmod 400 "$R/munge/key/munge.key"
+    }
+    rm -f "$MSOCK" "$MSOCK.lock"
+    munged --socket="$MSOCK" --key-file="$R/munge/key/munge.key" \
+        --log-file="$R/log/munged.log" --pid-file="$R/run/munged.pid" \
+        --seed-file="$R/munge/key/munged.seed" \
+        || { log_tail "$R/log/munged.log"; die "munged failed to start"; }
+fi
+munge -S "$MSOCK" -n | unmunge -S "$MSOCK" >/dev/null \
+    || { log_tail "$R/log/munged.log"; die "munge credential round trip failed"; }
+
+# ---- slurm.conf (rewritten only while slurmctld is down, so a running cluster is kept) ------
+if ! alive "$R/run/slurmctld.pid"; then
+    port_busy "$CTLD_PORT" && die "port $CTLD_PORT is in use by another process (another \
+Slurm cluster?); stop it or set SLURMCTLD_PORT"
+    port_busy "$SLURMD_PORT" && die "port $SLURMD_PORT is in use by another process; stop it \
+or set SLURMD_PORT"
+    CPUS=$(nproc)
+    # RealMemory above what slurmd detects drains the node: leave 1 GiB to the system.
+    MEM_MB=$(($(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo) - 1024))
+    cat >"$SLURM_CONF" <<EOF
+# Generated by .ci/slurm/start.sh: a single-node cluster on localhost for tests and CI.
+ClusterName=unlearnbench-ci
+SlurmctldHost=localhost
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$SLURMD_PORT
+# Daemons and jobs run as root (CI runs as root; a laptop user would not use this cluster).
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$MSOCK
+StateSaveLocation=$R/state
+SlurmdSpoolDir=$R/spool
+SlurmctldPidFile=$R/run/slurmctld.pid
+SlurmdPidFile=$R/run/slurmd.pid
+SlurmctldLogFile=$R/log/slurmctld.log
+SlurmdLogFile=$R/log/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+# No cgroups (containers without systemd often lack a writable cgroup tree): processes are
+# tracked through /proc and tasks are not confined.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+# Cores and memory are consumable: jobs are packed by their --cpus-per-task and --mem.
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+MpiDefault=none
+MailProg=/bin/true
+ReturnToService=2
+KillWait=5
+# No slurmdbd: finished jobs stay visible to squeue for MinJobAge seconds, and each one is
+# appended to a plain text job-completion log.
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+MinJobAge=900
+JobCompType=jobcomp/filetxt
+JobCompLoc=$R/log/jobcomp.txt
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+EOF
+    # Read by slurmd when it looks for cgroup settings; everything is off (see above).
+    cat >"$R/etc/cgroup.conf" <<EOF
+# Generated by .ci/slurm/start.sh: no cgroup confinement on this test cluster.
+ConstrainCores=no
+ConstrainRAMSpace=no
+ConstrainSwapSpace=no
+ConstrainDevices=no
+EOF
+fi
+
+# ---- env.sh: what a shell or test needs to talk to this cluster -----------------------------
+real_srun=$(command -v srun)
+case "$real_srun" in "$R"/*) real_srun=/usr/bin/srun ;; esac
+printf '#!/bin/sh\n# Restores SLURM_CONF, which the slurm-jobstep plugin drops before its srun.\n'\
+'export SLURM_CONF="%s"\nexec %s "$@"\n' "$SLURM_CONF" "$real_srun" >"$R/bin/srun"
+chmod +x "$R/bin/srun"
+cat >"$R/env.sh" <<EOF
+export SLURM_CONF=$SLURM_CONF
+export PATH=$R/bin:\$PATH
+EOF
+
+# ---- slurmctld + slurmd --------------------------------------------------------------------
+wait_for() {  # wait_for SECONDS PIDFILE COMMAND...: poll every 0.2 s; stop early if the daemon died
+    local deadline=$(($(date +%s) + $1)) pidfile=$2; shift 2
+    until "$@" >/dev/null 2>&1; do
+        [ "$(date +%s)" -lt "$deadline" ] || return 1
+        if [ -s "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+            echo "slurm/start.sh: $(basename "$pidfile" .pid) exited" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+ctld_up() { scontrol ping | grep -q 'is UP'; }
+
+if ! alive "$R/run/slurmctld.pid"; then
+    slurmctld -i || { log_tail "$R/log/slurmctld.log"; die "slurmctld failed to start"; }
+fi
+wait_for "$WAIT_S" "$R/run/slurmctld.pid" ctld_up \
+    || { log_tail "$R/log/slurmctld.log" "$R/log/munged.log"; die "slurmctld did not answer in ${WAIT_S}s"; }
+
+if ! alive "$R/run/slurmd.pid"; then
+    # -N: the node is called localhost whatever the machine's hostname is.
+    slurmd -N localhost || { log_tail "$R/log/slurmd.log"; die "slurmd failed to start"; }
+fi
+node_ready() { sinfo -h -N -n localhost -o %T | grep -Eqx 'idle|mixed|allocated'; }
+if ! wait_for "$WAIT_S" "$R/run/slurmd.pid" node_ready; then
+    scontrol show node localhost >&2 || true
+    log_tail "$R/log/slurmd.log" "$R/log/slurmctld.log"
+    die "node localhost is not ready after ${WAIT_S}s (state: $(sinfo -h -N -o %T 2>&1 | head -n1))"
+fi
+
+# A real job through the whole chain (controller -> slurmd -> slurmstepd), with the config
+# found only through the srun wrapper, as inside a Snakemake job.
+if ! PATH="$R/bin:$PATH" timeout 60 env -u SLURM_CONF srun -t 1 --mem=16 -J start-check true; then
+    log_tail "$R/log/slurmd.log" "$R/log/slurmctld.log"
+    die "a test job (srun true) failed"
+fi
+
+elapsed=$(awk -v a="$started_at" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+echo "slurm/start.sh: cluster up in ${elapsed}s ($(sinfo -h -o '%P %a %D %T %c CPUs %m MB' | head -n1));" \
+    "use it with: source $R/env.sh"

@@ -1,0 +1,147 @@
+"""Partial reruns on a completed smoke study: a change reruns exactly what it invalidates.
+
+Each test asks `snakemake -n` on a copy of the finished study and compares the whole job table
+with the jobs the change must trigger (derived below from config/smoke.yaml), so a missing
+`code=` input or a value read outside `params:` shows up as a missing job, and an over-broad
+dependency as an extra one.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+from snakemake_runner import REPO, SMOKE, job_counts, run_snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def merged(base: dict, overlay: dict) -> dict:
+    """Snakemake's overlay rule: objects merge key by key, everything else is replaced."""
+    out = dict(base)
+    for key, value in overlay.items():
+        both_dicts = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = merged(base[key], value) if both_dicts else value
+    return out
+
+
+SMOKE_CONFIG = merged(
+    yaml.safe_load((REPO / "config/config.yaml").read_text()),
+    yaml.safe_load((REPO / "config/smoke.yaml").read_text()),
+)
+NLP = sum(d["kind"] == "nlp" for d in SMOKE_CONFIG["datasets"])
+REALWORLD = sum(d["kind"] == "realworld" for d in SMOKE_CONFIG["datasets"])
+REQUESTS = SMOKE_CONFIG["canaries"]["requests"]
+CYCLE_METHODS = SMOKE_CONFIG["unlearn"]["cycle_methods"]
+# Tables and figures that read unlearning results (all but the onion and scaling figures).
+UNLEARNING_REPORTS = {
+    "tabulate_results": 1,
+    "tabulate_dp": 1,
+    "tabulate_realworld": 1,
+    "plot_unlearning_trajectories": 1,
+    "plot_privacy_utility": 1,
+    "plot_unlearning_cycles": 1,
+    "plot_weight_changes": 1,
+}
+# Every change reruns some job, so the cost table (which reads every benchmark file), the
+# report targets and `all` follow.
+ALWAYS = {"tabulate_cost": 1, "tables_and_figures": 1, "all": 1}
+
+
+def dry_run(study, overlay: str | None = None) -> dict[str, int]:
+    """Jobs per rule that `snakemake -n` would run, optionally with an overlay on smoke."""
+    configs = ["config/smoke.yaml"]
+    if overlay is not None:
+        (study / "change.yaml").write_text(overlay)
+        configs.append("change.yaml")
+    proc = run_snakemake(study, "all", "-n", "--cores", "1", "--configfile", *configs)
+    return job_counts(proc.stdout)
+
+
+def test_completed_study_reruns_nothing(smoke_study):
+    start = time.perf_counter()
+    proc = run_snakemake(smoke_study, "all", "-n", "--cores", "1", *SMOKE)
+    seconds = time.perf_counter() - start
+    print(f"dry run of the completed smoke study: {seconds:.1f} s")
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+
+def test_one_method_hyperparameter_reruns_only_that_method(study_copy):
+    jobs = dry_run(study_copy, "unlearn:\n  methods:\n    gradient_ascent:\n      lr: 0.015\n")
+    in_cycles = "gradient_ascent" in CYCLE_METHODS
+    expected = {
+        "unlearn": NLP + REALWORLD,
+        "unlearn_cycles": NLP * in_cycles,
+        "evaluate": NLP * (1 + REQUESTS * in_cycles),
+        "score_secrets": REALWORLD,
+        **UNLEARNING_REPORTS,
+        **ALWAYS,
+    }
+    assert jobs == {k: v for k, v in expected.items() if v}
+
+
+def test_editing_a_module_reruns_exactly_its_importers(study_copy):
+    module = study_copy / "workflow/unlearnbench/onion.py"
+    module.write_text(module.read_text() + "\n# an edit\n")
+    expected = {"onion_unlearn": 2 * NLP, "plot_onion_effect": 1, **ALWAYS}
+    assert dry_run(study_copy) == expected
+
+
+def test_rewriting_a_module_with_the_same_bytes_reruns_nothing(study_copy):
+    module = study_copy / "workflow/unlearnbench/onion.py"
+    module.write_bytes(module.read_bytes())  # new mtime, same content
+    proc = run_snakemake(study_copy, "all", "-n", "--cores", "1", *SMOKE)
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+
+def test_adding_an_epsilon_adds_only_its_jobs(study_copy):
+    epsilons = [*SMOKE_CONFIG["train_dp"]["epsilons"], 3]
+    jobs = dry_run(study_copy, f"train_dp:\n  epsilons: {epsilons}\n")
+    expected = {
+        "train_dp": NLP,
+        "evaluate": NLP,
+        "tabulate_dp": 1,
+        "plot_privacy_utility": 1,
+        **ALWAYS,
+    }
+    assert jobs == expected
+
+
+def test_adding_a_method_to_the_cycle_study_adds_only_its_jobs(study_copy):
+    added = next(m for m in SMOKE_CONFIG["unlearn"]["run"] if m not in CYCLE_METHODS)
+    jobs = dry_run(study_copy, f"unlearn:\n  cycle_methods: {[*CYCLE_METHODS, added]}\n")
+    expected = {
+        "unlearn_cycles": NLP,
+        "evaluate": NLP * REQUESTS,
+        "plot_unlearning_cycles": 1,
+        **ALWAYS,
+    }
+    assert jobs == expected
+
+
+def test_adding_a_dataset_adds_only_its_jobs(study_copy):
+    datasets = SMOKE_CONFIG["datasets"] + [
+        {"name": "shakespeare", "source": "shakespeare", "kind": "nlp"}
+    ]
+    jobs = dry_run(study_copy, yaml.safe_dump({"datasets": datasets}))
+    methods = len(SMOKE_CONFIG["unlearn"]["run"])
+    epsilons = len(SMOKE_CONFIG["train_dp"]["epsilons"])
+    cycles = len(CYCLE_METHODS)
+    expected = {
+        "prepare_corpus": 1,
+        "inject_canaries": 1,
+        "finetune": 1,
+        "retrain": 1,
+        "train_dp": epsilons,
+        "estimate_fisher": 1,
+        "unlearn": methods,
+        "unlearn_cycles": cycles,
+        "onion_unlearn": 2,
+        "evaluate": 2 + epsilons + methods + cycles * REQUESTS,
+        **UNLEARNING_REPORTS,
+        "tabulate_realworld": 0,
+        "plot_onion_effect": 1,
+        **ALWAYS,
+    }
+    assert jobs == {k: v for k, v in expected.items() if v}

@@ -1,0 +1,82 @@
+# Second-order information: the damped empirical Fisher of D+ at the original weights, in
+# Woodbury form (never a d x d matrix), saved once and reused by every Fisher-based method.
+
+
+rule estimate_fisher:
+    """F = lambda I + (1/m) sum g_i g_i^T from m per-example gradients of D+, stored as the
+    Woodbury factors (safetensors + JSON) with the fingerprint of the weights it belongs to."""
+    input:
+        unpack(request_manifests),
+        model=model_files("results/models/{dataset}/seed~{seed}/original"),
+        tokenizer=TOKENIZER,
+        train=training_split,
+        code=code(
+            "fisher_estimation",
+            "fisher",
+            "fisher_io",
+            "fisher_recursion",
+            "per_example_grads",
+            "lm_data",
+            "models",
+            "recipes",
+            "tokenizer",
+            "seeding",
+        ),
+    output:
+        tensors="results/fisher/{dataset}/seed~{seed}/fisher.safetensors",
+        meta="results/fisher/{dataset}/seed~{seed}/fisher.json",
+        manifest=ensure("results/fisher/{dataset}/seed~{seed}/manifest.json", non_empty=True),
+    log:
+        log_path("estimate_fisher", "{dataset}", "seed~{seed}"),
+    benchmark:
+        benchmark_path("estimate_fisher", "{dataset}", "seed~{seed}")
+    conda:
+        "../../envs/unlearnbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=60,
+        gpu=0,
+    params:
+        fisher=config["fisher"],
+        seed=lambda wc: int(wc.seed),
+    script:
+        "../scripts/estimate_fisher.py"
+
+
+rule fisher_scaling:
+    """How Fisher estimation grows: gradient, set-up and product time and peak memory for each
+    m and model width of config.scaling, on randomly initialised GPT-2s of the default shape."""
+    input:
+        tokenizer=TOKENIZER,
+        train=expand("results/data/{dataset}/train.parquet", dataset=config["pretrain"]["datasets"]),
+        code=code(
+            "scaling",
+            "fisher",
+            "fisher_io",
+            "per_example_grads",
+            "lm_data",
+            "models",
+            "recipes",
+            "tokenizer",
+        ),
+    output:
+        table="results/scaling/fisher_scaling.csv",
+        manifest=ensure("results/scaling/manifest.json", non_empty=True),
+    log:
+        log_path("fisher_scaling"),
+    benchmark:
+        benchmark_path("fisher_scaling")
+    conda:
+        "../../envs/unlearnbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        scaling=config["scaling"],
+        model=config["model"],
+        fisher=config["fisher"],
+        seed=config["seed"],
+    script:
+        "../scripts/fisher_scaling.py"

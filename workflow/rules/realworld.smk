@@ -1,0 +1,101 @@
+# The real-world case study: no canaries; the sensitive strings that occur naturally in the
+# corpus (e-mail addresses, phone numbers) and that the original model memorised are found,
+# the most memorised are unlearned with every method, and each unlearned model is re-scored.
+# Strings appear only masked with a short hash in every output.
+
+
+rule find_secrets:
+    """Score every e-mail address and phone number of the training split under the original
+    model; the most exposed ones form the unlearning request (forget/retain manifests)."""
+    input:
+        model=model_files("results/models/{dataset}/seed~{seed}/original"),
+        tokenizer=TOKENIZER,
+        train="results/data/{dataset}/train.parquet",
+        code=code(
+            "realworld",
+            "corpora",
+            "exposure_scoring",
+            "lm_data",
+            "models",
+            "recipes",
+            "tokenizer",
+            "seeding",
+        ),
+    output:
+        secrets="results/realworld/{dataset}/seed~{seed}/secrets_original.csv",
+        forget=ensure("results/realworld/{dataset}/seed~{seed}/forget_set.json", non_empty=True),
+        retain=ensure("results/realworld/{dataset}/seed~{seed}/retain_set.json", non_empty=True),
+        manifest=ensure("results/realworld/{dataset}/seed~{seed}/manifest.json", non_empty=True),
+    log:
+        log_path("find_secrets", "{dataset}", "seed~{seed}"),
+    benchmark:
+        benchmark_path("find_secrets", "{dataset}", "seed~{seed}")
+    wildcard_constraints:
+        dataset="|".join(REALWORLD_DATASETS),
+    conda:
+        "../../envs/unlearnbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=60,
+        gpu=0,
+    params:
+        realworld=config["realworld"],
+        seed=lambda wc: int(wc.seed),
+    script:
+        "../scripts/find_secrets.py"
+
+
+rule score_secrets:
+    """Re-score the strings of the request (and the other memorised ones) under an unlearned
+    model: which were removed, which survive."""
+    input:
+        model=model_files("results/models/{dataset}/seed~{seed}/{model}"),
+        reference="results/realworld/{dataset}/seed~{seed}/secrets_original.csv",
+        tokenizer=TOKENIZER,
+        train="results/data/{dataset}/train.parquet",
+        code=code(
+            "realworld",
+            "corpora",
+            "exposure_scoring",
+            "lm_data",
+            "models",
+            "recipes",
+            "tokenizer",
+            "seeding",
+        ),
+    output:
+        secrets="results/realworld/{dataset}/seed~{seed}/secrets_{model}.csv",
+        manifest=ensure(
+            "results/realworld/{dataset}/seed~{seed}/scored_{model}.json", non_empty=True
+        ),
+    log:
+        log_path("score_secrets", "{dataset}", "seed~{seed}", "{model}"),
+    benchmark:
+        benchmark_path("score_secrets", "{dataset}", "seed~{seed}", "{model}")
+    wildcard_constraints:
+        dataset="|".join(REALWORLD_DATASETS),
+        model="unlearned~[a-z_]+",
+    conda:
+        "../../envs/unlearnbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=60,
+        gpu=0,
+    params:
+        realworld=config["realworld"],
+        seed=lambda wc: int(wc.seed),
+    script:
+        "../scripts/score_secrets.py"
+
+
+rule realworld:
+    """Target: the case study on every real-world corpus."""
+    input:
+        expand(
+            "results/realworld/{dataset}/seed~{seed}/secrets_{model}.csv",
+            dataset=REALWORLD_DATASETS,
+            seed=REPLICATES,
+            model=UNLEARNED_MODELS,
+        ),

@@ -1,0 +1,141 @@
+# Unlearning: every method of the registry from the original model (one request), the
+# multi-cycle study (K sequential requests) and the onion-effect study.
+
+
+rule unlearn:
+    """One unlearning request: the method removes D- from the original model; the manifest
+    holds the exposure/loss trajectory over its steps and the weight-change histograms."""
+    input:
+        unpack(request_manifests),
+        unpack(fisher_input),
+        unpack(canary_table),
+        model=model_files("results/models/{dataset}/seed~{seed}/original"),
+        tokenizer=TOKENIZER,
+        train=training_split,
+        code=UNLEARN_CODE,
+    output:
+        model=model_files("results/models/{dataset}/seed~{seed}/unlearned~{method}"),
+        manifest=ensure(
+            "results/models/{dataset}/seed~{seed}/unlearned~{method}/unlearn.json", non_empty=True
+        ),
+    log:
+        log_path("unlearn", "{dataset}", "seed~{seed}", "{method}"),
+    benchmark:
+        benchmark_path("unlearn", "{dataset}", "seed~{seed}", "{method}")
+    wildcard_constraints:
+        method="|".join(METHODS),
+    conda:
+        "../../envs/unlearnbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=60,
+        gpu=0,
+    params:
+        hyper=lambda wc: config["unlearn"]["methods"][wc.method],
+        trajectory=config["unlearn"]["trajectory"],
+        fisher=config["fisher"],
+        seed=lambda wc: int(wc.seed),
+    script:
+        "../scripts/unlearn.py"
+
+
+rule unlearn_cycles:
+    """K sequential requests: cycle k removes canary group k from cycle k-1's model (Fisher
+    methods re-estimate F at each cycle's weights); every cycle's model is kept."""
+    input:
+        unpack(fisher_input),
+        forget="results/canaries/{dataset}/seed~{seed}/forget_set.json",
+        retain="results/canaries/{dataset}/seed~{seed}/retain_set.json",
+        canaries="results/canaries/{dataset}/seed~{seed}/canaries.csv",
+        model=model_files("results/models/{dataset}/seed~{seed}/original"),
+        tokenizer=TOKENIZER,
+        train="results/canaries/{dataset}/seed~{seed}/train.parquet",
+        code=UNLEARN_CODE,
+    output:
+        models=[
+            path
+            for k in range(1, REQUESTS + 1)
+            for path in model_files(
+                f"results/models/{{dataset}}/seed~{{seed}}/cycle~{k}~{{method}}"
+            )
+        ],
+        manifest=ensure(
+            "results/unlearn_cycles/{dataset}/seed~{seed}/{method}/cycles.json", non_empty=True
+        ),
+    log:
+        log_path("unlearn_cycles", "{dataset}", "seed~{seed}", "{method}"),
+    benchmark:
+        benchmark_path("unlearn_cycles", "{dataset}", "seed~{seed}", "{method}")
+    wildcard_constraints:
+        dataset="|".join(NLP_DATASETS),
+        method="|".join(config["unlearn"]["cycle_methods"]),
+    conda:
+        "../../envs/unlearnbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=120,
+        gpu=0,
+    params:
+        hyper=lambda wc: config["unlearn"]["methods"][wc.method],
+        trajectory=config["unlearn"]["trajectory"],
+        fisher=config["fisher"],
+        requests=REQUESTS,
+        seed=lambda wc: int(wc.seed),
+    script:
+        "../scripts/unlearn_cycles.py"
+
+
+rule unlearning:
+    """Target: every unlearned model, cycle and onion study, with their metrics."""
+    input:
+        expand(
+            "results/eval/{dataset}/seed~{seed}/{model}.json",
+            dataset=NLP_DATASETS,
+            seed=REPLICATES,
+            model=UNLEARNED_MODELS + CYCLE_MODELS,
+        ),
+        expand(
+            "results/onion/{dataset}/seed~{seed}/{selection}.json",
+            dataset=NLP_DATASETS,
+            seed=REPLICATES,
+            selection=["targeted", "random"],
+        ),
+
+
+rule onion_unlearn:
+    """The onion effect: remove the most exposed canaries (targeted) or as many random ones with
+    onion.method and record the exposure of every other canary before and after."""
+    input:
+        unpack(lambda wc: fisher_input(wc, config["onion"]["method"])),
+        original_eval="results/eval/{dataset}/seed~{seed}/original.json",
+        canaries="results/canaries/{dataset}/seed~{seed}/canaries.csv",
+        model=model_files("results/models/{dataset}/seed~{seed}/original"),
+        tokenizer=TOKENIZER,
+        train="results/canaries/{dataset}/seed~{seed}/train.parquet",
+        code=UNLEARN_CODE + code("onion"),
+    output:
+        metrics=ensure("results/onion/{dataset}/seed~{seed}/{selection}.json", non_empty=True),
+    log:
+        log_path("onion_unlearn", "{dataset}", "seed~{seed}", "{selection}"),
+    benchmark:
+        benchmark_path("onion_unlearn", "{dataset}", "seed~{seed}", "{selection}")
+    wildcard_constraints:
+        dataset="|".join(NLP_DATASETS),
+        selection="targeted|random",
+    conda:
+        "../../envs/unlearnbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=60,
+        gpu=0,
+    params:
+        onion=config["onion"],
+        hyper=config["unlearn"]["methods"][config["onion"]["method"]],
+        trajectory=config["unlearn"]["trajectory"],
+        fisher=config["fisher"],
+        seed=lambda wc: int(wc.seed),
+    script:
+        "../scripts/onion_unlearn.py"

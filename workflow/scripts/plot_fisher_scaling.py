@@ -1,0 +1,13 @@
+"""Adapter of rule plot_fisher_scaling (workflow/rules/report.smk)."""
+
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
+
+from unlearnbench.logs import start_log
+from unlearnbench.reporting.figures_studies import make_scaling_figure
+
+log = start_log(snakemake.log[0])
+inp, out = snakemake.input, snakemake.output
+make_scaling_figure(inp.scaling, out.png, out.pdf)
+log.info("wrote %s and %s", out.png, out.pdf)

@@ -1,0 +1,15 @@
+"""The unlearning methods' names, importable without torch.
+
+Snakemake reads these while it builds the DAG (which rules wait for the Fisher estimate), and
+importing the methods themselves would cost every `snakemake -n` the seconds torch takes to load.
+tests/unit/test_unlearning.py keeps this list equal to the registry and to the config schema.
+"""
+
+METHODS = ("fisher_removal", "fisher_forgetting", "gradient_ascent", "finetune_retain")
+
+# Methods that read the stored inverse-Fisher estimate of D+ at the original weights.
+NEEDS_FISHER = frozenset({"fisher_removal", "fisher_forgetting"})
+
+
+def needs_fisher(method: str) -> bool:
+    return method in NEEDS_FISHER

@@ -1,0 +1,158 @@
+"""Figures of the side studies: privacy-utility plane (unlearning vs DP-SGD), the onion
+effect, and how Fisher estimation scales."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import NullFormatter
+
+from . import loaders
+from .plotting import (
+    ceiling_line,
+    color,
+    commits_footer,
+    empty_panel,
+    footer,
+    save_figure,
+    subplots,
+)
+from .tables import model_label, model_order
+
+_DP_COLORS = ["#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b"]
+
+
+def privacy_utility_figure(evals: pd.DataFrame, methods: Sequence[str]):
+    """One panel per dataset: removed-canary exposure (privacy, lower is better) against test
+    perplexity (utility, lower is better) for every model; error bars = std over seeds."""
+    datasets = sorted(evals["dataset"].unique())
+    fig, axes = subplots(1, max(len(datasets), 1), width=4.2, height=3.6)
+    for col, dataset in enumerate(datasets):
+        ax = axes[0][col]
+        ev = evals[evals["dataset"] == dataset]
+        dp_models = model_order(ev.loc[ev["family"] == "dp", "model"])
+        for model in model_order(ev["model"], methods):
+            points = ev[ev["model"] == model]
+            family = points["family"].iloc[0]
+            if family == "dp":
+                shade = _DP_COLORS[min(dp_models.index(model), len(_DP_COLORS) - 1)]
+                style = {"color": shade, "marker": "^", "markeredgecolor": "#08306b"}
+            elif family == "unlearned":
+                style = {"color": color(points["method"].iloc[0]), "marker": "o"}
+            else:
+                style = {"color": color(model), "marker": "*" if model == "original" else "s"}
+            ax.errorbar(
+                points["test_ppl"].mean(),
+                points["exposure_forget_mean"].mean(),
+                xerr=points["test_ppl"].std() if len(points) > 1 else None,
+                yerr=points["exposure_forget_mean"].std() if len(points) > 1 else None,
+                linestyle="none",
+                markersize=8,
+                capsize=2,
+                label=model_label(model),
+                **style,
+            )
+        ceiling_line(ax, ev["ceiling_bits"].max())
+        ax.set_ylim(bottom=0)
+        ax.set_title(dataset)
+        ax.set_xlabel("test perplexity (lower = more useful)")
+        ax.set_xscale("log")
+        ax.set_ylabel("removed-canary exposure (bits)\nlower = more private")
+        ax.legend(loc="best", fontsize=6)
+    if not datasets:
+        empty_panel(axes[0][0], "no evaluations")
+    fig.suptitle("Privacy-utility plane: unlearning methods vs DP-SGD at each ε")
+    return fig
+
+
+def make_privacy_utility_figure(evaluations, methods, png, pdf) -> None:
+    fig = privacy_utility_figure(loaders.load_evaluations(evaluations), methods)
+    commits_footer(fig, evaluations)
+    save_figure(fig, png, pdf)
+
+
+SELECTIONS = ("targeted", "random")
+
+
+def onion_figure(onion: pd.DataFrame):
+    """One panel per dataset: change in exposure of the remaining control canaries after
+    removing the most exposed canaries (targeted) vs as many random ones."""
+    datasets = sorted(onion["dataset"].unique()) if not onion.empty else []
+    fig, axes = subplots(1, max(len(datasets), 1), width=3.4, height=3.4)
+    jitter = np.random.default_rng(0)  # fixed: the figure is deterministic
+    for col, dataset in enumerate(datasets):
+        ax = axes[0][col]
+        mine = onion[onion["dataset"] == dataset]
+        present = [s for s in SELECTIONS if s in set(mine["selection"])]
+        present += sorted(set(mine["selection"]) - set(SELECTIONS))
+        values = [mine.loc[mine["selection"] == s, "change"].to_numpy() for s in present]
+        ax.boxplot(values, showfliers=False, widths=0.5)
+        ax.set_xticks(range(1, len(present) + 1))
+        labels = []
+        for i, (selection, vals) in enumerate(zip(present, values, strict=True), start=1):
+            ax.scatter(
+                i + jitter.uniform(-0.12, 0.12, len(vals)),
+                vals,
+                s=10,
+                alpha=0.6,
+                color="#d62728" if selection == "targeted" else "#1f77b4",
+            )
+            ax.plot(i, vals.mean(), marker="D", color="black", markersize=6)
+            removed = int(mine.loc[mine["selection"] == selection, "removed"].max())
+            labels.append(f"{selection}\n({removed} removed,\nmean {vals.mean():+.2f})")
+        ax.set_xticklabels(labels)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_title(dataset)
+        ax.set_ylabel("Δ control exposure after − before (bits)")
+    if not datasets:
+        empty_panel(axes[0][0], "no onion-effect runs")
+    fig.suptitle("Onion effect: exposure change of the remaining canaries (◆ = mean)")
+    return fig
+
+
+def make_onion_figure(onion_files, png, pdf) -> None:
+    fig = onion_figure(loaders.load_onion(onion_files))
+    commits_footer(fig, onion_files)
+    save_figure(fig, png, pdf)
+
+
+def scaling_figure(scaling: pd.DataFrame):
+    """Fisher estimation cost: time and peak memory against the number of gradients m (one
+    line per model) and against the parameter count d (one line per m); log-log axes."""
+    fig, axes = subplots(2, 2, width=4.2, height=3.2)
+    frame = scaling.assign(total_s=scaling["gradient_s"] + scaling["setup_s"])
+    for row, (x, group_by, legend) in enumerate([("m", "model_label", "model"), ("d", "m", "m")]):
+        for key, group in frame.sort_values([group_by, x]).groupby(group_by, sort=True):
+            group = group.groupby(x, as_index=False).mean(numeric_only=True)
+            label = f"{legend} = {key}" if group_by == "m" else str(key)
+            time_ax, mem_ax = axes[row]
+            line = time_ax.plot(group[x], group["total_s"], marker="o", label=f"{label}: total")
+            time_ax.plot(
+                group[x],
+                group["setup_s"],
+                marker=".",
+                linestyle="--",
+                color=line[0].get_color(),
+                label=f"{label}: Woodbury set-up",
+            )
+            mem_ax.plot(group[x], group["peak_memory_mb"], marker="o", label=label)
+        xlabel = "number of gradients m" if x == "m" else "parameters d"
+        for ax, ylabel in zip(axes[row], ("time (s)", "peak memory (MB)"), strict=True):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # no overlapping 2x10^1 labels
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.legend(loc="best", fontsize=6)
+        axes[row][0].set_title(f"Fisher estimation time vs {x}")
+        axes[row][1].set_title(f"Fisher estimation memory vs {x}")
+    fig.suptitle("Scalability of the Woodbury inverse-Fisher estimate (gradients + set-up)")
+    return fig
+
+
+def make_scaling_figure(scaling_csv, png, pdf) -> None:
+    fig = scaling_figure(loaders.load_scaling(scaling_csv))
+    footer(fig, "from results/scaling/fisher_scaling.csv")
+    save_figure(fig, png, pdf)

@@ -1,0 +1,214 @@
+"""Figures of the unlearning runs: exposure along the unlearning steps, repeated requests
+(cycles), and the distribution of weight changes per method."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+
+from . import loaders
+from .plotting import (
+    ceiling_line,
+    color,
+    commits_footer,
+    empty_panel,
+    linestyle,
+    save_figure,
+    subplots,
+)
+from .tables import PRETTY
+
+_REPETITION_COLORS = ["#fdae61", "#f46d43", "#d73027", "#a50026", "#67001f", "#3f0010"]
+
+
+def trajectory_figure(
+    steps: pd.DataFrame, per_canary: pd.DataFrame, canaries: pd.DataFrame, methods: Sequence[str]
+):
+    """Rows: datasets; columns: methods. Removed-canary exposure vs step, one line per
+    repetition count, the mean of all removed canaries (black) and of the controls (grey)."""
+    datasets = sorted(steps["dataset"].unique()) if not steps.empty else []
+    fig, axes = subplots(max(len(datasets), 1), max(len(methods), 1))
+    original = canaries[canaries["model"] == "original"]
+    info = original.drop_duplicates(["dataset", "seed", "canary_id"])
+    if not per_canary.empty:
+        per_canary = per_canary.merge(
+            info[["dataset", "seed", "canary_id", "repetitions"]], how="left"
+        )
+    for row, dataset in enumerate(datasets):
+        ceiling = np.log2(info.loc[info["dataset"] == dataset, "space_size"].max())
+        for col, method in enumerate(methods):
+            ax = axes[row][col]
+            mine = steps[(steps["dataset"] == dataset) & (steps["method"] == method)]
+            if mine.empty:
+                empty_panel(ax, "no trajectory")
+                continue
+            curve = mine.groupby("step")[["exposure_removed_mean", "exposure_control_mean"]].mean()
+            if not per_canary.empty:
+                canary_rows = per_canary[
+                    (per_canary["dataset"] == dataset) & (per_canary["method"] == method)
+                ]
+                for i, (reps, group) in enumerate(canary_rows.groupby("repetitions")):
+                    line = group.groupby("step")["exposure"].mean()
+                    ax.plot(
+                        line.index,
+                        line.values,
+                        color=_REPETITION_COLORS[i % len(_REPETITION_COLORS)],
+                        linewidth=1,
+                        label=f"removed, inserted {int(reps)}×",
+                    )
+            ax.plot(
+                curve.index,
+                curve["exposure_removed_mean"],
+                color="black",
+                linewidth=2,
+                label="removed canaries (mean)",
+            )
+            ax.plot(
+                curve.index,
+                curve["exposure_control_mean"],
+                color="grey",
+                linestyle="--",
+                label="control canaries (mean)",
+            )
+            ceiling_line(ax, ceiling)
+            ax.set_ylim(bottom=0)
+            ax.set_title(f"{dataset}: {PRETTY.get(method, method)}")
+            ax.set_xlabel("unlearning step")
+            ax.set_ylabel("exposure (bits)")
+    if not datasets:
+        empty_panel(axes[0][0], "no unlearning trajectories")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    if handles:
+        axes[0][-1].legend(handles, labels, loc="upper right")
+    fig.suptitle("Exposure of the removed canaries along unlearning (mean over seeds)")
+    return fig
+
+
+def make_trajectory_figure(unlearn_manifests, original_evals, methods, png, pdf) -> None:
+    steps, per_canary = loaders.load_trajectories(unlearn_manifests)
+    canaries = loaders.load_canaries(original_evals)
+    fig = trajectory_figure(steps, per_canary, canaries, methods)
+    commits_footer(fig, [*unlearn_manifests, *original_evals])
+    save_figure(fig, png, pdf)
+
+
+def cycles_figure(canaries: pd.DataFrame, evals: pd.DataFrame, methods: Sequence[str]):
+    """Columns: datasets. Rows: test perplexity, exposure of the canaries removed so far
+    (requests 1..k), exposure of the controls; x = cycle k (0 = original model)."""
+    datasets = sorted(evals["dataset"].unique())
+    fig, axes = subplots(3, max(len(datasets), 1), height=2.5, sharex="col")
+    for col, dataset in enumerate(datasets):
+        ev = evals[evals["dataset"] == dataset]
+        ca = canaries[canaries["dataset"] == dataset]
+        orig_ev = ev[ev["family"] == "original"]
+        orig_ca = ca[ca["family"] == "original"]
+        ceiling = np.log2(ca["space_size"].max()) if not ca.empty else float("nan")
+        for method in methods:
+            cyc = ev[(ev["family"] == "cycle") & (ev["method"] == method)]
+            if cyc.empty:
+                continue
+            style = {"color": color(method), "linestyle": linestyle(method), "marker": "o"}
+            ppl = pd.concat([orig_ev.assign(cycle=0), cyc]).groupby("cycle")["test_ppl"]
+            axes[0][col].errorbar(
+                ppl.mean().index,
+                ppl.mean(),
+                yerr=ppl.std().fillna(0),
+                capsize=2,
+                label=PRETTY.get(method, method),
+                **style,
+            )
+            mc = ca[(ca["family"] == "cycle") & (ca["method"] == method)]
+            removed = mc[(mc["group"] >= 1) & (mc["group"] <= mc["cycle"])]
+            line = removed.groupby("cycle")["exposure"].mean()
+            axes[1][col].plot(line.index, line.values, **style)
+            control = pd.concat([orig_ca.assign(cycle=0), mc])
+            line = control[control["group"] == 0].groupby("cycle")["exposure"].mean()
+            axes[2][col].plot(line.index, line.values, **style)
+        before = orig_ca[orig_ca["in_forget_set"]]["exposure"].mean()
+        axes[1][col].axhline(
+            before,
+            color="black",
+            linewidth=1,
+            linestyle="-.",
+            label="original model, all forget canaries",
+        )
+        for row, ylabel in enumerate(
+            ["test perplexity", "exposure, removed so far (bits)", "exposure, controls (bits)"]
+        ):
+            ax = axes[row][col]
+            ax.set_xlabel("unlearning cycle k (0 = original)")
+            ax.set_ylabel(ylabel)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if row:
+                ceiling_line(ax, ceiling, label=row == 1)
+                ax.set_ylim(bottom=0)
+        axes[0][col].set_title(dataset)
+    if not datasets:
+        empty_panel(axes[0][0], "no cycle evaluations")
+    for row in (0, 1):
+        if axes[row][-1].get_legend_handles_labels()[0]:
+            axes[row][-1].legend(loc="best")
+    fig.suptitle("Sequential unlearning requests: utility and exposure after each cycle")
+    return fig
+
+
+def make_cycles_figure(evaluations, methods, png, pdf) -> None:
+    fig = cycles_figure(
+        loaders.load_canaries(evaluations), loaders.load_evaluations(evaluations), methods
+    )
+    commits_footer(fig, evaluations)
+    save_figure(fig, png, pdf)
+
+
+def weight_change_figure(deltas: pd.DataFrame, methods: Sequence[str]):
+    """Rows: datasets; columns: layer types. Fraction of weights per bin of the change
+    theta' − theta, one step line per method (solid = second order, dashed = first order)."""
+    datasets = sorted(deltas["dataset"].unique()) if not deltas.empty else []
+    layers = sorted(deltas["layer_type"].unique()) if not deltas.empty else []
+    fig, axes = subplots(max(len(datasets), 1), max(len(layers), 1))
+    for row, dataset in enumerate(datasets):
+        for col, layer in enumerate(layers):
+            ax = axes[row][col]
+            for method in methods:
+                mine = deltas[
+                    (deltas["dataset"] == dataset)
+                    & (deltas["layer_type"] == layer)
+                    & (deltas["method"] == method)
+                ]
+                if mine.empty:
+                    continue
+                first = mine.iloc[0]
+                counts = np.asarray(first["counts"], dtype=float)
+                fraction = counts / counts.sum() if counts.sum() > 0 else counts
+                ax.stairs(
+                    np.where(fraction > 0, fraction, np.nan),
+                    np.asarray(first["bins"], dtype=float),
+                    color=color(method),
+                    linestyle=linestyle(method),
+                    label=f"{PRETTY.get(method, method)} (L2 {first['l2']:.2g})",
+                )
+            ax.set_yscale("log")
+            # Changes span many decades on both sides of 0: log-scaled away from 0.
+            ax.set_xscale("symlog", linthresh=1e-8)
+            ax.set_title(f"{dataset}: {layer}")
+            ax.set_xlabel("weight change θ' − θ")
+            ax.set_ylabel("fraction of weights")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(loc="upper right", fontsize=6)
+    if not datasets:
+        empty_panel(axes[0][0], "no weight-change histograms")
+    seeds = sorted(deltas["seed"].unique()) if not deltas.empty else []
+    fig.suptitle(
+        "Distribution of weight changes per method and layer type "
+        f"(seed {', '.join(map(str, seeds))}; solid = second order, dashed = first order)"
+    )
+    return fig
+
+
+def make_weight_change_figure(unlearn_manifests, methods, png, pdf) -> None:
+    fig = weight_change_figure(loaders.load_weight_deltas(unlearn_manifests), methods)
+    commits_footer(fig, unlearn_manifests)
+    save_figure(fig, png, pdf)

@@ -1,0 +1,362 @@
+"""Result files of the workflow -> tidy pandas frames (one row per observation).
+
+Every loader takes the exact list of paths a report rule declares as inputs, so a table or
+figure reads nothing its rule does not list. Where a file names its dataset and replicate only
+through its path, the path is parsed: ``.../{dataset}/seed~{seed}/{leaf}[/{file}]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..provenance import read_json
+
+# Model names of results/eval/{dataset}/seed~{seed}/{model}.json.
+_MODEL_RE = re.compile(
+    r"^(?:(?P<reference>original|retrained)"
+    r"|dp_eps~(?P<eps>[0-9.]+)"
+    r"|unlearned~(?P<method>[a-z0-9_]+)"
+    r"|cycle~(?P<cycle>\d+)~(?P<cycle_method>[a-z0-9_]+))$"
+)
+# What a masked secret looks like (unlearnbench.corpora.privacy.mask_email / mask_phone):
+# "j***@***.edu#1a2b3c4d", "***#1a2b3c4d", "<phone#1a2b3c4d>".
+MASK_RE = re.compile(
+    r"^(?:<phone#[0-9a-f]{8}>"
+    r"|(?:[^\s@*]\*\*\*@[^\s@*]?\*\*\*\.[A-Za-z]{2,}|\*\*\*)#[0-9a-f]{8})$"
+)
+
+
+def parse_model(name: str) -> dict[str, Any]:
+    """``dp_eps~4`` -> family dp, epsilon 4.0; ``cycle~2~fisher_removal`` -> cycle 2 etc."""
+    match = _MODEL_RE.match(name)
+    if not match:
+        raise ValueError(
+            f"model name {name!r}: not one of original, retrained, dp_eps~<eps>, "
+            "unlearned~<method>, cycle~<k>~<method>"
+        )
+    g = match.groupdict()
+    if g["reference"]:
+        return {"family": g["reference"], "method": None, "epsilon": math.nan, "cycle": 0}
+    if g["eps"]:
+        return {"family": "dp", "method": None, "epsilon": float(g["eps"]), "cycle": 0}
+    if g["method"]:
+        return {"family": "unlearned", "method": g["method"], "epsilon": math.nan, "cycle": 1}
+    return {
+        "family": "cycle",
+        "method": g["cycle_method"],
+        "epsilon": math.nan,
+        "cycle": int(g["cycle"]),
+    }
+
+
+def locate(path: str | Path) -> dict[str, Any]:
+    """Dataset, seed and what follows them, from ``.../{dataset}/seed~{seed}/...``."""
+    parts = Path(path).parts
+    for i, part in enumerate(parts):
+        if part.startswith("seed~") and i > 0:
+            return {"dataset": parts[i - 1], "seed": int(part[5:]), "rest": parts[i + 1 :]}
+    raise ValueError(f"{path}: expected .../<dataset>/seed~<seed>/... in the path")
+
+
+def commit_of(document: dict[str, Any]) -> str:
+    git = document.get("provenance", {}).get("git", {})
+    commit = str(git.get("commit", "unknown"))
+    return commit + ("+dirty" if git.get("dirty") else "")
+
+
+def _num(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def exposure_of(record: dict[str, Any]) -> tuple[float, str]:
+    """Exact exposure where computed, else the skew-normal extrapolation; and which one."""
+    if record.get("exposure_exact") is not None:
+        return float(record["exposure_exact"]), "exact"
+    if record.get("exposure_extrapolated") is not None:
+        return float(record["exposure_extrapolated"]), "extrapolated"
+    return math.nan, "none"
+
+
+def load_evaluations(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per evaluated model (results/eval/.../{model}.json)."""
+    rows = []
+    for path in paths:
+        doc = read_json(path)
+        summary, ppl = doc["summary"], doc["perplexity"]
+        estimator = "exact" if summary.get("exposure_exact_forget_mean") is not None else None
+        estimator = estimator or "extrapolated"
+        key = f"exposure_{estimator}"
+        spaces = [c["space_size"] for c in doc.get("canaries", []) if c.get("space_size")]
+        rows.append(
+            {
+                "dataset": doc["dataset"],
+                "seed": int(doc["seed"]),
+                "model": doc["model_name"],
+                **parse_model(doc["model_name"]),
+                "test_ppl": _num(ppl["test"]["perplexity"]),
+                "retain_ppl": _num(ppl["retain_sample"]["perplexity"]),
+                "forget_ppl": _num(ppl["forget"]["perplexity"]),
+                "exposure_forget_mean": _num(summary.get(f"{key}_forget_mean")),
+                "exposure_forget_max": _num(summary.get(f"{key}_forget_max")),
+                "exposure_control_mean": _num(summary.get(f"{key}_control_mean")),
+                "exposure_control_max": _num(summary.get(f"{key}_control_max")),
+                "extraction_forget": _num(summary.get("extraction_rate_forget")),
+                "extraction_control": _num(summary.get("extraction_rate_control")),
+                "estimator": estimator,
+                "ceiling_bits": math.log2(max(spaces)) if spaces else math.nan,
+                "commit": commit_of(doc),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def load_canaries(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per canary per evaluated model."""
+    rows = []
+    for path in paths:
+        doc = read_json(path)
+        for record in doc.get("canaries", []):
+            exposure, estimator = exposure_of(record)
+            rows.append(
+                {
+                    "dataset": doc["dataset"],
+                    "seed": int(doc["seed"]),
+                    "model": doc["model_name"],
+                    **parse_model(doc["model_name"]),
+                    "canary_id": int(record["canary_id"]),
+                    "group": int(record.get("group", 0)),
+                    "in_forget_set": bool(record["in_forget_set"]),
+                    "repetitions": int(record["repetitions"]),
+                    "space_size": int(record["space_size"]),
+                    "exposure": exposure,
+                    "estimator": estimator,
+                    "extracted": bool(record.get("extracted", False)),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def load_model_costs(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Cost (and DP accounting) of the stage that produced each model, from its manifest
+    (results/models/{dataset}/seed~{seed}/{model}/train.json or unlearn.json)."""
+    rows = []
+    for path in paths:
+        where = locate(path)
+        doc = read_json(path)
+        cost = doc.get("cost", {})
+        rows.append(
+            {
+                "dataset": where["dataset"],
+                "seed": where["seed"],
+                "model": where["rest"][0],
+                "wall_time_s": _num(cost.get("wall_time_s")),
+                "peak_memory_mb": _num(cost.get("peak_memory_mb")),
+                "epsilon_spent": _num(doc.get("epsilon")),
+                "target_epsilon": _num(doc.get("target_epsilon")),
+                "delta": _num(doc.get("delta")),
+                "noise_multiplier": _num(doc.get("noise_multiplier")),
+                "commit": commit_of(doc),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def load_fisher_costs(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Fisher estimation per replicate (results/fisher/{dataset}/seed~{seed}/manifest.json)."""
+    rows = []
+    for path in paths:
+        where = locate(path)
+        doc = read_json(path)
+        cost = doc.get("cost", {})
+        rows.append(
+            {
+                "dataset": where["dataset"],
+                "seed": where["seed"],
+                "m": doc.get("m"),
+                "d": doc.get("d"),
+                "fisher_time_s": _num(cost.get("wall_time_s")),
+                "fisher_memory_mb": _num(cost.get("peak_memory_mb")),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def load_trajectories(paths: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Unlearning trajectories (results/models/.../unlearned~{method}/unlearn.json).
+
+    Returns (one row per step, one row per step and removed canary).
+    """
+    steps, canaries = [], []
+    for path in paths:
+        where = locate(path)
+        doc = read_json(path)
+        method = doc.get("method") or parse_model(where["rest"][0])["method"]
+        base = {"dataset": where["dataset"], "seed": where["seed"], "method": method}
+        for point in doc.get("trajectory", []):
+            steps.append(
+                {
+                    **base,
+                    "step": int(point["step"]),
+                    "forget_loss": _num(point.get("forget_loss")),
+                    "retain_loss": _num(point.get("retain_loss")),
+                    "exposure_removed_mean": _num(point.get("exposure_removed_mean")),
+                    "exposure_control_mean": _num(point.get("exposure_control_mean")),
+                }
+            )
+            for canary in point.get("canaries") or []:
+                if canary.get("role") != "removed":
+                    continue
+                canaries.append(
+                    {
+                        **base,
+                        "step": int(point["step"]),
+                        "canary_id": int(canary["canary_id"]),
+                        "exposure": _num(canary.get("exposure")),
+                    }
+                )
+    return pd.DataFrame(steps), pd.DataFrame(canaries)
+
+
+def histogram_edges(inner_edges: list[float], max_abs: float) -> list[float]:
+    """The unlearning manifests bin theta' - theta at fixed inner edges with two open-ended
+    outer bins; close those at the largest change (at least one decade past the last edge)."""
+    outer = max(abs(inner_edges[-1]) * 10, max_abs)
+    return [-outer, *inner_edges, outer]
+
+
+def load_weight_deltas(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Histograms of weight changes: one row per (file, layer type, incl. "all"), bins (edges)
+    and counts as lists."""
+    rows = []
+    for path in paths:
+        where = locate(path)
+        doc = read_json(path)
+        method = doc.get("method") or parse_model(where["rest"][0])["method"]
+        delta = doc.get("weight_delta") or {}
+        if not delta:
+            continue
+        inner = [float(b) for b in delta["bin_edges"]]
+        kinds = {"all": delta["overall"], **delta.get("by_type", {})}
+        for layer_type, hist in kinds.items():
+            rows.append(
+                {
+                    "dataset": where["dataset"],
+                    "seed": where["seed"],
+                    "method": method,
+                    "layer_type": layer_type,
+                    "bins": histogram_edges(inner, float(hist.get("max_abs") or 0.0)),
+                    "counts": [float(c) for c in hist["counts"]],
+                    "l2": _num(hist.get("l2")),
+                    "max_abs": _num(hist.get("max_abs")),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def load_benchmarks(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Snakemake benchmark TSVs (results/benchmarks/<rule>/<wildcards...>.tsv): one row per
+    measured run, with the rule and the job's wildcards taken from the path."""
+    frames = []
+    for path in paths:
+        parts = Path(path).with_suffix("").parts
+        if "benchmarks" in parts:
+            parts = parts[parts.index("benchmarks") + 1 :]
+        frame = pd.read_csv(path, sep="\t")
+        frame.insert(0, "job", "/".join(parts[1:]) or "-")
+        frame.insert(0, "rule", parts[0])
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["rule", "job", "s", "max_rss", "cpu_time"])
+    out = pd.concat(frames, ignore_index=True)
+    for column in ("s", "max_rss", "max_vms", "cpu_time", "mean_load"):
+        if column in out:
+            out[column] = pd.to_numeric(out[column], errors="coerce")
+    return out
+
+
+def load_onion(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Exposure of each control canary before and after removing a targeted / random subset
+    (results/onion/{dataset}/seed~{seed}/{selection}.json)."""
+    rows = []
+    for path in paths:
+        where = locate(path)
+        selection = Path(path).stem
+        doc = read_json(path)
+        removed = {int(c) for c in doc.get("removed_canary_ids", [])}
+        after = {int(k): v for k, v in doc["control_after"].items()}
+        for canary_id, before in sorted((int(k), v) for k, v in doc["control_before"].items()):
+            if canary_id in removed or canary_id not in after:
+                continue
+            rows.append(
+                {
+                    "dataset": where["dataset"],
+                    "seed": where["seed"],
+                    "selection": selection,
+                    "removed": len(removed),
+                    "canary_id": canary_id,
+                    "before": _num(before),
+                    "after": _num(after[canary_id]),
+                    "change": _num(after[canary_id]) - _num(before),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def check_masked(values: Iterable[Any], source: str) -> None:
+    """Raise unless every value has the mask format (never echoing the offending value)."""
+    for i, value in enumerate(values):
+        if not isinstance(value, str) or not MASK_RE.match(value):
+            raise ValueError(
+                f"{source}: row {i} of column 'masked' is not a masked secret "
+                "(expected e.g. 'j***@***.edu#1a2b3c4d' or '<phone#1a2b3c4d>'); "
+                "regenerate the file with unlearnbench.corpora.privacy masking"
+            )
+
+
+def load_secrets(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Memorised real-world strings (results/realworld/{dataset}/seed~{seed}/secrets_{model}.csv),
+    masked; the mask format is checked for every row."""
+    frames = []
+    for path in paths:
+        where = locate(path)
+        # secrets_original.csv, secrets_fisher_removal.csv (or secrets_unlearned~<method>.csv)
+        model = Path(path).stem.removeprefix("secrets_").removeprefix("unlearned~")
+        frame = pd.read_csv(path, dtype={"masked": str, "kind": str})
+        check_masked(frame["masked"], str(path))
+        frame["extracted"] = frame["extracted"].astype(str).str.lower().isin(["true", "1"])
+        frame.insert(0, "model", model)
+        frame.insert(0, "seed", where["seed"])
+        frame.insert(0, "dataset", where["dataset"])
+        frames.append(frame)
+    columns = ["dataset", "seed", "model", "masked", "kind", "occurrences", "exposure", "extracted"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def load_scaling(path: str | Path) -> pd.DataFrame:
+    """Fisher scaling measurements (results/scaling/fisher_scaling.csv)."""
+    frame = pd.read_csv(path)
+    missing = {"model_label", "d", "m", "gradient_s", "setup_s", "peak_memory_mb"} - set(frame)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    return frame
+
+
+def input_commits(paths: Iterable[str | Path]) -> list[str]:
+    """Distinct code commits recorded in the provenance of JSON inputs (sorted)."""
+    commits = set()
+    for path in paths:
+        if str(path).endswith(".json"):
+            try:
+                commits.add(commit_of(json.loads(Path(path).read_text())))
+            except (OSError, ValueError):
+                continue
+    return sorted(commits)

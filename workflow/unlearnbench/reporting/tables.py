@@ -1,0 +1,313 @@
+"""The study's tables: main results, DP-SGD privacy-utility, cost per stage, real-world case.
+
+Each ``*_table`` function takes tidy frames (see ``loaders``) and returns a ``render.Table``;
+each ``make_*`` function is what a report rule calls: input paths in, four files out.
+Aggregates over seeds are mean ± sample standard deviation (ddof = 1, undefined for one seed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from . import loaders
+from .render import MISSING, Table, fmt, fmt_mean_std, write_table
+
+PRETTY = {
+    "original": "original",
+    "retrained": "retrained (gold standard)",
+    "fisher_removal": "Fisher Removal",
+    "fisher_forgetting": "Fisher Forgetting",
+    "gradient_ascent": "gradient ascent",
+    "finetune_retain": "fine-tune on D+",
+}
+_FAMILY_ORDER = {"original": 0, "retrained": 1, "unlearned": 2, "dp": 3, "cycle": 4}
+
+
+def model_label(model: str) -> str:
+    info = loaders.parse_model(model)
+    if info["family"] == "dp":
+        return f"DP-SGD ε={info['epsilon']:g}"
+    if info["family"] == "cycle":
+        return f"{PRETTY.get(info['method'], info['method'])}, cycle {info['cycle']}"
+    return PRETTY.get(info["method"] or model, info["method"] or model)
+
+
+def model_order(models: Sequence[str], methods: Sequence[str] = ()) -> list[str]:
+    """original, retrained, unlearned (in ``methods`` order), DP by epsilon, cycles."""
+
+    def key(model: str):
+        info = loaders.parse_model(model)
+        method = info["method"]
+        rank = list(methods).index(method) if method in methods else len(methods)
+        eps = 0.0 if math.isnan(info["epsilon"]) else info["epsilon"]
+        return (_FAMILY_ORDER[info["family"]], info["cycle"], rank, method or "", eps)
+
+    return sorted(dict.fromkeys(models), key=key)
+
+
+def aggregate(frame: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Mean, sample std and count over seeds: columns <metric>_mean, <metric>_std, n_seeds."""
+    grouped = frame.groupby(by, sort=False, dropna=False)
+    out = grouped[metrics].agg(["mean", "std"])
+    out.columns = [f"{metric}_{stat}" for metric, stat in out.columns]
+    out.insert(0, "n_seeds", grouped["seed"].nunique())
+    return out.reset_index()
+
+
+def _display(agg: pd.DataFrame, keys: dict[str, str], metrics: dict[str, tuple[str, int]]):
+    """Display frame: key columns as given, metrics as 'mean ± std' with fixed digits."""
+    out = pd.DataFrame({label: agg[col].astype(str) for col, label in keys.items()})
+    for metric, (label, digits) in metrics.items():
+        out[label] = [
+            fmt_mean_std(m, s, digits)
+            for m, s in zip(agg[f"{metric}_mean"], agg[f"{metric}_std"], strict=True)
+        ]
+    return out
+
+
+def _sorted(agg: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    order = {m: i for i, m in enumerate(model_order(agg["model"], methods))}
+    agg = agg.assign(_order=agg["model"].map(order))
+    return agg.sort_values(["dataset", "_order"], kind="stable").drop(columns="_order")
+
+
+def _provenance_note(commits: Sequence[str]) -> str:
+    return "Code commit(s) of the inputs: " + (", ".join(commits) if commits else "not recorded")
+
+
+MAIN_METRICS = {
+    "exposure_forget_mean": ("removed exposure mean (bits)", 2),
+    "exposure_forget_max": ("removed exposure max (bits)", 2),
+    "exposure_control_mean": ("control exposure mean (bits)", 2),
+    "extraction_forget": ("removed extracted (rate)", 2),
+    "test_ppl": ("test perplexity", 1),
+    "wall_time_s": ("time (s)", 1),
+    "peak_memory_mb": ("peak memory (MB)", 0),
+    "fisher_time_s": ("+ Fisher estimate (s)", 1),
+}
+SECOND_ORDER = ("fisher_removal", "fisher_forgetting")
+
+
+def main_table(
+    evals: pd.DataFrame,
+    costs: pd.DataFrame,
+    fisher: pd.DataFrame | None = None,
+    methods: Sequence[str] = (),
+) -> Table:
+    """Per dataset × model: privacy (exposure, extraction), utility, cost; mean ± std."""
+    frame = evals.merge(
+        costs[["dataset", "seed", "model", "wall_time_s", "peak_memory_mb"]],
+        on=["dataset", "seed", "model"],
+        how="left",
+    )
+    frame["fisher_time_s"] = math.nan
+    if fisher is not None and not fisher.empty:
+        frame = frame.drop(columns="fisher_time_s").merge(
+            fisher[["dataset", "seed", "fisher_time_s"]], on=["dataset", "seed"], how="left"
+        )
+        frame.loc[~frame["method"].isin(SECOND_ORDER), "fisher_time_s"] = math.nan
+    agg = _sorted(aggregate(frame, ["dataset", "model"], list(MAIN_METRICS)), methods)
+    agg.insert(2, "label", agg["model"].map(model_label))
+    ceiling = evals.groupby("dataset")["ceiling_bits"].max()
+    agg.insert(3, "ceiling_bits", agg["dataset"].map(ceiling))
+    display = _display(
+        agg, {"dataset": "dataset", "label": "model", "n_seeds": "seeds"}, MAIN_METRICS
+    )
+    estimators = ", ".join(sorted(evals["estimator"].unique()))
+    notes = [
+        "Exposure in bits (0 = not memorised; ceiling log2|R| = "
+        + ", ".join(f"{d}: {c:.2f}" for d, c in ceiling.items())
+        + f"); estimator: {estimators}. Removed = canaries in the forget set D−; control = "
+        "canaries kept in D+. Values are mean ± sample std over seeds.",
+        "Time and memory: the stage that produced the model (fine-tuning, retraining or "
+        "unlearning); Fisher Removal/Forgetting also need the Fisher estimate, shown apart.",
+        _provenance_note(sorted(evals["commit"].unique())),
+    ]
+    return Table(
+        "Main results: privacy, utility and cost per dataset and model", agg, display, notes
+    )
+
+
+DP_METRICS = {
+    "target_epsilon": ("target ε", 1),
+    "epsilon_spent": ("spent ε", 2),
+    "test_ppl": ("test perplexity", 1),
+    "ppl_change_pct": ("Δ perplexity vs original (%)", 1),
+    "exposure_forget_mean": ("removed exposure mean (bits)", 2),
+    "exposure_control_mean": ("control exposure mean (bits)", 2),
+}
+
+
+def dp_table(evals: pd.DataFrame, dp_costs: pd.DataFrame, methods: Sequence[str] = ()) -> Table:
+    """DP-SGD at each epsilon beside the unlearning methods: utility and exposure."""
+    frame = evals.merge(
+        dp_costs[["dataset", "seed", "model", "epsilon_spent", "target_epsilon"]],
+        on=["dataset", "seed", "model"],
+        how="left",
+    )
+    frame["target_epsilon"] = frame["target_epsilon"].fillna(frame["epsilon"])
+    original = evals[evals["model"] == "original"].set_index(["dataset", "seed"])["test_ppl"]
+    base = pd.Series(list(zip(frame["dataset"], frame["seed"], strict=True))).map(original)
+    frame["ppl_change_pct"] = 100.0 * (frame["test_ppl"].to_numpy() / base.to_numpy() - 1.0)
+    agg = _sorted(aggregate(frame, ["dataset", "model"], list(DP_METRICS)), methods)
+    agg.insert(2, "label", agg["model"].map(model_label))
+    agg.insert(3, "family", agg["model"].map(lambda m: loaders.parse_model(m)["family"]))
+    display = _display(
+        agg, {"dataset": "dataset", "label": "model", "n_seeds": "seeds"}, DP_METRICS
+    )
+    notes = [
+        "DP-SGD models are trained with Opacus on all of D (canaries included) at the target ε "
+        "(δ from the config); spent ε is what the accountant reports. Unlearning rows start "
+        "from the original model. A good trade-off has low removed exposure and small Δ "
+        "perplexity. Values are mean ± sample std over seeds.",
+        _provenance_note(sorted(evals["commit"].unique())),
+    ]
+    return Table("DP-SGD privacy-utility trade-off beside unlearning", agg, display, notes)
+
+
+def cost_table(benchmarks: pd.DataFrame) -> Table:
+    """Wall time and peak memory per rule, from Snakemake's benchmark files."""
+    grouped = benchmarks.groupby("rule", sort=False)
+    agg = pd.DataFrame(
+        {
+            "jobs": grouped["job"].nunique(),
+            "total_s": grouped["s"].sum(),
+            "mean_s": grouped["s"].mean(),
+            "max_s": grouped["s"].max(),
+            "cpu_time_s": grouped["cpu_time"].sum() if "cpu_time" in benchmarks else math.nan,
+            "max_rss_mb": grouped["max_rss"].max() if "max_rss" in benchmarks else math.nan,
+        }
+    ).reset_index()
+    total = agg["total_s"].sum()
+    agg["share_pct"] = 100.0 * agg["total_s"] / total if total > 0 else math.nan
+    agg = agg.sort_values(["total_s", "rule"], ascending=[False, True], kind="stable")
+    columns = {
+        "jobs": ("jobs", 0),
+        "total_s": ("total wall time (s)", 1),
+        "share_pct": ("share of total (%)", 1),
+        "mean_s": ("mean per job (s)", 1),
+        "max_s": ("slowest job (s)", 1),
+        "cpu_time_s": ("CPU time (s)", 1),
+        "max_rss_mb": ("peak memory (MB)", 0),
+    }
+    display = pd.DataFrame({"rule": agg["rule"]})
+    for column, (label, digits) in columns.items():
+        display[label] = [fmt(v, digits) for v in agg[column].astype(float)]
+    notes = [
+        f"From Snakemake benchmark files (results/benchmarks/<rule>/...), {len(benchmarks)} "
+        f"measured jobs, {total:.1f} s in all. Peak memory = the largest resident set size "
+        "of any job of the rule. Sorted by total time: the top rows are where the "
+        "study spends its time.",
+    ]
+    return Table("Cost of every stage, grouped by rule", agg.reset_index(drop=True), display, notes)
+
+
+def realworld_table(
+    secrets: pd.DataFrame,
+    threshold_bits: float,
+    methods: Sequence[str],
+    max_rows: int = 50,
+) -> Table:
+    """Memorised real-world strings (masked), ranked by exposure in the original model, with
+    whether each method removed them (exposure below ``threshold_bits`` and not extracted);
+    "indelible" = memorised and removed by no method."""
+    loaders.check_masked(secrets["masked"], "realworld table")
+    per_model = (
+        secrets.groupby(["dataset", "masked", "kind", "model"], sort=False)
+        .agg(
+            exposure=("exposure", "mean"),
+            extracted=("extracted", "any"),
+            occ=("occurrences", "max"),
+        )
+        .reset_index()
+    )
+    original = per_model[per_model["model"] == "original"].set_index(["dataset", "masked", "kind"])
+    memorised = original[(original["exposure"] >= threshold_bits) | original["extracted"]]
+    rows = memorised[["occ", "exposure", "extracted"]].rename(
+        columns={
+            "occ": "occurrences",
+            "exposure": "exposure_original",
+            "extracted": "extracted_original",
+        }
+    )
+    removed_by = []
+    for method in methods:
+        after = per_model[per_model["model"] == method].set_index(["dataset", "masked", "kind"])
+        after = after.reindex(rows.index)
+        rows[f"exposure_{method}"] = after["exposure"]
+        removed = (after["exposure"] < threshold_bits) & ~after["extracted"].fillna(True).astype(
+            bool
+        )
+        rows[f"removed_{method}"] = removed
+        removed_by.append(removed)
+    rows["indelible"] = ~pd.concat(removed_by, axis=1).any(axis=1) if removed_by else True
+    rows = rows.reset_index().sort_values(
+        ["exposure_original", "dataset", "masked"], ascending=[False, True, True], kind="stable"
+    )
+    kept = rows.head(max_rows)
+    kept = pd.concat([kept, rows.iloc[max_rows:][rows.iloc[max_rows:]["indelible"]]])
+    display = pd.DataFrame(
+        {
+            "dataset": kept["dataset"],
+            "string (masked)": kept["masked"],
+            "kind": kept["kind"],
+            "occurrences": kept["occurrences"].map(lambda v: fmt(float(v), 0)),
+            "exposure original (bits)": kept["exposure_original"].map(lambda v: fmt(v, 2)),
+        }
+    )
+    for method in methods:
+        display[f"{PRETTY.get(method, method)} (bits)"] = [
+            fmt(e, 2) + (" removed" if r else " kept")
+            for e, r in zip(kept[f"exposure_{method}"], kept[f"removed_{method}"], strict=True)
+        ]
+    display["indelible"] = kept["indelible"].map({True: "yes", False: "no"})
+    n_indelible = int(rows["indelible"].sum())
+    notes = [
+        f"{len(rows)} strings memorised by the original model (exposure ≥ {threshold_bits:g} "
+        f"bits or extracted), {n_indelible} indelible (removed by no method). A method removed "
+        f"a string when its exposure fell below {threshold_bits:g} bits and greedy decoding no "
+        "longer extracts it. Strings are masked (first character, top-level domain, hash).",
+    ]
+    if len(rows) > len(kept):
+        notes.append(f"Showing the {len(kept)} most exposed and every indelible string.")
+    return Table(
+        "Real-world case study: memorised strings and what unlearning removes",
+        kept.reset_index(drop=True),
+        display.reset_index(drop=True),
+        notes,
+    )
+
+
+def _write(table: Table, outputs: dict[str, str]) -> Table:
+    write_table(table, outputs["csv"], outputs["md"], outputs["tex"], outputs["html"])
+    return table
+
+
+def make_main_table(evaluations, manifests, fisher_manifests, methods, outputs) -> Table:
+    fisher = loaders.load_fisher_costs(fisher_manifests) if fisher_manifests else None
+    table = main_table(
+        loaders.load_evaluations(evaluations), loaders.load_model_costs(manifests), fisher, methods
+    )
+    return _write(table, outputs)
+
+
+def make_dp_table(evaluations, dp_manifests, methods, outputs) -> Table:
+    table = dp_table(
+        loaders.load_evaluations(evaluations), loaders.load_model_costs(dp_manifests), methods
+    )
+    return _write(table, outputs)
+
+
+def make_cost_table(benchmarks, outputs) -> Table:
+    return _write(cost_table(loaders.load_benchmarks(benchmarks)), outputs)
+
+
+def make_realworld_table(secrets, threshold_bits, methods, max_rows, outputs) -> Table:
+    table = realworld_table(loaders.load_secrets(secrets), threshold_bits, methods, max_rows)
+    return _write(table, outputs)
+
+
+__all__ = ["MISSING", "aggregate", "cost_table", "dp_table", "main_table", "realworld_table"]

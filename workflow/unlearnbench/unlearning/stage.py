@@ -1,0 +1,361 @@
+"""Unlearning stages as plain functions of paths (the rules' adapters call these).
+
+``unlearn_stage`` removes one request (all forget rows, or the rows of chosen groups) from the
+original model; ``unlearn_cycles_stage`` removes K requests one after another, each from the
+previous cycle's model, re-estimating the Fisher at each cycle's starting weights. Both save
+the unlearned model(s) with ``models.save_model`` and return a manifest: the trajectory
+(``trajectory``), the weight change per layer type (``weight_delta``), fingerprints before and
+after, and the cost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..canaries import read_canaries
+from ..exposure import canary_token_ids
+from ..fisher import WoodburyFisher
+from ..fisher_estimation import FisherConfig
+from ..lm_data import encode_texts, sequence_prefix_ids
+from ..models import fingerprint, load_model, save_model
+from ..recipes import read_texts
+from ..tokenizer import load_tokenizer
+from .base import UnlearnContext, UnlearningMethod
+from .registry import make_method
+from .trajectory import CanaryProbe, Trajectory, TrajectoryConfig, canary_role, retain_sample_rows
+from .weight_delta import snapshot, weight_delta
+
+log = logging.getLogger(__name__)
+FisherPaths = tuple[str | Path, str | Path] | Sequence[str | Path] | None
+
+
+@dataclass
+class Replicate:
+    """One replicate's data as token sequences (rows of the canary-injected train split)."""
+
+    sequences: list[list[int]]
+    forget_rows: list[int]
+    forget_groups: list[int]
+    retain_rows: list[int]
+    probes: list[CanaryProbe]  # every canary, role "control" until a request assigns roles
+    pad_id: int
+
+    @property
+    def groups(self) -> list[int]:
+        return sorted(set(self.forget_groups))
+
+    def rows_of(self, groups: Sequence[int] | None) -> list[int]:
+        if groups is None:
+            return list(self.forget_rows)
+        unknown = sorted(set(groups) - set(self.groups))
+        if unknown:
+            raise ValueError(
+                f"unlearn: request groups {unknown} are not in the forget set (its groups: "
+                f"{self.groups}); choose groups from 1 to canaries.requests"
+            )
+        wanted = set(groups)
+        return [r for r, g in zip(self.forget_rows, self.forget_groups, strict=True) if g in wanted]
+
+
+def load_replicate(
+    tokenizer, train_path, forget_path, retain_path, canaries_path, max_length: int
+) -> Replicate:
+    texts = read_texts([train_path])
+    forget = json.loads(Path(forget_path).read_text())
+    retain = json.loads(Path(retain_path).read_text())["indices"]
+    groups = forget.get("groups") or [1] * len(forget["indices"])
+    if len(groups) != len(forget["indices"]):
+        raise ValueError(
+            f"{forget_path}: 'groups' and 'indices' differ in length; rerun inject_canaries"
+        )
+    # Real-world datasets have no canary table (None): no exposure, losses only.
+    table = pd.DataFrame() if canaries_path is None else read_canaries(canaries_path)
+    probes = []
+    for row in table.itertuples():
+        _, digit_ids = canary_token_ids(tokenizer, row.prefix, row.secret)
+        probes.append(
+            CanaryProbe(
+                canary_id=int(row.canary_id),
+                group=int(row.group),
+                repetitions=int(row.repetitions),
+                secret=str(row.secret),
+                prefix_ids=tuple(sequence_prefix_ids(tokenizer, row.prefix)),
+                digit_ids=tuple(digit_ids),
+            )
+        )
+    return Replicate(
+        sequences=encode_texts(tokenizer, texts, max_length),
+        forget_rows=[int(i) for i in forget["indices"]],
+        forget_groups=[int(g) for g in groups],
+        retain_rows=[int(i) for i in retain],
+        probes=probes,
+        pad_id=tokenizer.eos_token_id,
+    )
+
+
+def load_fisher(fisher_paths: FisherPaths, model: torch.nn.Module) -> WoodburyFisher | None:
+    """The Fisher artifact, refused (naming the file and the fix) if it belongs to other
+    weights than ``model``'s."""
+    if fisher_paths is None:
+        return None
+    tensors, meta = fisher_paths
+    device = next(model.parameters()).device
+    return WoodburyFisher.load(
+        tensors, meta, expected_fingerprint=fingerprint(model), device=device
+    )
+
+
+def _check_finite(model: torch.nn.Module, method: str, step: int) -> None:
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise ValueError(
+                f"unlearn.methods.{method}: weight {name} is not finite after step {step}; "
+                "the method diverged: lower its step size (lr or gamma)"
+            )
+
+
+def unlearn_request(
+    model: torch.nn.Module,
+    method: UnlearningMethod,
+    data: Replicate,
+    groups: Sequence[int] | None,
+    *,
+    earlier: Sequence[int] = (),
+    fisher: WoodburyFisher | None,
+    fisher_cfg: FisherConfig | None,
+    trajectory_cfg: TrajectoryConfig,
+    seed: int,
+    keys: tuple = (),
+) -> dict[str, Any]:
+    """Unlearn the forget rows of ``groups`` (None: all) from ``model`` in place."""
+    start = time.perf_counter()
+    rows = data.rows_of(groups)
+    if not rows:
+        raise ValueError("unlearn: the request has no forget rows; check forget_set.json")
+    removed = data.groups if groups is None else sorted(set(groups))
+    forget = [data.sequences[i] for i in rows]
+    retain = [data.sequences[i] for i in data.retain_rows]
+    sample = retain_sample_rows(len(retain), trajectory_cfg.retain_sample, seed)
+    probes = [
+        CanaryProbe(**{**p.__dict__, "role": canary_role(p.group, removed, earlier)})
+        for p in data.probes
+    ]
+    trajectory = Trajectory(
+        forget, [retain[i] for i in sample], probes, data.pad_id, trajectory_cfg, seed
+    )
+    fingerprint_before = fingerprint(model)
+    if fisher is not None and fisher.fingerprint != fingerprint_before:
+        raise ValueError(
+            "unlearn: the Fisher estimate was computed for other weights than the model being "
+            "unlearned; rerun estimate_fisher for this model"
+        )
+    before = snapshot(model)
+
+    def record(step: int, **extra: Any) -> dict[str, Any]:
+        _check_finite(model, method.name, step)
+        point = trajectory.measure(model, step, **extra)
+        ctx.trajectory.append(point)
+        log.info(
+            "%s step %d: forget loss %s, retain loss %s, removed exposure %s",
+            method.name,
+            step,
+            point["forget_loss"],
+            point["retain_loss"],
+            point["exposure_removed_mean"],
+        )
+        return point
+
+    ctx = UnlearnContext(
+        forget=forget,
+        retain=retain,
+        pad_id=data.pad_id,
+        seed=seed,
+        record=record,
+        keys=keys,
+        fisher_cfg=fisher_cfg,
+        fisher=fisher,
+    )
+    if method.needs_fisher:
+        ctx.fisher_at(model)  # estimated here when no artifact was given
+    record(0)
+    traj_before, fisher_before = trajectory.seconds, ctx.fisher_seconds
+    method_start = time.perf_counter()
+    result = method.run(model, ctx)
+    method_seconds = time.perf_counter() - method_start
+    _check_finite(model, method.name, result["steps"])
+    # The method's own work: its run minus the trajectory measurements and Fisher estimates in it.
+    own_seconds = (
+        method_seconds - (trajectory.seconds - traj_before) - (ctx.fisher_seconds - fisher_before)
+    )
+    fisher_info = None
+    if method.needs_fisher and ctx.fisher is not None:
+        used = ctx.fisher
+        fisher_info = {
+            "source": "artifact" if fisher is not None else "estimated",
+            "m": used.m,
+            "d": used.d,
+            "lambda": used.lam,
+            "blocks": len(used.blocks),
+            "estimates": ctx.fisher_estimates,
+            "estimate_seconds": round(ctx.fisher_seconds, 3),
+            "artifact_cost": fisher.cost if fisher is not None else None,
+        }
+    return {
+        "method": method.name,
+        "hyper": method.hyper,
+        "groups": removed,
+        "earlier_groups": sorted(set(earlier)),
+        "forget_rows": rows,
+        "removed_canaries": sorted(p.canary_id for p in probes if p.role == "removed"),
+        "control_canaries": sorted(p.canary_id for p in probes if p.role == "control"),
+        "steps": int(result["steps"]),
+        "result": {k: v for k, v in result.items() if k != "steps"},
+        "trajectory": ctx.trajectory,
+        "weight_delta": weight_delta(before, model),
+        "fingerprint_before": fingerprint_before,
+        "fingerprint_after": fingerprint(model),
+        "fisher": fisher_info,
+        "seconds": {
+            "total": round(time.perf_counter() - start, 3),
+            "unlearning": round(own_seconds, 3),
+            "fisher": round(ctx.fisher_seconds, 3),
+            "trajectory": round(trajectory.seconds, 3),
+        },
+    }
+
+
+def _setup(model_dir, tokenizer_dir, train_path, forget_path, retain_path, canaries_path, device):
+    tokenizer = load_tokenizer(tokenizer_dir)
+    model = load_model(model_dir, vocab_size=len(tokenizer)).to(device)
+    data = load_replicate(
+        tokenizer, train_path, forget_path, retain_path, canaries_path, model.config.n_positions
+    )
+    return model, data
+
+
+def unlearn_stage(
+    method: str,
+    hyper: Mapping[str, Any],
+    model_dir: str | Path,
+    tokenizer_dir: str | Path,
+    train_path: str | Path,
+    forget_path: str | Path,
+    retain_path: str | Path,
+    canaries_path: str | Path,
+    fisher_paths: FisherPaths,
+    fisher_cfg: FisherConfig | None,
+    trajectory: Mapping[str, int],
+    seed: int,
+    out_dir: str | Path,
+    groups: Sequence[int] | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Unlearn the forget rows (all groups, or only ``groups``) from the model in ``model_dir``
+    with ``method``; save the result to ``out_dir`` and return the manifest.
+
+    ``fisher_paths`` = (tensors, meta) of an ``estimate_fisher`` artifact for this model (used by
+    Fisher-based methods; None: estimated here with ``fisher_cfg``).
+    """
+    unlearner = make_method(method, hyper)  # refuse bad settings before loading anything
+    trajectory_cfg = TrajectoryConfig.from_dict(dict(trajectory))
+    model, data = _setup(
+        model_dir, tokenizer_dir, train_path, forget_path, retain_path, canaries_path, device
+    )
+    fisher = load_fisher(fisher_paths, model) if unlearner.needs_fisher else None
+    manifest = unlearn_request(
+        model,
+        unlearner,
+        data,
+        None if groups is None else list(groups),
+        fisher=fisher,
+        fisher_cfg=fisher_cfg,
+        trajectory_cfg=trajectory_cfg,
+        seed=seed,
+    )
+    save_model(model, out_dir)
+    return manifest
+
+
+def unlearn_cycles_stage(
+    method: str,
+    hyper: Mapping[str, Any],
+    model_dir: str | Path,
+    tokenizer_dir: str | Path,
+    train_path: str | Path,
+    forget_path: str | Path,
+    retain_path: str | Path,
+    canaries_path: str | Path,
+    fisher_paths: FisherPaths,
+    fisher_cfg: FisherConfig | None,
+    trajectory: Mapping[str, int],
+    seed: int,
+    requests: int,
+    out_dirs: Sequence[str | Path],
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """K = ``requests`` sequential unlearning requests: cycle k forgets only the rows of group
+    k, starting from cycle k-1's model (cycle 1 from ``model_dir``), and is saved to
+    ``out_dirs[k-1]``. ``fisher_paths`` (the original model's Fisher) may serve cycle 1; later
+    cycles re-estimate the Fisher at their starting weights with ``fisher_cfg``."""
+    unlearner = make_method(method, hyper)
+    trajectory_cfg = TrajectoryConfig.from_dict(dict(trajectory))
+    if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
+        raise ValueError(f"unlearn.cycles: requests must be an integer >= 1, got {requests!r}")
+    if len(out_dirs) != requests:
+        raise ValueError(
+            f"unlearn.cycles: {len(out_dirs)} output directories for {requests} requests; "
+            "give one model directory per cycle"
+        )
+    if unlearner.needs_fisher and fisher_cfg is None:
+        raise ValueError(
+            f"unlearn.cycles: {method} re-estimates the Fisher every cycle; pass fisher_cfg"
+        )
+    model, data = _setup(
+        model_dir, tokenizer_dir, train_path, forget_path, retain_path, canaries_path, device
+    )
+    if data.groups != list(range(1, requests + 1)):
+        raise ValueError(
+            f"unlearn.cycles: {requests} requests, but the forget set's request groups are "
+            f"{data.groups}; set canaries.requests to the number of cycles (and rerun "
+            "inject_canaries)"
+        )
+    start = time.perf_counter()
+    cycles = []
+    for k in range(1, requests + 1):
+        log.info("unlearning cycle %d of %d (%s)", k, requests, method)
+        fisher = None
+        if k == 1 and unlearner.needs_fisher:
+            fisher = load_fisher(fisher_paths, model)
+        cycle = unlearn_request(
+            model,
+            unlearner,
+            data,
+            [k],
+            earlier=list(range(1, k)),
+            fisher=fisher,
+            fisher_cfg=fisher_cfg,
+            trajectory_cfg=trajectory_cfg,
+            seed=seed,
+            keys=("cycle", k),
+        )
+        save_model(model, out_dirs[k - 1])
+        cycles.append({"cycle": k, "model": str(out_dirs[k - 1]), **cycle})
+    return {
+        "method": method,
+        "hyper": unlearner.hyper,
+        "requests": requests,
+        "cycles": cycles,
+        "seconds": {
+            "total": round(time.perf_counter() - start, 3),
+            "per_cycle": [c["seconds"]["total"] for c in cycles],
+        },
+    }

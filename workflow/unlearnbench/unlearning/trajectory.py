@@ -1,0 +1,156 @@
+"""What unlearning does step by step: the data behind the "exposure vs unlearning step" figure.
+
+At step 0 and after every iteration (or evaluation step) of a method, ``Trajectory.measure``
+records, at the current weights:
+- the forget loss L(D-) (mean LM loss over the rows being unlearned);
+- the retain loss on a fixed seeded sample of D+ (the same rows at every step and for every
+  method of a replicate);
+- the extrapolated exposure (skew-normal fit, Carlini et al. 2019 Sec. 4.3) of every canary, with
+  the SAME candidate sample at every step: each canary's candidates come from a generator seeded
+  by (seed, "eval", "exposure", canary_id), as in ``evaluation.canary_metrics``, so a change of
+  exposure along the trajectory is a change of the model, not of the sample;
+- means per canary role: ``removed`` (in this request), ``control`` (never requested), and, in
+  unlearning cycles, ``earlier`` (removed by a previous request) and ``pending`` (a later one).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..exposure import extrapolated_exposure
+from ..seeding import derive_seed, numpy_rng
+from .objectives import mean_lm_loss
+
+ROLES = ("removed", "control", "earlier", "pending")
+TRAJECTORY_KEYS = {"samples": 10, "retain_sample": 1, "batch_size": 1}  # key -> minimum
+
+
+@dataclass(frozen=True)
+class TrajectoryConfig:
+    """``unlearn.trajectory.*``: candidates per canary for the exposure fit, D+ rows in the
+    retain-loss sample, sequences per forward pass."""
+
+    samples: int = 1000
+    retain_sample: int = 200
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        for key, minimum in TRAJECTORY_KEYS.items():
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(
+                    f"unlearn.trajectory.{key}: must be an integer >= {minimum}, got {value!r}"
+                )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrajectoryConfig:
+        unknown = sorted(set(values) - set(TRAJECTORY_KEYS))
+        if unknown:
+            raise ValueError(
+                f"unlearn.trajectory.{unknown[0]}: unknown key; known keys: "
+                f"{', '.join(TRAJECTORY_KEYS)}"
+            )
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class CanaryProbe:
+    """A canary as the trajectory scores it: ids from ``exposure.canary_token_ids`` with the
+    context ``lm_data.sequence_prefix_ids``."""
+
+    canary_id: int
+    group: int
+    repetitions: int
+    secret: str
+    prefix_ids: tuple[int, ...]
+    digit_ids: tuple[int, ...]
+    role: str = "control"
+
+
+def canary_role(group: int, removed: Iterable[int], earlier: Iterable[int] = ()) -> str:
+    """Role of a canary of unlearning group ``group`` (0 = control) in a request."""
+    if group == 0:
+        return "control"
+    if group in set(removed):
+        return "removed"
+    return "earlier" if group in set(earlier) else "pending"
+
+
+def retain_sample_rows(n_retained: int, size: int, seed: int) -> list[int]:
+    """Positions of the fixed D+ sample (seeded; identical for every method of a replicate)."""
+    size = min(size, n_retained)
+    rng = numpy_rng(seed, "unlearn", "trajectory", "retain_sample")
+    return sorted(rng.choice(n_retained, size=size, replace=False).tolist())
+
+
+class Trajectory:
+    def __init__(
+        self,
+        forget: Sequence[Sequence[int]],
+        retain_sample: Sequence[Sequence[int]],
+        canaries: Sequence[CanaryProbe],
+        pad_id: int,
+        cfg: TrajectoryConfig,
+        seed: int,
+    ) -> None:
+        self.forget, self.retain_sample, self.canaries = forget, retain_sample, list(canaries)
+        self.pad_id, self.cfg, self.seed = pad_id, cfg, seed
+        self.points: list[dict[str, Any]] = []
+        self.seconds = 0.0
+
+    def _exposure(self, model: torch.nn.Module, canary: CanaryProbe) -> dict[str, Any]:
+        generator = torch.Generator().manual_seed(
+            derive_seed(self.seed, "eval", "exposure", canary.canary_id)
+        )
+        fit = extrapolated_exposure(
+            model,
+            list(canary.prefix_ids),
+            canary.secret,
+            list(canary.digit_ids),
+            self.cfg.samples,
+            generator,
+        )
+        return {
+            "canary_id": canary.canary_id,
+            "group": canary.group,
+            "repetitions": canary.repetitions,
+            "role": canary.role,
+            "exposure": _finite(fit["exposure"]),
+            "exposure_unclipped": _finite(fit["exposure_unclipped"]),
+            "secret_log_perplexity": _finite(fit["secret_log_perplexity"]),
+        }
+
+    def measure(self, model: torch.nn.Module, step: int, **extra: Any) -> dict[str, Any]:
+        """Record and return the point at ``step`` (``extra``: method-specific numbers)."""
+        start = time.perf_counter()
+        bs = self.cfg.batch_size
+        point: dict[str, Any] = {
+            "step": int(step),
+            "forget_loss": _finite(mean_lm_loss(model, self.forget, self.pad_id, bs, "D-")),
+            "retain_loss": _finite(
+                mean_lm_loss(model, self.retain_sample, self.pad_id, bs, "D+ sample")
+            ),
+        }
+        records = [self._exposure(model, canary) for canary in self.canaries]
+        point["canaries"] = records
+        for role in ROLES:
+            values = [
+                r["exposure"] for r in records if r["role"] == role and r["exposure"] is not None
+            ]
+            point[f"exposure_{role}_mean"] = float(np.mean(values)) if values else None
+        point.update({k: _finite(v) if isinstance(v, float) else v for k, v in extra.items()})
+        self.points.append(point)
+        self.seconds += time.perf_counter() - start
+        return point
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no Inf/NaN (write_json refuses them): a diverged loss becomes null."""
+    return value if math.isfinite(value) else None
