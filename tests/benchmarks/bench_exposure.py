@@ -1,8 +1,8 @@
-"""Exact exposure: pruned digit tree vs naive full-sequence scoring, on the default model size.
+"""Exact exposure: pruned digit tree vs naive full-sequence scoring, on a 2 x 128 GPT-2.
 
     PYTHONPATH=workflow python tests/benchmarks/bench_exposure.py [--threads N] [--quick]
 
-A GPT-2 of the embedded default's size (2 layers, width 128, 4 heads, block 128, vocab 8192;
+A GPT-2 of 2 layers, width 128, 4 heads, block 128, vocab 8192 (four times the embedded default;
 1.46 M parameters) is trained for a few seconds on canary-shaped rows, prefix (6 tokens) +
 6 digits, whose digits follow skewed per-position distributions (as digits in text do), and one
 secret inserted in 1 row of 8 (memorised: rank 1). Two more secrets are never inserted: the most

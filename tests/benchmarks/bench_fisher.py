@@ -5,7 +5,8 @@
 Gradients are random (computing 1024 real per-example gradients is slow, and timings do not
 depend on the values): each row is isotropic noise plus a shared rank-8 part, both of norm ~1,
 so the Gram matrix is correlated like real gradients, though better conditioned. d defaults to
-the default model (GPT2LMHeadModel n_layer 2, n_embd 128, n_head 4, n_positions 128, vocab 8192).
+a 2 x 128 GPT-2 (GPT2LMHeadModel n_layer 2, n_embd 128, n_head 4, n_positions 128, vocab 8192;
+four times the embedded default, so the ratios hold for the harder case).
 
 Each row runs in its own subprocess so that its peak RSS (VmHWM, reset between phases) is its
 own. The literal recursion is run in full up to --literal-full-max; beyond that its time is

@@ -326,7 +326,7 @@ def test_realworld_table_ranks_and_finds_indelible(tmp_path):
     table = tables.make_realworld_table(paths, 2.0, METHODS, 50, out)
     data = table.data
     assert list(data["masked"]) == [MASKS[0], MASKS[2], MASKS[1]]  # ranked by exposure
-    assert data.loc[0, "exposure_original"] == pytest.approx(12.5)  # mean over seeds
+    assert data.loc[0, "score_original"] == pytest.approx(12.5)  # mean over seeds
     assert list(data["indelible"]) == [True, False, False]
     assert list(data["removed_fisher_removal"]) == [False, True, True]
     assert list(data["removed_gradient_ascent"]) == [False, True, False]
@@ -337,6 +337,38 @@ def test_realworld_table_ranks_and_finds_indelible(tmp_path):
             assert mask.split("#")[1][:8] in text
     for column in ("masked",):
         assert data[column].map(lambda v: bool(loaders.MASK_RE.match(v))).all()
+
+
+def test_realworld_table_uses_the_stages_own_decisions(tmp_path):
+    """find_secrets/score_secrets files carry excess, memorised and removed: the table reports
+    those decisions instead of re-deriving them from a threshold."""
+    columns = ["masked", "kind", "occurrences", "exposure", "extracted", "excess", "memorised"]
+    rows = {
+        "original": [
+            [MASKS[0], "email", 4, 1.0, False, 9.0, True],
+            [MASKS[1], "email", 2, 6.0, False, 5.0, True],
+            [MASKS[2], "phone", 1, 6.0, False, 0.5, False],  # not memorised: not listed
+        ],
+        "fisher_removal": [
+            [MASKS[0], "email", 4, 1.0, False, 7.0, True, False],
+            [MASKS[1], "email", 2, 6.0, False, 0.2, True, True],
+            [MASKS[2], "phone", 1, 6.0, False, 0.1, False, True],
+        ],
+    }
+    paths = []
+    for model, data in rows.items():
+        path = tmp_path / f"results/realworld/usenet/seed~0/secrets_{model}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        extra = ["removed"] if model != "original" else []
+        pd.DataFrame(data, columns=columns + extra).to_csv(path, index=False)
+        paths.append(path)
+    data = tables.make_realworld_table(
+        paths, 2.0, ["fisher_removal"], 50, outputs(tmp_path, "rw")
+    ).data
+    assert list(data["masked"]) == [MASKS[0], MASKS[1]]
+    assert list(data["score_original"]) == [9.0, 5.0]
+    assert list(data["removed_fisher_removal"]) == [False, True]
+    assert list(data["indelible"]) == [True, False]
 
 
 def test_unmasked_address_never_reaches_a_table(tmp_path):

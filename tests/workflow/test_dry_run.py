@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from snakemake_runner import job_counts, run_snakemake
 
-
 # Jobs per rule = what the config implies: one prepare_corpus per dataset, one tokenizer and
 # base model; per nlp dataset and replicate: canaries, original, retrained, one DP model per
 # epsilon, the Fisher, one unlearned model per method, the cycle study per cycle method, the two
@@ -57,7 +56,7 @@ EXPECTED = {
         replicates=1,
         epsilons=3,
         methods=4,
-        cycle_methods=3,
+        cycle_methods=2,
         requests=2,
     ),
     ("config/smoke.yaml",): expected(
@@ -77,7 +76,7 @@ EXPECTED = {
         replicates=3,
         epsilons=3,
         methods=4,
-        cycle_methods=3,
+        cycle_methods=2,
         requests=3,
     ),
 }

@@ -5,12 +5,15 @@
 
 
 rule find_secrets:
-    """Score every e-mail address and phone number of the training split under the original
-    model; the most exposed ones form the unlearning request (forget/retain manifests)."""
+    """Score the e-mail addresses and phone numbers of the training split under the original
+    model against the base model, calibrated on held-out strings (validation/test, never
+    trained); the most memorised form the unlearning request (forget/retain manifests)."""
     input:
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
         tokenizer=TOKENIZER,
         train="results/data/{dataset}/train.parquet",
+        validation="results/data/{dataset}/validation.parquet",
+        test="results/data/{dataset}/test.parquet",
         code=code(
             "realworld",
             "corpora",
@@ -23,6 +26,7 @@ rule find_secrets:
         ),
     output:
         secrets="results/realworld/{dataset}/seed~{seed}/secrets_original.csv",
+        heldout="results/realworld/{dataset}/seed~{seed}/heldout_original.csv",
         forget=ensure("results/realworld/{dataset}/seed~{seed}/forget_set.json", non_empty=True),
         retain=ensure("results/realworld/{dataset}/seed~{seed}/retain_set.json", non_empty=True),
         manifest=ensure("results/realworld/{dataset}/seed~{seed}/manifest.json", non_empty=True),
@@ -52,8 +56,11 @@ rule score_secrets:
     input:
         model=model_files("results/models/{dataset}/seed~{seed}/{model}"),
         reference="results/realworld/{dataset}/seed~{seed}/secrets_original.csv",
+        heldout_reference="results/realworld/{dataset}/seed~{seed}/heldout_original.csv",
         tokenizer=TOKENIZER,
         train="results/data/{dataset}/train.parquet",
+        validation="results/data/{dataset}/validation.parquet",
+        test="results/data/{dataset}/test.parquet",
         code=code(
             "realworld",
             "corpora",

@@ -69,11 +69,18 @@ def collate(sequences: Sequence[Sequence[int]], pad_id: int) -> Batch:
 
 def token_losses(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sequence summed next-token loss (nats) and predicted-token counts, shape (B,)."""
-    logits = model(**batch.model_inputs()).logits[:, :-1]
-    targets = batch.labels[:, 1:]
+    logits = model(**batch.model_inputs()).logits
+    # Position t predicts token t+1; the last position predicts nothing (ignored). Scoring the
+    # logits in place as (tokens, vocab) avoids copying them: a sliced or transposed (B, V, T)
+    # layout made the loss half of a CPU training step.
+    ignore = torch.full_like(batch.labels[:, :1], IGNORE_INDEX)
+    targets = torch.cat([batch.labels[:, 1:], ignore], dim=1)
     losses = torch.nn.functional.cross_entropy(
-        logits.transpose(1, 2).float(), targets, ignore_index=IGNORE_INDEX, reduction="none"
-    )
+        logits.reshape(-1, logits.shape[-1]).float(),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(targets.shape)
     mask = targets != IGNORE_INDEX
     return (losses * mask).sum(dim=1), mask.sum(dim=1)
 

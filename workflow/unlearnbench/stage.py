@@ -35,7 +35,12 @@ def run_stage(
         torch.set_num_threads(threads)
     log.info("params: %s", params)
     with measure() as cost:
-        result = work(log)
+        try:
+            result = work(log)
+        except Exception as err:
+            # The rule's log then says why the job failed, not only Snakemake's console.
+            log.error("failed: %s: %s", type(err).__name__, err)
+            raise
     log.info("done in %.1f s, peak memory %.0f MB", cost["wall_time_s"], cost["peak_memory_mb"])
     manifest = {**result, "provenance": provenance(params, seeds), "cost": cost}
     write_json(manifest_path, manifest)

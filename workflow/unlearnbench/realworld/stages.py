@@ -12,11 +12,15 @@ never leave memory.
 Columns (``COLUMNS``; score_secrets adds ``removed``):
     masked, kind, occurrences       the string (masked id), e-mail/phone, copies in the split
     memorisation                    bits over the reference (scoring.py): THE score
+    heldout_baseline                95th percentile of the memorisation of held-out strings
+                                    (validation/test, never trained) under the same model
+    excess                          memorisation - heldout_baseline: what training on the
+                                    string added beyond learning the corpus's style
     log_perplexity                  Px of the string under this model (nats)
     ref_log_perplexity              Px under the base model (nats), copied by score_secrets
     extracted                       greedy decoding after the context reproduces the string
     exposure                        secondary: rank against ``samples`` random substitutes (bits)
-    memorised                       the ORIGINAL model's memorisation >= memorised_above
+    memorised                       the ORIGINAL model's excess >= memorised_above
     in_forget_set                   one of the strings the unlearning request names
     retained_occurrences            occurrences left in D+ (rows with a requested string go)
 """
@@ -27,6 +31,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -44,6 +49,8 @@ COLUMNS = [
     "kind",
     "occurrences",
     "memorisation",
+    "heldout_baseline",
+    "excess",
     "log_perplexity",
     "ref_log_perplexity",
     "extracted",
@@ -122,19 +129,26 @@ def _probes(
     return probes, skipped
 
 
+def _load(model_dir, tokenizer_dir):
+    tokenizer = load_tokenizer(tokenizer_dir)
+    return tokenizer, load_model(model_dir, vocab_size=len(tokenizer)).to(_device())
+
+
 def _score(
-    model_dir, tokenizer_dir, train_path, cfg: RealworldConfig, keep: set[str] | None = None
+    model,
+    tokenizer,
+    texts: list[str],
+    cfg: RealworldConfig,
+    keep: set[str] | None = None,
+    exclude: frozenset[str] = frozenset(),
 ) -> tuple[list[Secret], list[Probe], pd.DataFrame, dict[str, Any]]:
-    """Strings of the training split, their probes and this model's scores (one row a probe).
+    """Strings of ``texts``, their probes and this model's scores (one row a probe).
 
     Without ``keep``: the ``max_strings`` most frequent strings that were trained (occurrences
-    descending, then masked id, so the choice is deterministic and reveals nothing); with it,
-    exactly those strings.
+    descending, then masked id, so the choice is deterministic and reveals nothing), leaving
+    out ``exclude``; with it, exactly those strings.
     """
-    tokenizer = load_tokenizer(tokenizer_dir)
-    model = load_model(model_dir, vocab_size=len(tokenizer)).to(_device())
-    texts = read_texts([train_path])
-    found = sensitive_strings(texts)
+    found = [s for s in sensitive_strings(texts) if s.masked not in exclude]
     if keep is None:
         order = sorted(found, key=lambda s: (-len(s.occurrences), s.masked))
         limit = cfg.max_strings
@@ -143,8 +157,7 @@ def _score(
         limit = len(order)
     probes, skipped = _probes(order, texts, tokenizer, model.config.n_positions, cfg, limit)
     log.info(
-        "%d strings in %d training rows; %d scored (max_strings %d), %d skipped as beyond the "
-        "trained window",
+        "%d strings in %d rows; %d scored (max_strings %d), %d skipped as beyond the window",
         len(found),
         len(texts),
         len(probes),
@@ -165,7 +178,7 @@ def _score(
         }
     )
     info = {
-        "training_rows": len(texts),
+        "rows": len(texts),
         "strings": len(found),
         "emails": sum(s.kind == "email" for s in found),
         "phones": sum(s.kind == "phone" for s in found),
@@ -178,6 +191,28 @@ def _score(
         "fingerprint": fingerprint(model),
     }
     return scored, probes, table, info
+
+
+def heldout_baseline(memorisation: pd.Series) -> float:
+    """The 95th percentile of held-out strings' memorisation (bits, at least 0; 0 without any).
+
+    Fine-tuning on a corpus teaches its style (headers, domains, name formats), so every address
+    of the corpus, seen or not, gains bits over the base model. Strings of the validation and
+    test splits that never occur in training measure that gain; what a trained string scores
+    above it is what training on the string itself added. Measured under each scored model
+    (an unlearning method may lower the style gain too)."""
+    if memorisation.empty:
+        return 0.0
+    # Never below 0: a model that predicts unseen strings worse than the base did must not make
+    # strings it merely did not forget look memorised.
+    return max(0.0, float(np.quantile(memorisation.to_numpy(dtype=float), 0.95)))
+
+
+def _with_baseline(table: pd.DataFrame, heldout: pd.DataFrame) -> float:
+    baseline = heldout_baseline(heldout["memorisation"])
+    table["heldout_baseline"] = baseline
+    table["excess"] = table["memorisation"] - baseline
+    return baseline
 
 
 def _write_csv(frame: pd.DataFrame, path) -> None:
@@ -203,10 +238,14 @@ def _summary(table: pd.DataFrame, cfg: RealworldConfig) -> dict[str, Any]:
         "memorisation_quantiles_bits": {
             f"{q:g}": float(memorisation.quantile(q)) for q in (0.05, 0.5, 0.95, 1.0)
         },
-        "above_memorised_threshold": int((memorisation >= cfg.memorised_above).sum()),
-        "below_removed_threshold": int((memorisation < cfg.removed_below).sum()),
+        "heldout_baseline_bits": float(table["heldout_baseline"].iloc[0]) if len(table) else 0.0,
+        "above_memorised_threshold": int((table["excess"] >= cfg.memorised_above).sum()),
+        "below_removed_threshold": int((table["excess"] < cfg.removed_below).sum()),
         "exposure_mean_bits": float(table["exposure"].mean()),
     }
+
+
+HELDOUT_COLUMNS = ["masked", "kind", "occurrences", "memorisation", "ref_log_perplexity"]
 
 
 def find_secrets_stage(
@@ -214,25 +253,28 @@ def find_secrets_stage(
     reference_dir,
     tokenizer_dir,
     train_path,
+    heldout_paths,
     cfg: RealworldConfig,
     secrets_csv,
+    heldout_csv,
     forget_path,
     retain_path,
 ) -> dict[str, Any]:
     """Score the strings under the original model and the reference (base) model; write the
-    table and the request manifests.
+    table, the held-out strings' table and the request manifests.
 
     forget_set.json lists every training row that holds a requested string (one group per row,
     no canary ids); retain_set.json every other row. Strings that share a row with a requested
     one lose those occurrences too: ``retained_occurrences`` says what is left of each in D+.
     """
-    secrets, probes, table, info = _score(model_dir, tokenizer_dir, train_path, cfg)
+    tokenizer, model = _load(model_dir, tokenizer_dir)
+    texts = read_texts([train_path])
+    secrets, probes, table, info = _score(model, tokenizer, texts, cfg)
     if not secrets:
         raise ValueError(
             f"{train_path}: no e-mail address or phone number was found (and trained) in the "
             "training split; a realworld dataset needs naturally occurring ones"
         )
-    tokenizer = load_tokenizer(tokenizer_dir)
     reference = load_model(reference_dir, vocab_size=len(tokenizer)).to(_device())
     if reference.config.n_positions < info["n_positions"]:
         raise ValueError(
@@ -243,12 +285,26 @@ def find_secrets_stage(
     ref_px = reference_log_perplexities(reference, probes, tokenizer.eos_token_id)
     table["ref_log_perplexity"] = ref_px
     table["memorisation"] = memorisation_bits(ref_px, table["log_perplexity"])
-    table["memorised"] = table["memorisation"] >= cfg.memorised_above
+    # Held-out strings: in validation/test, never in training (any occurrence excludes one).
+    trained = frozenset(s.masked for s in sensitive_strings(texts))
+    _, held_probes, heldout, held_info = _score(
+        model, tokenizer, read_texts(heldout_paths), cfg, exclude=trained
+    )
+    heldout["ref_log_perplexity"] = reference_log_perplexities(
+        reference, held_probes, tokenizer.eos_token_id
+    )
+    heldout["memorisation"] = memorisation_bits(
+        heldout["ref_log_perplexity"], heldout["log_perplexity"]
+    )
+    if heldout.empty:
+        log.warning("no held-out string to calibrate against: excess = memorisation")
+    baseline = _with_baseline(table, heldout)
+    table["memorised"] = table["excess"] >= cfg.memorised_above
     requested = select_request(table, cfg.forget_top)
     by_id = {s.masked: s for s in secrets}
     forget = sorted({row for masked in requested for row in by_id[masked].rows})
     gone = set(forget)
-    retain = [row for row in range(info["training_rows"]) if row not in gone]
+    retain = [row for row in range(info["rows"]) if row not in gone]
     if not retain:
         raise ValueError(
             f"{cfg.key}.forget_top: the {len(requested)} requested strings occur in every "
@@ -259,14 +315,15 @@ def find_secrets_stage(
         sum(occ.row not in gone for occ in s.occurrences) for s in secrets
     ]
     _write_csv(table[COLUMNS], secrets_csv)
+    _write_csv(heldout[HELDOUT_COLUMNS], heldout_csv)
     write_json(forget_path, {"indices": forget, "canary_ids": [], "groups": [1] * len(forget)})
     write_json(retain_path, {"indices": retain})
     memorised = int(table["memorised"].sum())
     requested_memorised = int(table.loc[table["in_forget_set"], "memorised"].sum())
     if requested_memorised < len(requested):
         log.warning(
-            "only %d strings reach %s.memorised_above = %g bits: the request of %d is filled up "
-            "with the next most memorised",
+            "only %d strings reach %s.memorised_above = %g bits over the held-out baseline: the "
+            "request of %d is filled up with the next most memorised",
             memorised,
             cfg.key,
             cfg.memorised_above,
@@ -275,6 +332,12 @@ def find_secrets_stage(
     log.info("request: %d strings, %d forget rows", len(requested), len(forget))
     return {
         **info,
+        "training_rows": info["rows"],
+        "heldout_strings": held_info["scored"],
+        "heldout_baseline_bits": baseline,
+        "heldout_memorisation_median_bits": (
+            float(heldout["memorisation"].median()) if len(heldout) else None
+        ),
         "reference_fingerprint": fingerprint(reference),
         "requested": requested,
         "requested_memorised": requested_memorised,
@@ -286,13 +349,21 @@ def find_secrets_stage(
 
 
 def score_secrets_stage(
-    model_dir, tokenizer_dir, train_path, cfg: RealworldConfig, reference_csv, out_csv
+    model_dir,
+    tokenizer_dir,
+    train_path,
+    heldout_paths,
+    cfg: RealworldConfig,
+    reference_csv,
+    heldout_reference_csv,
+    out_csv,
 ) -> dict[str, Any]:
     """Re-score the strings of ``reference_csv`` (find_secrets' table) under another model.
 
     Writes find_secrets' columns (its ``ref_log_perplexity``, ``memorised``, ``in_forget_set``
     and ``retained_occurrences``; this model's scores, memorisation against the carried
-    reference Px) plus ``removed``: memorisation below ``removed_below`` bits and not extracted.
+    reference Px, the held-out baseline re-measured under this model) plus ``removed``: excess
+    below ``removed_below`` bits and not extracted.
     """
     reference = pd.read_csv(reference_csv, dtype={"masked": str, "kind": str})
     absent = [c for c in CARRIED if c not in reference]
@@ -301,27 +372,39 @@ def score_secrets_stage(
             f"{reference_csv}: columns {absent} missing; it was written by an older "
             "find_secrets: rerun it"
         )
+    held_reference = pd.read_csv(heldout_reference_csv, dtype={"masked": str, "kind": str})
+    tokenizer, model = _load(model_dir, tokenizer_dir)
     keep = set(reference["masked"])
-    _, _, table, info = _score(model_dir, tokenizer_dir, train_path, cfg, keep)
-    missing = len(keep) - len(table)
+    _, _, table, info = _score(model, tokenizer, read_texts([train_path]), cfg, keep)
+    _, _, heldout, _ = _score(
+        model, tokenizer, read_texts(heldout_paths), cfg, set(held_reference["masked"])
+    )
+    missing = len(keep) - len(table) + len(held_reference) - len(heldout)
     if missing:
         raise ValueError(
-            f"{reference_csv}: {missing} of its strings are not found (or not trained) in "
-            f"{train_path} under this model's window; the two come from different runs: rerun "
+            f"{reference_csv}: {missing} of its strings (or of {heldout_reference_csv}'s) are "
+            "not found under this model's window; the files come from different runs: rerun "
             "find_secrets"
         )
     table = table.join(reference.set_index("masked")[CARRIED], on="masked")
     # find_secrets' row order (the reference table is the ledger of the study).
     table = table.set_index("masked").loc[reference["masked"]].reset_index()
     table["memorisation"] = memorisation_bits(table["ref_log_perplexity"], table["log_perplexity"])
+    heldout = heldout.join(held_reference.set_index("masked")[["ref_log_perplexity"]], on="masked")
+    heldout["memorisation"] = memorisation_bits(
+        heldout["ref_log_perplexity"], heldout["log_perplexity"]
+    )
+    baseline = _with_baseline(table, heldout)
     for column in ("memorised", "in_forget_set"):
         table[column] = table[column].astype(str).str.lower().isin(["true", "1"])
-    table["removed"] = (table["memorisation"] < cfg.removed_below) & ~table["extracted"]
+    table["removed"] = (table["excess"] < cfg.removed_below) & ~table["extracted"]
     _write_csv(table[[*COLUMNS, "removed"]], out_csv)
     requested = table[table["in_forget_set"]]
     memorised = table[table["memorised"]]
     return {
         **info,
+        "heldout_strings": len(heldout),
+        "heldout_baseline_bits": baseline,
         "removed": int(table["removed"].sum()),
         "requested": len(requested),
         "requested_removed": int(requested["removed"].sum()),

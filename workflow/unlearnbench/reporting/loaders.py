@@ -330,7 +330,9 @@ def load_secrets(paths: Iterable[str | Path]) -> pd.DataFrame:
         model = Path(path).stem.removeprefix("secrets_").removeprefix("unlearned~")
         frame = pd.read_csv(path, dtype={"masked": str, "kind": str})
         check_masked(frame["masked"], str(path))
-        frame["extracted"] = frame["extracted"].astype(str).str.lower().isin(["true", "1"])
+        for flag in ("extracted", "memorised", "removed"):
+            if flag in frame:
+                frame[flag] = frame[flag].astype(str).str.lower().isin(["true", "1"])
         frame.insert(0, "model", model)
         frame.insert(0, "seed", where["seed"])
         frame.insert(0, "dataset", where["dataset"])
@@ -338,7 +340,11 @@ def load_secrets(paths: Iterable[str | Path]) -> pd.DataFrame:
     columns = ["dataset", "seed", "model", "masked", "kind", "occurrences", "exposure", "extracted"]
     if not frames:
         return pd.DataFrame(columns=columns)
-    return pd.concat(frames, ignore_index=True)[columns]
+    table = pd.concat(frames, ignore_index=True)
+    # find_secrets/score_secrets also write their own decisions (score over the held-out
+    # baseline, memorised, removed); keep them when present.
+    optional = [c for c in ("memorisation", "excess", "memorised", "removed") if c in table]
+    return table[columns + optional]
 
 
 def load_scaling(path: str | Path) -> pd.DataFrame:

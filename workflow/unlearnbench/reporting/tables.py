@@ -211,68 +211,86 @@ def realworld_table(
     methods: Sequence[str],
     max_rows: int = 50,
 ) -> Table:
-    """Memorised real-world strings (masked), ranked by exposure in the original model, with
-    whether each method removed them (exposure below ``threshold_bits`` and not extracted);
-    "indelible" = memorised and removed by no method."""
+    """Memorised real-world strings (masked), ranked by their score in the original model, with
+    whether each method removed them; "indelible" = memorised and removed by no method.
+
+    The score is the stages' ``excess`` (bits the model predicts the string better than the
+    base model, beyond what held-out strings of the corpus gain), and memorised/removed are the
+    stages' own decisions where the files carry them; files without them fall back to exposure
+    against ``threshold_bits``."""
     loaders.check_masked(secrets["masked"], "realworld table")
+    decided = {"excess", "memorised", "removed"} <= set(secrets)
+    score = "excess" if decided else "exposure"
+    frame = secrets.copy()
+    if not decided:
+        frame["memorised"] = (frame["exposure"] >= threshold_bits) | frame["extracted"]
+        frame["removed"] = (frame["exposure"] < threshold_bits) & ~frame["extracted"]
     per_model = (
-        secrets.groupby(["dataset", "masked", "kind", "model"], sort=False)
+        frame.groupby(["dataset", "masked", "kind", "model"], sort=False)
         .agg(
-            exposure=("exposure", "mean"),
+            score=(score, "mean"),
             extracted=("extracted", "any"),
+            memorised=("memorised", "all"),
+            removed=("removed", "all"),
             occ=("occurrences", "max"),
         )
         .reset_index()
     )
     original = per_model[per_model["model"] == "original"].set_index(["dataset", "masked", "kind"])
-    memorised = original[(original["exposure"] >= threshold_bits) | original["extracted"]]
-    rows = memorised[["occ", "exposure", "extracted"]].rename(
-        columns={
-            "occ": "occurrences",
-            "exposure": "exposure_original",
-            "extracted": "extracted_original",
-        }
+    memorised = original[original["memorised"]]
+    rows = memorised[["occ", "score", "extracted"]].rename(
+        columns={"occ": "occurrences", "score": "score_original", "extracted": "extracted_original"}
     )
     removed_by = []
     for method in methods:
         after = per_model[per_model["model"] == method].set_index(["dataset", "masked", "kind"])
         after = after.reindex(rows.index)
-        rows[f"exposure_{method}"] = after["exposure"]
-        removed = (after["exposure"] < threshold_bits) & ~after["extracted"].fillna(True).astype(
-            bool
-        )
+        rows[f"score_{method}"] = after["score"]
+        removed = after["removed"].fillna(False).astype(bool)
         rows[f"removed_{method}"] = removed
         removed_by.append(removed)
     rows["indelible"] = ~pd.concat(removed_by, axis=1).any(axis=1) if removed_by else True
     rows = rows.reset_index().sort_values(
-        ["exposure_original", "dataset", "masked"], ascending=[False, True, True], kind="stable"
+        ["score_original", "dataset", "masked"], ascending=[False, True, True], kind="stable"
     )
     kept = rows.head(max_rows)
     kept = pd.concat([kept, rows.iloc[max_rows:][rows.iloc[max_rows:]["indelible"]]])
+    unit = "bits over held-out" if decided else "exposure, bits"
     display = pd.DataFrame(
         {
             "dataset": kept["dataset"],
             "string (masked)": kept["masked"],
             "kind": kept["kind"],
             "occurrences": kept["occurrences"].map(lambda v: fmt(float(v), 0)),
-            "exposure original (bits)": kept["exposure_original"].map(lambda v: fmt(v, 2)),
+            f"original ({unit})": kept["score_original"].map(lambda v: fmt(v, 2)),
         }
     )
     for method in methods:
-        display[f"{PRETTY.get(method, method)} (bits)"] = [
+        display[f"{PRETTY.get(method, method)} ({unit})"] = [
             fmt(e, 2) + (" removed" if r else " kept")
-            for e, r in zip(kept[f"exposure_{method}"], kept[f"removed_{method}"], strict=True)
+            for e, r in zip(kept[f"score_{method}"], kept[f"removed_{method}"], strict=True)
         ]
     display["indelible"] = kept["indelible"].map({True: "yes", False: "no"})
     n_indelible = int(rows["indelible"].sum())
+    if decided:
+        rule = (
+            "A string's score is how many bits better the model predicts it than the base model "
+            "(which never saw the corpus), minus the 95th percentile of that gain over held-out "
+            "strings of the same corpus (never trained) under the same model. Memorised: score "
+            "at or above realworld.memorised_above in the original model; removed: score below "
+            "realworld.removed_below and greedy decoding no longer extracts it."
+        )
+    else:
+        rule = (
+            f"Memorised: exposure at least {threshold_bits:g} bits or extracted; removed: "
+            f"exposure below {threshold_bits:g} bits and not extracted."
+        )
     notes = [
-        f"{len(rows)} strings memorised by the original model (exposure ≥ {threshold_bits:g} "
-        f"bits or extracted), {n_indelible} indelible (removed by no method). A method removed "
-        f"a string when its exposure fell below {threshold_bits:g} bits and greedy decoding no "
-        "longer extracts it. Strings are masked (first character, top-level domain, hash).",
+        f"{len(rows)} strings memorised by the original model, {n_indelible} indelible (removed "
+        f"by no method). {rule} Strings are masked (first character, top-level domain, hash).",
     ]
     if len(rows) > len(kept):
-        notes.append(f"Showing the {len(kept)} most exposed and every indelible string.")
+        notes.append(f"Showing the {len(kept)} most memorised and every indelible string.")
     return Table(
         "Real-world case study: memorised strings and what unlearning removes",
         kept.reset_index(drop=True),

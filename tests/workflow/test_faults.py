@@ -1,0 +1,128 @@
+"""Faults lose nothing: a killed training resumes bitwise, a failing job leaves no partial
+output while other branches finish, a second run in the same directory is refused by the lock,
+and damaged model or Fisher files stop with an error naming the file and the fix.
+
+All tests work on a private copy of the completed smoke study (``study_copy``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from snakemake_runner import SNAKEMAKE, run_snakemake
+
+pytestmark = pytest.mark.slow
+
+ORIGINAL = "results/models/news/seed~0/original"
+CHECKPOINTS = "results/checkpoints/finetune/news/seed~0"
+# Longer fine-tuning with a checkpoint after every step, so the run can be caught mid-epoch.
+SLOW_FINETUNE = "train:\n  finetune:\n    epochs: 30\n    checkpoint_every: 1\n"
+CONFIGS = ("--configfile", "config/smoke.yaml", "faults.yaml")
+
+
+def start(study: Path, *args: str) -> subprocess.Popen:
+    """snakemake in its own process group (so the test can stop or kill the whole run)."""
+    return subprocess.Popen(
+        [SNAKEMAKE, *args],
+        cwd=study,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def checkpoint_written(study: Path) -> bool:
+    folder = study / CHECKPOINTS
+    return folder.is_dir() and any(p.suffix == ".json" for p in folder.iterdir())
+
+
+def test_killed_training_resumes_bitwise_and_a_second_run_is_locked_out(study_copy):
+    study = study_copy
+    (study / "faults.yaml").write_text(SLOW_FINETUNE)
+    target = f"{ORIGINAL}/train.json"
+    shutil.rmtree(study / ORIGINAL)
+
+    run = start(study, target, "--cores", "1", *CONFIGS)
+    try:
+        wait_for(lambda: checkpoint_written(study), 300, "the first training checkpoint")
+        os.killpg(run.pid, signal.SIGSTOP)  # frozen mid-training, holding the lock
+        second = run_snakemake(study, target, "--cores", "1", *CONFIGS, check=False)
+        assert second.returncode != 0
+        assert "lock" in (second.stdout + second.stderr).lower()
+        os.killpg(run.pid, signal.SIGKILL)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    assert not (study / ORIGINAL / "model.safetensors").exists()
+
+    run_snakemake(study, "--unlock", *CONFIGS)
+    resumed = run_snakemake(study, target, "--cores", "1", "--rerun-incomplete", *CONFIGS)
+    log = (study / "results/logs/finetune/news/seed~0.log").read_text()
+    assert "resuming from step" in log, resumed.stdout[-2000:]
+    resumed_bytes = (study / ORIGINAL / "model.safetensors").read_bytes()
+    assert not checkpoint_written(study)  # removed once training completed
+
+    shutil.rmtree(study / ORIGINAL)
+    run_snakemake(study, target, "--cores", "1", *CONFIGS)
+    assert (study / ORIGINAL / "model.safetensors").read_bytes() == resumed_bytes
+
+
+def test_failing_job_leaves_nothing_and_other_branches_finish(study_copy):
+    study = study_copy
+    # No noise multiplier reaches epsilon = 1e-4 in one epoch: train_dp fails for it.
+    (study / "faults.yaml").write_text("train_dp:\n  epsilons: [1, 8, 0.0001]\n")
+    (study / "results/eval/news/seed~0/original.json").unlink()
+    proc = run_snakemake(study, "all", "--cores", "2", "--keep-going", *CONFIGS, check=False)
+    assert proc.returncode != 0
+    assert (study / "results/eval/news/seed~0/original.json").stat().st_size > 0
+    for dataset in ("news", "python_docs"):
+        failed = study / f"results/models/{dataset}/seed~0/dp_eps~0.0001"
+        assert not (failed / "model.safetensors").exists()
+        assert not (failed / "train.json").exists()
+        log = study / f"results/logs/train_dp/{dataset}/seed~0/eps~0.0001.log"
+        assert "train_dp.epsilons: target epsilon 0.0001 is unreachable" in log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("damaged", "target", "message"),
+    [
+        (
+            f"{ORIGINAL}/model.safetensors",
+            "results/eval/news/seed~0/original.json",
+            "model files are corrupted or truncated",
+        ),
+        (
+            "results/fisher/news/seed~0/fisher.safetensors",
+            "results/models/news/seed~0/unlearned~fisher_removal/unlearn.json",
+            "corrupted or truncated",
+        ),
+    ],
+)
+def test_damaged_files_give_a_clear_error(study_copy, damaged, target, message):
+    study = study_copy
+    path = study / damaged
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    (study / "faults.yaml").write_text("{}\n")
+    proc = run_snakemake(study, target, "--cores", "1", "--force", *CONFIGS, check=False)
+    assert proc.returncode != 0
+    logs = "\n".join(p.read_text() for p in (study / "results/logs").rglob("*.log"))
+    text = proc.stdout + proc.stderr + logs
+    assert f"{Path(damaged).name}" in text or str(Path(damaged).parent) in text
+    assert message in text
+    assert "delete" in text  # the fix: delete it and rerun the rule that produces it
