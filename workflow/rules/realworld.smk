@@ -10,6 +10,7 @@ rule find_secrets:
     trained); the most memorised form the unlearning request (forget/retain manifests)."""
     input:
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
+        reference=model_files("results/models/base"),
         tokenizer=TOKENIZER,
         train="results/data/{dataset}/train.parquet",
         validation="results/data/{dataset}/validation.parquet",
