@@ -83,7 +83,12 @@ PROBE = """
         record.columns = doc.querySelectorAll("thead th").length;
         record.empty_cells = [...doc.querySelectorAll("tbody td")]
           .filter((td) => !td.textContent.trim()).length;
-        record.text = doc.body.textContent;
+        // One text node per line, so that adjacent table cells ("811.6", "14.0206") are not
+        // read as one string that merely looks like a phone number.
+        const walker = doc.createTreeWalker(doc.body, NodeFilter.SHOW_TEXT);
+        const parts = [];
+        while (walker.nextNode()) parts.push(walker.currentNode.nodeValue);
+        record.text = parts.join("\\n");
       }
       out.results[path] = record;
     }

@@ -69,7 +69,9 @@ def code(*modules):
             files += sorted(str(p.relative_to(PACKAGE)) for p in (PACKAGE / name).glob("*.py"))
         else:
             files.append(f"{name}.py")
-    return [str(PACKAGE / f) for f in dict.fromkeys(files)]
+    # Relative to the working directory, so that moving or copying a finished study (workflow
+    # and results together) keeps the recorded input sets equal and reruns nothing.
+    return [os.path.relpath(PACKAGE / f) for f in dict.fromkeys(files)]
 
 
 def log_path(rule, *wildcards):
