@@ -44,9 +44,9 @@ UNLEARNING_REPORTS = {
     "plot_unlearning_cycles": 1,
     "plot_weight_changes": 1,
 }
-# Every change reruns some job, so the cost table (which reads every benchmark file), the
-# report targets and `all` follow.
-ALWAYS = {"tabulate_cost": 1, "tables_and_figures": 1, "all": 1}
+# Every change reruns some job, so the cost table (which reads every benchmark file) and
+# `all` follow (`tables_and_figures` is a target whose inputs `all` lists, not a job).
+ALWAYS = {"tabulate_cost": 1, "all": 1}
 
 
 def dry_run(study, overlay: str | None = None) -> dict[str, int]:

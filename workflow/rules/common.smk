@@ -36,6 +36,17 @@ CYCLE_MODELS = [
 ]
 
 
+def canonical(value):
+    """A config value with its mappings' keys sorted, recursively. Snakemake compares params by
+    their text, so without this an overlay that merely lists a dataset's keys in another order
+    (``yaml.safe_dump`` sorts them) would look like a change and rerun the whole study."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
 def replicate_dir(stage, wc):
     return f"results/{stage}/{wc.dataset}/seed~{wc.seed}"
 
