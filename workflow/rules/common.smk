@@ -5,9 +5,22 @@ from pathlib import Path
 
 from unlearnbench.method_names import needs_fisher
 
+
+def canonical(value):
+    """A config value with its mappings' keys sorted, recursively. Snakemake compares params by
+    their text, so without this an overlay that merely lists a dataset's keys in another order
+    (``yaml.safe_dump`` sorts them) would look like a change and rerun the whole study."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
 PACKAGE = Path(workflow.basedir) / "workflow" / "unlearnbench"
 
-DATASET = {ds["name"]: ds for ds in config["datasets"]}
+# Keys sorted once here (see canonical()): rules pass these dicts on as params.
+DATASET = {ds["name"]: canonical(ds) for ds in config["datasets"]}
 DATASETS = list(DATASET)
 # Only general-text datasets get injected canaries; realworld ones are studied as they are.
 NLP_DATASETS = [name for name, ds in DATASET.items() if ds["kind"] == "nlp"]
@@ -34,17 +47,6 @@ UNLEARNED_MODELS = [f"unlearned~{method}" for method in METHODS]
 CYCLE_MODELS = [
     f"cycle~{k}~{m}" for m in config["unlearn"]["cycle_methods"] for k in range(1, REQUESTS + 1)
 ]
-
-
-def canonical(value):
-    """A config value with its mappings' keys sorted, recursively. Snakemake compares params by
-    their text, so without this an overlay that merely lists a dataset's keys in another order
-    (``yaml.safe_dump`` sorts them) would look like a change and rerun the whole study."""
-    if isinstance(value, dict):
-        return {key: canonical(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [canonical(item) for item in value]
-    return value
 
 
 def replicate_dir(stage, wc):

@@ -22,7 +22,7 @@ rule prepare_corpus:
         mem_mb=2000,
         runtime=30,
     params:
-        source=lambda wc: canonical(DATASET[wc.dataset]),
+        source=lambda wc: DATASET[wc.dataset],
         split=config["data"],
         seed=config["seed"],
     script:
