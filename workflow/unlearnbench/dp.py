@@ -213,7 +213,8 @@ def poisson_rows(n: int, q: float, seed: int, step: int) -> list[int]:
 def per_sequence_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, float, int]:
     """Mean over sequences of each sequence's mean token loss (the per-sample objective), and
     the batch's summed token loss and predicted-token count (for token-mean reporting)."""
-    total, count = token_losses(model, batch)
+    # Opacus's per-sample hooks need every layer's (B, T, .) layout: no padding skipping.
+    total, count = token_losses(model, batch, skip_padding=False)
     loss = (total / count.clamp(min=1)).mean()
     return loss, float(total.detach().sum()), int(count.sum())
 

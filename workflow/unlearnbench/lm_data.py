@@ -67,21 +67,47 @@ def collate(sequences: Sequence[Sequence[int]], pad_id: int) -> Batch:
     return Batch(input_ids, attention, labels)
 
 
-def token_losses(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sequence summed next-token loss (nats) and predicted-token counts, shape (B,)."""
-    logits = model(**batch.model_inputs()).logits
-    # Position t predicts token t+1; the last position predicts nothing (ignored). Scoring the
-    # logits in place as (tokens, vocab) avoids copying them: a sliced or transposed (B, V, T)
-    # layout made the loss half of a CPU training step.
+# Model types whose logits are exactly ``get_output_embeddings()(base_model(...)[0])`` (no
+# logit scaling or soft-capping between the two), so the head may skip padded positions.
+HEAD_ON_BASE_OUTPUT = frozenset({"gpt2", "opt"})
+
+
+def _skips_padding(model) -> bool:
+    config = getattr(model, "config", None)
+    return getattr(config, "model_type", None) in HEAD_ON_BASE_OUTPUT
+
+
+def token_losses(
+    model, batch: Batch, skip_padding: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence summed next-token loss (nats) and predicted-token counts, shape (B,).
+
+    With ``skip_padding`` (and a model type in HEAD_ON_BASE_OUTPUT) the output layer and the
+    softmax run on real positions only: at a 4k vocabulary they are most of a small model's
+    step, and right-padding to the longest sequence wastes a third of them. The result equals
+    the full computation up to float rounding. Opacus's per-sample hooks need the (B, T, .)
+    layout at every layer, so DP-SGD passes ``skip_padding=False``.
+    """
+    # Position t predicts token t+1; the last position predicts nothing (ignored).
     ignore = torch.full_like(batch.labels[:, :1], IGNORE_INDEX)
     targets = torch.cat([batch.labels[:, 1:], ignore], dim=1)
+    mask = targets != IGNORE_INDEX
+    if skip_padding and _skips_padding(model):
+        hidden = model.base_model(**batch.model_inputs()).last_hidden_state
+        logits = model.get_output_embeddings()(hidden[mask])
+        losses = torch.nn.functional.cross_entropy(logits.float(), targets[mask], reduction="none")
+        rows = torch.arange(mask.shape[0], device=mask.device).unsqueeze(1).expand_as(mask)
+        total = torch.zeros(mask.shape[0], dtype=losses.dtype, device=losses.device)
+        return total.index_add(0, rows[mask], losses), mask.sum(dim=1)
+    logits = model(**batch.model_inputs()).logits
+    # Scoring the logits in place as (tokens, vocab) avoids copying them: a sliced or
+    # transposed (B, V, T) layout made the loss half of a CPU training step.
     losses = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(),
         targets.reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="none",
     ).view(targets.shape)
-    mask = targets != IGNORE_INDEX
     return (losses * mask).sum(dim=1), mask.sum(dim=1)
 
 
