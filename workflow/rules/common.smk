@@ -122,6 +122,23 @@ def canary_table(wc):
     return {}
 
 
+# What the evaluate rule imports; unlearn_cycles scores its cycle models with the same code.
+EVALUATE_CODE = code(
+    "evaluation",
+    "exposure",
+    "exposure_scoring",
+    "exposure_tree",
+    "exposure_extrapolated",
+    "exposure_extraction",
+    "lm_data",
+    "models",
+    "recipes",
+    "canaries",
+    "tokenizer",
+    "seeding",
+)
+
+
 UNLEARN_CODE = code(
     "unlearning",
     "fisher_estimation",

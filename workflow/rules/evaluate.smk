@@ -1,4 +1,6 @@
-# Evaluation: one rule scores any model of a dataset and replicate the same way.
+# Evaluation: one rule scores every model of a dataset and replicate the same way. The cycle
+# study's models are scored by the same function inside unlearn_cycles: one process for K
+# models instead of K more that would each spend ~8 s importing torch and transformers.
 
 # The models a replicate of an nlp dataset has; later stages add DP-SGD and unlearned models.
 TRAINED_MODELS = ["original", "retrained", *DP_MODELS]
@@ -15,20 +17,7 @@ rule evaluate:
         forget="results/canaries/{dataset}/seed~{seed}/forget_set.json",
         retain="results/canaries/{dataset}/seed~{seed}/retain_set.json",
         canaries="results/canaries/{dataset}/seed~{seed}/canaries.csv",
-        code=code(
-            "evaluation",
-            "exposure",
-            "exposure_scoring",
-            "exposure_tree",
-            "exposure_extrapolated",
-            "exposure_extraction",
-            "lm_data",
-            "models",
-            "recipes",
-            "canaries",
-            "tokenizer",
-            "seeding",
-        ),
+        code=EVALUATE_CODE,
     output:
         metrics=ensure("results/eval/{dataset}/seed~{seed}/{model}.json", non_empty=True),
     log:
@@ -36,7 +25,8 @@ rule evaluate:
     benchmark:
         benchmark_path("evaluate", "{dataset}", "seed~{seed}", "{model}")
     wildcard_constraints:
-        model=r"[a-z0-9_.~-]+",
+        # Cycle models (cycle~k~method) are scored inside unlearn_cycles, by the same function.
+        model=r"(?!cycle~)[a-z0-9_.~-]+",
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1

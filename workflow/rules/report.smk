@@ -33,7 +33,8 @@ COST_WILDCARDS = {
     "method": METHODS,
     "eps": EPSILONS,
     "selection": targets.ONION_SELECTIONS,
-    "model": ["original", "retrained", *DP_MODELS, *UNLEARNED_MODELS, *CYCLE_MODELS],
+    # Models rule evaluate scores (cycle models are scored inside unlearn_cycles).
+    "model": ["original", "retrained", *DP_MODELS, *UNLEARNED_MODELS],
 }
 COST_OVERRIDES = {
     "prepare_corpus": {"dataset": DATASETS},

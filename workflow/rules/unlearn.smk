@@ -42,7 +42,8 @@ rule unlearn:
 
 rule unlearn_cycles:
     """K sequential requests: cycle k removes canary group k from cycle k-1's model (Fisher
-    methods re-estimate F at each cycle's weights); every cycle's model is kept."""
+    methods re-estimate F at each cycle's weights); every cycle's model is kept and scored
+    with the evaluate rule's function and settings (results/eval/.../cycle~k~method.json)."""
     input:
         unpack(fisher_input),
         forget="results/canaries/{dataset}/seed~{seed}/forget_set.json",
@@ -51,7 +52,8 @@ rule unlearn_cycles:
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
         tokenizer=TOKENIZER,
         train="results/canaries/{dataset}/seed~{seed}/train.parquet",
-        code=UNLEARN_CODE,
+        test="results/data/{dataset}/test.parquet",
+        code=list(dict.fromkeys(UNLEARN_CODE + EVALUATE_CODE)),
     output:
         models=[
             path
@@ -63,6 +65,12 @@ rule unlearn_cycles:
         manifest=ensure(
             "results/unlearn_cycles/{dataset}/seed~{seed}/{method}/cycles.json", non_empty=True
         ),
+        metrics=[
+            ensure(
+                f"results/eval/{{dataset}}/seed~{{seed}}/cycle~{k}~{{method}}.json", non_empty=True
+            )
+            for k in range(1, REQUESTS + 1)
+        ],
     log:
         log_path("unlearn_cycles", "{dataset}", "seed~{seed}", "{method}"),
     benchmark:
@@ -82,6 +90,7 @@ rule unlearn_cycles:
         trajectory=config["unlearn"]["trajectory"],
         fisher=config["fisher"],
         requests=REQUESTS,
+        evaluate=config["evaluate"],
         seed=lambda wc: int(wc.seed),
     script:
         "../scripts/unlearn_cycles.py"

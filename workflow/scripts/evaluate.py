@@ -9,15 +9,7 @@ from unlearnbench.evaluation import EvalConfig, evaluate_model
 from unlearnbench.stage import run_stage
 
 params = dict(snakemake.params.items())
-settings = params["evaluate"]
-cfg = EvalConfig(
-    batch_size=settings["batch_size"],
-    retain_sample=settings["retain_sample"],
-    estimator=settings["exposure"]["estimator"],
-    max_exact_space=settings["exposure"]["max_exact_space"],
-    extrapolation_samples=settings["exposure"]["extrapolation_samples"],
-    seed=params["seed"],
-)
+cfg = EvalConfig.from_settings(params["evaluate"], seed=params["seed"])
 inp, wc = snakemake.input, snakemake.wildcards
 
 

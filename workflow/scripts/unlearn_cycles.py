@@ -5,7 +5,9 @@ from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
+from unlearnbench.evaluation import EvalConfig, evaluate_model
 from unlearnbench.fisher_estimation import FisherConfig
+from unlearnbench.provenance import measure, provenance, write_json
 from unlearnbench.stage import run_stage
 from unlearnbench.unlearning import unlearn_cycles_stage
 
@@ -15,26 +17,56 @@ fisher_paths = (inp.fisher_tensors, inp.fisher_meta) if hasattr(inp, "fisher_ten
 # model_files() lists config.json then model.safetensors per cycle: one folder per cycle.
 out_dirs = list(dict.fromkeys(str(Path(path).parent) for path in out.models))
 
+# The evaluate rule's params, so each cycle's metrics carry the provenance evaluate would write.
+eval_params = {"evaluate": params["evaluate"], "seed": params["seed"]}
+eval_cfg = EvalConfig.from_settings(eval_params["evaluate"], seed=params["seed"])
+
+
+def score_cycles(result, log):
+    """Score every cycle's saved model exactly as rule evaluate would (reloaded from disk)."""
+    for cycle, metrics_path in zip(result["cycles"], out.metrics, strict=True):
+        log.info("evaluating %s", cycle["model"])
+        with measure() as cost:
+            metrics = evaluate_model(
+                cycle["model"],
+                Path(inp.tokenizer).parent,
+                test_path=inp.test,
+                train_path=inp.train,
+                forget_path=inp.forget,
+                retain_path=inp.retain,
+                canaries_path=inp.canaries,
+                cfg=eval_cfg,
+            )
+        record = {"dataset": wc.dataset, "seed": params["seed"]}
+        record["model_name"] = Path(cycle["model"]).name
+        record.update(metrics, provenance=provenance(eval_params, {"eval": params["seed"]}))
+        write_json(metrics_path, {**record, "cost": cost})
+    return result
+
+
 run_stage(
     out.manifest,
     snakemake.log[0],
     params,
     {"unlearn": params["seed"], "eval": params["seed"]},
-    lambda log: unlearn_cycles_stage(
-        wc.method,
-        params["hyper"],
-        model_dir=Path(inp.model[0]).parent,
-        tokenizer_dir=Path(inp.tokenizer).parent,
-        train_path=inp.train,
-        forget_path=inp.forget,
-        retain_path=inp.retain,
-        canaries_path=inp.canaries,
-        fisher_paths=fisher_paths,
-        fisher_cfg=FisherConfig(**params["fisher"], seed=params["seed"]),
-        trajectory=params["trajectory"],
-        seed=params["seed"],
-        requests=params["requests"],
-        out_dirs=out_dirs,
+    lambda log: score_cycles(
+        unlearn_cycles_stage(
+            wc.method,
+            params["hyper"],
+            model_dir=Path(inp.model[0]).parent,
+            tokenizer_dir=Path(inp.tokenizer).parent,
+            train_path=inp.train,
+            forget_path=inp.forget,
+            retain_path=inp.retain,
+            canaries_path=inp.canaries,
+            fisher_paths=fisher_paths,
+            fisher_cfg=FisherConfig(**params["fisher"], seed=params["seed"]),
+            trajectory=params["trajectory"],
+            seed=params["seed"],
+            requests=params["requests"],
+            out_dirs=out_dirs,
+        ),
+        log,
     ),
     threads=snakemake.threads,
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,18 @@ class EvalConfig:
         for key in ("batch_size", "retain_sample", "extrapolation_samples"):
             if getattr(self, key) < 1:
                 raise ValueError(f"evaluate.{key}: must be >= 1, got {getattr(self, key)}")
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], seed: int) -> EvalConfig:
+        """From the config's ``evaluate`` block (the rules' ``params.evaluate``)."""
+        return cls(
+            batch_size=settings["batch_size"],
+            retain_sample=settings["retain_sample"],
+            estimator=settings["exposure"]["estimator"],
+            max_exact_space=settings["exposure"]["max_exact_space"],
+            extrapolation_samples=settings["exposure"]["extrapolation_samples"],
+            seed=seed,
+        )
 
 
 @torch.inference_mode()
