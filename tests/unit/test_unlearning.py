@@ -225,13 +225,16 @@ def test_fisher_config_errors_name_the_key():
         FisherConfig(examples=0, damping=1e-3)
 
 
-def test_more_fisher_examples_than_retained_rows_is_refused():
+def test_more_fisher_examples_than_retained_rows_uses_all_of_them(caplog):
     retain = synthetic_replicate().sequences[:20]
-    with pytest.raises(ValueError) as err:
-        estimate_fisher(tiny_model(), retain, FisherConfig(examples=2048, damping=1e-3), EOS)
-    assert str(err.value) == (
-        "fisher.examples: 2048 is larger than the retained set (20 examples); lower fisher.examples"
-    )
+    with caplog.at_level("WARNING"):
+        fisher = estimate_fisher(
+            tiny_model(), retain, FisherConfig(examples=2048, damping=1e-3), EOS
+        )
+    assert fisher.m == 20
+    assert "fisher.examples = 2048 exceeds the retained set (20 examples)" in caplog.text
+    with pytest.raises(ValueError, match="the retained set is empty"):
+        estimate_fisher(tiny_model(), [], FisherConfig(examples=8, damping=1e-3), EOS)
 
 
 def test_chunked_estimate_equals_one_call_and_blocks_follow_the_config(monkeypatch):

@@ -82,12 +82,26 @@ class FisherConfig:
 
 
 def fisher_sample(n_retained: int, cfg: FisherConfig) -> list[int]:
-    """Sorted positions (into the retained sequences) of the m rows that form F."""
-    if cfg.examples > n_retained:
+    """Sorted positions (into the retained sequences) of the m rows that form F.
+
+    m = ``cfg.examples``, or all of D+ when D+ is smaller: a real-world request's forget set is
+    decided by the data (a string repeated in 130 of 320 credits examples takes them all), so a
+    fixed m can exceed D+; F then uses every retained row, and the manifest's ``m`` says so.
+    """
+    if n_retained < 1:
         raise ValueError(
-            f"{cfg.key}.examples: {cfg.examples} is larger than the retained set "
-            f"({n_retained} examples); lower {cfg.key}.examples"
+            f"{cfg.key}: the retained set is empty, so there is no Fisher of D+; the forget set "
+            "holds every training example (check the request: canaries or realworld.forget_top)"
         )
+    if cfg.examples >= n_retained:
+        if cfg.examples > n_retained:
+            log.warning(
+                "%s.examples = %d exceeds the retained set (%d examples): F uses all of them",
+                cfg.key,
+                cfg.examples,
+                n_retained,
+            )
+        return list(range(n_retained))
     rng = numpy_rng(cfg.seed, "unlearn", "fisher")
     return sorted(rng.choice(n_retained, size=cfg.examples, replace=False).tolist())
 
