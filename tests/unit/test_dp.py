@@ -10,7 +10,9 @@ import pytest
 import torch
 from opacus import GradSampleModule
 from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
 from transformers.pytorch_utils import Conv1D
+from unlearnbench import dp as dp_module
 from unlearnbench.dp import (
     DPConfig,
     make_private,
@@ -124,6 +126,32 @@ def test_epsilon_matches_independent_accountant_and_target(reference):
     rdp = RDPAccountant()
     rdp.history = [(history["noise_multiplier"], 1 / 6, 12)]
     assert rdp.get_epsilon(delta=1 / n) > history["epsilon"]
+
+
+@pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")
+@pytest.mark.parametrize("epsilon", [0.5, 1.0, 4.0, 8.0, 30.0])
+def test_calibration_lands_in_opacus_window_with_fewer_accountant_calls(monkeypatch, epsilon):
+    q, steps, delta = 0.01, 200, 1e-3
+    calls = []
+    real = RDPAccountant.get_epsilon
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(RDPAccountant, "get_epsilon", counted)
+    dp_module._calibrate.cache_clear()
+    sigma = dp_module._calibrate(epsilon, delta, q, steps, "rdp")
+    ours = len(calls)
+    calls.clear()
+    reference = get_noise_multiplier(
+        target_epsilon=epsilon, target_delta=delta, sample_rate=q, steps=steps, accountant="rdp"
+    )
+    theirs = len(calls)
+    spent = dp_module.spent_epsilon(sigma, q, steps, delta, "rdp")
+    assert epsilon - dp_module.EPSILON_TOLERANCE <= spent <= epsilon
+    assert sigma == pytest.approx(reference, rel=0.01)  # the same point of a flat window
+    assert ours < theirs, (ours, theirs)
 
 
 @pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")
