@@ -8,9 +8,9 @@ from snakemake_runner import job_counts, run_snakemake
 # Jobs per rule = what the config implies: one prepare_corpus per dataset, one tokenizer and
 # base model; per nlp dataset and replicate: canaries, original, retrained, one DP model per
 # epsilon, the Fisher, one unlearned model per method, the cycle study per cycle method (which
-# scores its own models), the two onion selections and an evaluation of every other model; per
-# real-world dataset and replicate: the original, the Fisher, the secrets found and re-scored
-# after every method; then the report.
+# scores its own models), the onion study (both selections) and an evaluation of every other
+# model; per real-world dataset and replicate: the original, the Fisher, the secrets found and
+# re-scored after every method; then the report.
 REPORT_RULES = [
     "tabulate_results",
     "tabulate_dp",
@@ -39,7 +39,7 @@ def expected(datasets, nlp, realworld, replicates, epsilons, methods, cycle_meth
         "estimate_fisher": per_run + real_runs,
         "unlearn": methods * (per_run + real_runs),
         "unlearn_cycles": cycle_methods * per_run,
-        "onion_unlearn": 2 * per_run,
+        "onion_unlearn": per_run,  # both selections in one job
         "find_secrets": real_runs,
         "score_secrets": methods * real_runs,
         "evaluate": evaluated * per_run,

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 from unlearnbench.method_names import needs_fisher
+from unlearnbench.reporting import targets
 
 
 def canonical(value):

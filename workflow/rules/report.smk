@@ -1,8 +1,8 @@
 # Tables and figures of the study, and the front page of `snakemake --report`.
 # Each rule reads exactly the metrics it shows, so a change reruns only what depends on it.
 # Include this file last: the cost table lists the benchmark files of every other rule.
-# Path helpers live in unlearnbench.reporting.targets (the linter wants no functions here).
-from unlearnbench.reporting import targets
+# Path helpers live in unlearnbench.reporting.targets (imported in common.smk; the linter wants
+# no functions here).
 
 
 report: "../report/workflow.rst"
@@ -32,7 +32,6 @@ COST_WILDCARDS = {
     "seed": REPLICATES,
     "method": METHODS,
     "eps": EPSILONS,
-    "selection": targets.ONION_SELECTIONS,
     # Models rule evaluate scores (cycle models are scored inside unlearn_cycles).
     "model": ["original", "retrained", *DP_MODELS, *UNLEARNED_MODELS],
 }

@@ -114,8 +114,9 @@ rule unlearning:
 
 
 rule onion_unlearn:
-    """The onion effect: remove the most exposed canaries (targeted) or as many random ones with
-    onion.method and record the exposure of every other canary before and after."""
+    """The onion effect: remove the most exposed canaries (targeted) and, separately, as many
+    random ones with onion.method, recording the exposure of every other canary before and
+    after. Both selections share every setting, so one job (one process) runs the two."""
     input:
         unpack(lambda wc: fisher_input(wc, config["onion"]["method"])),
         original_eval="results/eval/{dataset}/seed~{seed}/original.json",
@@ -125,14 +126,16 @@ rule onion_unlearn:
         train="results/canaries/{dataset}/seed~{seed}/train.parquet",
         code=UNLEARN_CODE + code("onion"),
     output:
-        metrics=ensure("results/onion/{dataset}/seed~{seed}/{selection}.json", non_empty=True),
+        metrics=[
+            ensure(f"results/onion/{{dataset}}/seed~{{seed}}/{selection}.json", non_empty=True)
+            for selection in targets.ONION_SELECTIONS
+        ],
     log:
-        log_path("onion_unlearn", "{dataset}", "seed~{seed}", "{selection}"),
+        log_path("onion_unlearn", "{dataset}", "seed~{seed}"),
     benchmark:
-        benchmark_path("onion_unlearn", "{dataset}", "seed~{seed}", "{selection}")
+        benchmark_path("onion_unlearn", "{dataset}", "seed~{seed}")
     wildcard_constraints:
         dataset="|".join(NLP_DATASETS),
-        selection="targeted|random",
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1
@@ -141,6 +144,7 @@ rule onion_unlearn:
         runtime=60,
         gpu=0,
     params:
+        selections=targets.ONION_SELECTIONS,
         onion=config["onion"],
         hyper=config["unlearn"]["methods"][config["onion"]["method"]],
         trajectory=config["unlearn"]["trajectory"],

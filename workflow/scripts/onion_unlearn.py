@@ -10,16 +10,13 @@ from unlearnbench.onion import onion_stage
 from unlearnbench.stage import run_stage
 
 params = dict(snakemake.params.items())
-inp, out, wc = snakemake.input, snakemake.output, snakemake.wildcards
+inp, out = snakemake.input, snakemake.output
 fisher_paths = (inp.fisher_tensors, inp.fisher_meta) if hasattr(inp, "fisher_tensors") else None
 
-run_stage(
-    out.metrics,
-    snakemake.log[0],
-    params,
-    {"unlearn": params["seed"], "eval": params["seed"]},
-    lambda log: onion_stage(
-        wc.selection,
+
+def study(selection):
+    return lambda log: onion_stage(
+        selection,
         params["onion"]["remove"],
         params["onion"]["method"],
         params["hyper"],
@@ -32,6 +29,17 @@ run_stage(
         fisher_cfg=FisherConfig(**params["fisher"], seed=params["seed"]),
         trajectory=params["trajectory"],
         seed=params["seed"],
-    ),
-    threads=snakemake.threads,
-)
+    )
+
+
+# One process for both selections (importing torch and transformers costs ~8 s per process);
+# each selection is its own stage: own metrics file, provenance and cost, one shared log.
+for selection, metrics_path in zip(params["selections"], out.metrics, strict=True):
+    run_stage(
+        metrics_path,
+        snakemake.log[0],
+        {**params, "selection": selection},
+        {"unlearn": params["seed"], "eval": params["seed"]},
+        study(selection),
+        threads=snakemake.threads,
+    )
