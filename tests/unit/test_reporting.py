@@ -340,7 +340,7 @@ def test_realworld_table_ranks_and_finds_indelible(tmp_path):
 
 
 def test_realworld_table_uses_the_stages_own_decisions(tmp_path):
-    """find_secrets/score_secrets files carry excess, memorised and removed: the table reports
+    """find_secrets/unlearn_realworld files carry excess, memorised and removed: the table reports
     those decisions instead of re-deriving them from a threshold."""
     columns = ["masked", "kind", "occurrences", "exposure", "extracted", "excess", "memorised"]
     rows = {

@@ -7,10 +7,11 @@ from snakemake_runner import job_counts, run_snakemake
 
 # Jobs per rule = what the config implies: one prepare_corpus per dataset, one tokenizer and
 # base model; per nlp dataset and replicate: canaries, original, retrained, one DP model per
-# epsilon, the Fisher, one unlearned model per method, the cycle study per cycle method (which
-# scores its own models), the onion study (both selections) and an evaluation of every other
-# model; per real-world dataset and replicate: the original, the Fisher, the secrets found and
-# re-scored after every method; then the report.
+# epsilon, the Fisher, one unlearned model per method and the cycle study per cycle method
+# (both score their own models), the onion study (both selections) and two evaluation jobs
+# (original + retrained; all DP-SGD models); per real-world dataset and replicate: the
+# original, the Fisher, the secrets found, and one unlearned (and re-scored) model per method;
+# then the report.
 REPORT_RULES = [
     "tabulate_results",
     "tabulate_dp",
@@ -27,7 +28,6 @@ REPORT_RULES = [
 
 def expected(datasets, nlp, realworld, replicates, epsilons, methods, cycle_methods):
     per_run, real_runs = nlp * replicates, realworld * replicates
-    evaluated = 2 + epsilons + methods  # cycle models are scored inside unlearn_cycles
     return {
         "prepare_corpus": datasets,
         "train_tokenizer": 1,
@@ -37,12 +37,13 @@ def expected(datasets, nlp, realworld, replicates, epsilons, methods, cycle_meth
         "retrain": per_run,
         "train_dp": epsilons * per_run,
         "estimate_fisher": per_run + real_runs,
-        "unlearn": methods * (per_run + real_runs),
+        "unlearn": methods * per_run,
+        "unlearn_realworld": methods * real_runs,
         "unlearn_cycles": cycle_methods * per_run,
         "onion_unlearn": per_run,  # both selections in one job
         "find_secrets": real_runs,
-        "score_secrets": methods * real_runs,
-        "evaluate": evaluated * per_run,
+        "evaluate": per_run,  # original and retrained; unlearning jobs score their own models
+        "evaluate_dp": per_run,  # every DP-SGD model of the replicate
         "fisher_scaling": 1,
         **dict.fromkeys(REPORT_RULES, 1),
         "all": 1,

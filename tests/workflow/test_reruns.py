@@ -70,11 +70,31 @@ def test_one_method_hyperparameter_reruns_only_that_method(study_copy):
     jobs = dry_run(study_copy, "unlearn:\n  methods:\n    gradient_ascent:\n      lr: 0.015\n")
     in_cycles = "gradient_ascent" in CYCLE_METHODS
     expected = {
-        "unlearn": NLP + REALWORLD,
+        # Each job scores the model it makes: no evaluate job follows.
+        "unlearn": NLP,
+        "unlearn_realworld": REALWORLD,
         "unlearn_cycles": NLP * in_cycles,
-        "evaluate": NLP,  # cycle models are scored inside unlearn_cycles
-        "score_secrets": REALWORLD,
         **UNLEARNING_REPORTS,
+        **ALWAYS,
+    }
+    assert jobs == {k: v for k, v in expected.items() if v}
+
+
+def test_an_evaluate_setting_rescores_every_nlp_model(study_copy):
+    # Unlearning jobs score their own models (one process instead of two), so they rerun with
+    # the evaluate rule; the trained models are only re-scored, and the real-world study
+    # (its own settings) stays.
+    methods = len(SMOKE_CONFIG["unlearn"]["run"])
+    jobs = dry_run(study_copy, "evaluate:\n  retain_sample: 50\n")
+    expected = {
+        "evaluate": NLP,
+        "evaluate_dp": NLP,
+        "unlearn": methods * NLP,
+        "unlearn_cycles": len(CYCLE_METHODS) * NLP,
+        "onion_unlearn": NLP,  # reads the original model's metrics
+        **UNLEARNING_REPORTS,
+        "tabulate_realworld": 0,
+        "plot_onion_effect": 1,
         **ALWAYS,
     }
     assert jobs == {k: v for k, v in expected.items() if v}
@@ -99,7 +119,7 @@ def test_adding_an_epsilon_adds_only_its_jobs(study_copy):
     jobs = dry_run(study_copy, f"train_dp:\n  epsilons: {epsilons}\n")
     expected = {
         "train_dp": NLP,
-        "evaluate": NLP,
+        "evaluate_dp": NLP,  # rescores the replicate's DP models; the original's metrics stay
         "tabulate_dp": 1,
         "plot_privacy_utility": 1,
         **ALWAYS,
@@ -136,7 +156,8 @@ def test_adding_a_dataset_adds_only_its_jobs(study_copy):
         "unlearn": methods,
         "unlearn_cycles": cycles,
         "onion_unlearn": 1,
-        "evaluate": 2 + epsilons + methods,
+        "evaluate": 1,
+        "evaluate_dp": 1,
         **UNLEARNING_REPORTS,
         "tabulate_realworld": 0,
         "plot_onion_effect": 1,

@@ -45,6 +45,13 @@ DP_MODELS = [f"dp_eps~{label}" for label in EPSILON]
 METHODS = config["unlearn"]["run"]
 REQUESTS = config["canaries"]["requests"]
 UNLEARNED_MODELS = [f"unlearned~{method}" for method in METHODS]
+# What every unlearning job passes to its method (unlearn, unlearn_realworld, unlearn_cycles).
+UNLEARN_PARAMS = {
+    "hyper": lambda wc: config["unlearn"]["methods"][wc.method],
+    "trajectory": config["unlearn"]["trajectory"],
+    "fisher": config["fisher"],
+    "seed": lambda wc: int(wc.seed),
+}
 CYCLE_MODELS = [
     f"cycle~{k}~{m}" for m in config["unlearn"]["cycle_methods"] for k in range(1, REQUESTS + 1)
 ]
@@ -116,14 +123,7 @@ def fisher_input(wc, method=None):
     return {}
 
 
-def canary_table(wc):
-    """Canaries (nlp) feed the exposure trajectory; real-world runs have none."""
-    if DATASET[wc.dataset]["kind"] == "nlp":
-        return {"canaries": f"{replicate_dir('canaries', wc)}/canaries.csv"}
-    return {}
-
-
-# What the evaluate rule imports; unlearn_cycles scores its cycle models with the same code.
+# What the evaluate rule imports; the unlearning jobs score their models with the same code.
 EVALUATE_CODE = code(
     "evaluation",
     "exposure",

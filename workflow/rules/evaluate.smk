@@ -1,32 +1,45 @@
-# Evaluation: one rule scores every model of a dataset and replicate the same way. The cycle
-# study's models are scored by the same function inside unlearn_cycles: one process for K
-# models instead of K more that would each spend ~8 s importing torch and transformers.
+# Evaluation: one function scores every model of a dataset and replicate the same way. The
+# rules here run it on the trained models; unlearn and unlearn_cycles run it on the models
+# they make, in their own process. At the default size a process spends ~10 s
+# importing torch and transformers, more than scoring a model (~5 s), so each job here scores
+# a group of models: the original with the retrained model (they change together: same recipe,
+# same canaries), and all DP-SGD models (adding an epsilon rescores its siblings, ~5 s each,
+# and leaves the original's metrics, which the onion study and the main table read, alone).
 
-# The models a replicate of an nlp dataset has; later stages add DP-SGD and unlearned models.
+# What scoring an nlp replicate's model reads besides the model itself.
+EVALUATE_DATA = {
+    "tokenizer": TOKENIZER,
+    "test": "results/data/{dataset}/test.parquet",
+    "train": "results/canaries/{dataset}/seed~{seed}/train.parquet",
+    "forget": "results/canaries/{dataset}/seed~{seed}/forget_set.json",
+    "retain": "results/canaries/{dataset}/seed~{seed}/retain_set.json",
+    "canaries": "results/canaries/{dataset}/seed~{seed}/canaries.csv",
+}
+# The models of an nlp replicate that the evaluate rules score.
 TRAINED_MODELS = ["original", "retrained", *DP_MODELS]
 
 
 rule evaluate:
     """Perplexity (test, D+ sample, D-), exposure of every canary (exact and/or extrapolated)
-    and greedy extraction of its secret, for the model results/models/.../{model}."""
+    and greedy extraction of its secret, for the original and the retrained model, each to
+    results/eval/{dataset}/seed~{seed}/{model}.json."""
     input:
-        model=model_files("results/models/{dataset}/seed~{seed}/{model}"),
-        tokenizer=TOKENIZER,
-        test="results/data/{dataset}/test.parquet",
-        train="results/canaries/{dataset}/seed~{seed}/train.parquet",
-        forget="results/canaries/{dataset}/seed~{seed}/forget_set.json",
-        retain="results/canaries/{dataset}/seed~{seed}/retain_set.json",
-        canaries="results/canaries/{dataset}/seed~{seed}/canaries.csv",
+        **EVALUATE_DATA,
+        models=[
+            path
+            for model in ["original", "retrained"]
+            for path in model_files(f"results/models/{{dataset}}/seed~{{seed}}/{model}")
+        ],
         code=EVALUATE_CODE,
     output:
-        metrics=ensure("results/eval/{dataset}/seed~{seed}/{model}.json", non_empty=True),
+        metrics=[
+            ensure(f"results/eval/{{dataset}}/seed~{{seed}}/{model}.json", non_empty=True)
+            for model in ["original", "retrained"]
+        ],
     log:
-        log_path("evaluate", "{dataset}", "seed~{seed}", "{model}"),
+        log_path("evaluate", "{dataset}", "seed~{seed}"),
     benchmark:
-        benchmark_path("evaluate", "{dataset}", "seed~{seed}", "{model}")
-    wildcard_constraints:
-        # Cycle models (cycle~k~method) are scored inside unlearn_cycles, by the same function.
-        model=r"(?!cycle~)[a-z0-9_.~-]+",
+        benchmark_path("evaluate", "{dataset}", "seed~{seed}")
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1
@@ -41,8 +54,30 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
+if DP_MODELS:
+
+    use rule evaluate as evaluate_dp with:
+        input:
+            **EVALUATE_DATA,
+            models=[
+                path
+                for model in DP_MODELS
+                for path in model_files(f"results/models/{{dataset}}/seed~{{seed}}/{model}")
+            ],
+            code=EVALUATE_CODE,
+        output:
+            metrics=[
+                ensure(f"results/eval/{{dataset}}/seed~{{seed}}/{model}.json", non_empty=True)
+                for model in DP_MODELS
+            ],
+        log:
+            log_path("evaluate_dp", "{dataset}", "seed~{seed}"),
+        benchmark:
+            benchmark_path("evaluate_dp", "{dataset}", "seed~{seed}")
+
+
 rule evaluations:
-    """Target: metrics of every model."""
+    """Target: metrics of every trained model."""
     input:
         expand(
             "results/eval/{dataset}/seed~{seed}/{model}.json",

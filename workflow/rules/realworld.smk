@@ -1,7 +1,20 @@
 # The real-world case study: no canaries; the sensitive strings that occur naturally in the
 # corpus (e-mail addresses, phone numbers) and that the original model memorised are found,
-# the most memorised are unlearned with every method, and each unlearned model is re-scored.
+# the most memorised are unlearned with every method, and each unlearned model is re-scored in
+# the job that made it.
 # Strings appear only masked with a short hash in every output.
+
+# What finding and re-scoring the strings imports.
+REALWORLD_CODE = code(
+    "realworld",
+    "corpora",
+    "exposure_scoring",
+    "lm_data",
+    "models",
+    "recipes",
+    "tokenizer",
+    "seeding",
+)
 
 
 rule find_secrets:
@@ -15,16 +28,7 @@ rule find_secrets:
         train="results/data/{dataset}/train.parquet",
         validation="results/data/{dataset}/validation.parquet",
         test="results/data/{dataset}/test.parquet",
-        code=code(
-            "realworld",
-            "corpora",
-            "exposure_scoring",
-            "lm_data",
-            "models",
-            "recipes",
-            "tokenizer",
-            "seeding",
-        ),
+        code=REALWORLD_CODE,
     output:
         secrets="results/realworld/{dataset}/seed~{seed}/secrets_original.csv",
         heldout="results/realworld/{dataset}/seed~{seed}/heldout_original.csv",
@@ -51,51 +55,52 @@ rule find_secrets:
         "../scripts/find_secrets.py"
 
 
-rule score_secrets:
-    """Re-score the strings of the request (and the other memorised ones) under an unlearned
-    model: which were removed, which survive."""
+rule unlearn_realworld:
+    """One unlearning request on a real-world corpus (the strings find_secrets chose), then the
+    strings of the request and the other memorised ones re-scored under the unlearned model:
+    which were removed, which survive. Scoring runs in this job for the reason rule unlearn
+    gives; a change of realworld settings reruns it."""
     input:
-        model=model_files("results/models/{dataset}/seed~{seed}/{model}"),
+        unpack(fisher_input),
+        forget="results/realworld/{dataset}/seed~{seed}/forget_set.json",
+        retain="results/realworld/{dataset}/seed~{seed}/retain_set.json",
+        model=model_files("results/models/{dataset}/seed~{seed}/original"),
         reference="results/realworld/{dataset}/seed~{seed}/secrets_original.csv",
         heldout_reference="results/realworld/{dataset}/seed~{seed}/heldout_original.csv",
         tokenizer=TOKENIZER,
         train="results/data/{dataset}/train.parquet",
         validation="results/data/{dataset}/validation.parquet",
         test="results/data/{dataset}/test.parquet",
-        code=code(
-            "realworld",
-            "corpora",
-            "exposure_scoring",
-            "lm_data",
-            "models",
-            "recipes",
-            "tokenizer",
-            "seeding",
-        ),
+        code=list(dict.fromkeys(UNLEARN_CODE + REALWORLD_CODE)),
     output:
-        secrets="results/realworld/{dataset}/seed~{seed}/secrets_{model}.csv",
+        model=model_files("results/models/{dataset}/seed~{seed}/unlearned~{method}"),
         manifest=ensure(
-            "results/realworld/{dataset}/seed~{seed}/scored_{model}.json", non_empty=True
+            "results/models/{dataset}/seed~{seed}/unlearned~{method}/unlearn.json", non_empty=True
+        ),
+        secrets="results/realworld/{dataset}/seed~{seed}/secrets_unlearned~{method}.csv",
+        scored=ensure(
+            "results/realworld/{dataset}/seed~{seed}/scored_unlearned~{method}.json",
+            non_empty=True,
         ),
     log:
-        log_path("score_secrets", "{dataset}", "seed~{seed}", "{model}"),
+        log_path("unlearn_realworld", "{dataset}", "seed~{seed}", "{method}"),
     benchmark:
-        benchmark_path("score_secrets", "{dataset}", "seed~{seed}", "{model}")
+        benchmark_path("unlearn_realworld", "{dataset}", "seed~{seed}", "{method}")
     wildcard_constraints:
         dataset="|".join(REALWORLD_DATASETS),
-        model="unlearned~[a-z_]+",
+        method="|".join(METHODS),
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=6000,
         runtime=60,
         gpu=0,
     params:
+        **UNLEARN_PARAMS,
         realworld=config["realworld"],
-        seed=lambda wc: int(wc.seed),
     script:
-        "../scripts/score_secrets.py"
+        "../scripts/unlearn.py"
 
 
 rule realworld:

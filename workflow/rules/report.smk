@@ -32,17 +32,14 @@ COST_WILDCARDS = {
     "seed": REPLICATES,
     "method": METHODS,
     "eps": EPSILONS,
-    # Models rule evaluate scores (cycle models are scored inside unlearn_cycles).
-    "model": ["original", "retrained", *DP_MODELS, *UNLEARNED_MODELS],
 }
 COST_OVERRIDES = {
     "prepare_corpus": {"dataset": DATASETS},
     "finetune": {"dataset": DATASETS},
     "estimate_fisher": {"dataset": DATASETS},
-    "unlearn": {"dataset": DATASETS},
     "unlearn_cycles": {"method": config["unlearn"]["cycle_methods"]},
     "find_secrets": {"dataset": REALWORLD_DATASETS},
-    "score_secrets": {"dataset": REALWORLD_DATASETS, "model": UNLEARNED_MODELS},
+    "unlearn_realworld": {"dataset": REALWORLD_DATASETS},
 }
 
 

@@ -1,28 +1,38 @@
 # Unlearning: every method of the registry from the original model (one request), the
-# multi-cycle study (K sequential requests) and the onion-effect study.
+# multi-cycle study (K sequential requests) and the onion-effect study. The real-world case
+# study's requests are unlearned by unlearn_realworld (realworld.smk).
 
 
 rule unlearn:
-    """One unlearning request: the method removes D- from the original model; the manifest
-    holds the exposure/loss trajectory over its steps and the weight-change histograms."""
+    """One unlearning request on an nlp dataset: the method removes D- from the original model
+    (the manifest holds the exposure/loss trajectory over its steps and the weight-change
+    histograms); the saved model is then scored with the evaluate rule's function and settings
+    (results/eval/.../unlearned~method.json). Scoring in this job, like unlearn_cycles, saves a
+    process per model (~10 s of importing torch and transformers, more than the unlearning
+    itself at the default size); the price is that a change of evaluate settings reruns the
+    unlearning too."""
     input:
-        unpack(request_manifests),
         unpack(fisher_input),
-        unpack(canary_table),
+        forget="results/canaries/{dataset}/seed~{seed}/forget_set.json",
+        retain="results/canaries/{dataset}/seed~{seed}/retain_set.json",
+        canaries="results/canaries/{dataset}/seed~{seed}/canaries.csv",
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
         tokenizer=TOKENIZER,
-        train=training_split,
-        code=UNLEARN_CODE,
+        train="results/canaries/{dataset}/seed~{seed}/train.parquet",
+        test="results/data/{dataset}/test.parquet",
+        code=list(dict.fromkeys(UNLEARN_CODE + EVALUATE_CODE)),
     output:
         model=model_files("results/models/{dataset}/seed~{seed}/unlearned~{method}"),
         manifest=ensure(
             "results/models/{dataset}/seed~{seed}/unlearned~{method}/unlearn.json", non_empty=True
         ),
+        metrics=ensure("results/eval/{dataset}/seed~{seed}/unlearned~{method}.json", non_empty=True),
     log:
         log_path("unlearn", "{dataset}", "seed~{seed}", "{method}"),
     benchmark:
         benchmark_path("unlearn", "{dataset}", "seed~{seed}", "{method}")
     wildcard_constraints:
+        dataset="|".join(NLP_DATASETS),
         method="|".join(METHODS),
     conda:
         "../../envs/unlearnbench.yaml"
@@ -32,10 +42,8 @@ rule unlearn:
         runtime=60,
         gpu=0,
     params:
-        hyper=lambda wc: config["unlearn"]["methods"][wc.method],
-        trajectory=config["unlearn"]["trajectory"],
-        fisher=config["fisher"],
-        seed=lambda wc: int(wc.seed),
+        **UNLEARN_PARAMS,
+        evaluate=config["evaluate"],
     script:
         "../scripts/unlearn.py"
 
@@ -86,12 +94,9 @@ rule unlearn_cycles:
         runtime=120,
         gpu=0,
     params:
-        hyper=lambda wc: config["unlearn"]["methods"][wc.method],
-        trajectory=config["unlearn"]["trajectory"],
-        fisher=config["fisher"],
+        **UNLEARN_PARAMS,
         requests=REQUESTS,
         evaluate=config["evaluate"],
-        seed=lambda wc: int(wc.seed),
     script:
         "../scripts/unlearn_cycles.py"
 

@@ -5,10 +5,9 @@ from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
-from unlearnbench.evaluation import EvalConfig, evaluate_model
+from unlearnbench.evaluation import EvalConfig, evaluation_inputs, metrics_record
 from unlearnbench.fisher_estimation import FisherConfig
-from unlearnbench.provenance import measure, provenance, write_json
-from unlearnbench.stage import run_stage
+from unlearnbench.stage import record_stage, run_stage
 from unlearnbench.unlearning import unlearn_cycles_stage
 
 params = dict(snakemake.params.items())
@@ -26,21 +25,19 @@ def score_cycles(result, log):
     """Score every cycle's saved model exactly as rule evaluate would (reloaded from disk)."""
     for cycle, metrics_path in zip(result["cycles"], out.metrics, strict=True):
         log.info("evaluating %s", cycle["model"])
-        with measure() as cost:
-            metrics = evaluate_model(
-                cycle["model"],
-                Path(inp.tokenizer).parent,
-                test_path=inp.test,
-                train_path=inp.train,
-                forget_path=inp.forget,
-                retain_path=inp.retain,
-                canaries_path=inp.canaries,
-                cfg=eval_cfg,
-            )
-        record = {"dataset": wc.dataset, "seed": params["seed"]}
-        record["model_name"] = Path(cycle["model"]).name
-        record.update(metrics, provenance=provenance(eval_params, {"eval": params["seed"]}))
-        write_json(metrics_path, {**record, "cost": cost})
+        record_stage(
+            metrics_path,
+            eval_params,
+            {"eval": params["seed"]},
+            lambda log, model=cycle["model"]: metrics_record(
+                model,
+                wc.dataset,
+                params["seed"],
+                eval_cfg,
+                **evaluation_inputs(inp),
+            ),
+            log,
+        )
     return result
 
 

@@ -178,3 +178,33 @@ def evaluate_model(
         "canaries": records,
         "summary": summarise(records),
     }
+
+
+def metrics_record(
+    model_dir: str | Path, dataset: str, seed: int, cfg: EvalConfig, **paths: Any
+) -> dict[str, Any]:
+    """What rule evaluate writes for a saved model (``paths``: evaluate_model's arguments).
+
+    unlearn and unlearn_cycles score their own models through this too, so every metrics file
+    has one shape whichever job wrote it.
+    """
+    return {
+        "dataset": dataset,
+        "seed": seed,
+        "model_name": Path(model_dir).name,
+        **evaluate_model(model_dir, cfg=cfg, **paths),
+    }
+
+
+def evaluation_inputs(inputs: Any) -> dict[str, Any]:
+    """evaluate_model's path arguments from a rule's named inputs (``tokenizer``, ``test``,
+    ``train``, ``forget``, ``retain``, ``canaries``), which every rule that scores models
+    names alike (evaluate, unlearn, unlearn_cycles)."""
+    return {
+        "tokenizer_dir": Path(inputs.tokenizer).parent,
+        "test_path": inputs.test,
+        "train_path": inputs.train,
+        "forget_path": inputs.forget,
+        "retain_path": inputs.retain,
+        "canaries_path": inputs.canaries,
+    }

@@ -1,4 +1,4 @@
-"""The case study's two stages as functions of paths (rules find_secrets and score_secrets).
+"""The case study's two stages as functions of paths (rules find_secrets and unlearn_realworld).
 
 ``find_secrets_stage`` scores the ``max_strings`` most frequent e-mail addresses and phone
 numbers of the training split under the original model AND under the base model it was
@@ -9,7 +9,7 @@ same strings under an unlearned model, reusing the reference's log-perplexities 
 find_secrets' table (no base model needed). Every table holds masked ids only; the raw strings
 never leave memory.
 
-Columns (``COLUMNS``; score_secrets adds ``removed``):
+Columns (``COLUMNS``; the re-scoring adds ``removed``):
     masked, kind, occurrences       the string (masked id), e-mail/phone, copies in the split
     memorisation                    bits over the reference (scoring.py): THE score
     heldout_baseline                95th percentile of the memorisation of held-out strings
@@ -17,7 +17,7 @@ Columns (``COLUMNS``; score_secrets adds ``removed``):
     excess                          memorisation - heldout_baseline: what training on the
                                     string added beyond learning the corpus's style
     log_perplexity                  Px of the string under this model (nats)
-    ref_log_perplexity              Px under the base model (nats), copied by score_secrets
+    ref_log_perplexity              Px under the base model (nats), copied when re-scored
     extracted                       greedy decoding after the context reproduces the string
     exposure                        secondary: rank against ``samples`` random substitutes (bits)
     memorised                       the ORIGINAL model's excess >= memorised_above

@@ -341,7 +341,7 @@ def load_secrets(paths: Iterable[str | Path]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=columns)
     table = pd.concat(frames, ignore_index=True)
-    # find_secrets/score_secrets also write their own decisions (score over the held-out
+    # find_secrets/unlearn_realworld also write their own decisions (score over the held-out
     # baseline, memorised, removed); keep them when present.
     optional = [c for c in ("memorisation", "excess", "memorised", "removed") if c in table]
     return table[columns + optional]
