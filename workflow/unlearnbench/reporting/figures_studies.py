@@ -123,10 +123,13 @@ def scaling_figure(scaling: pd.DataFrame):
     line per model) and against the parameter count d (one line per m); log-log axes."""
     fig, axes = subplots(2, 2, width=4.2, height=3.2)
     frame = scaling.assign(total_s=scaling["gradient_s"] + scaling["setup_s"])
-    for row, (x, group_by, legend) in enumerate([("m", "model_label", "model"), ("d", "m", "m")]):
+    # One line per model (grouped by d, so the legend runs from the smallest model up), then one
+    # line per m.
+    for row, (x, group_by) in enumerate([("m", "d"), ("d", "m")]):
         for key, group in frame.sort_values([group_by, x]).groupby(group_by, sort=True):
+            name = group["model_label"].iloc[0]
             group = group.groupby(x, as_index=False).mean(numeric_only=True)
-            label = f"{legend} = {key}" if group_by == "m" else str(key)
+            label = f"m = {key}" if group_by == "m" else f"{name} (d = {key / 1e3:.0f} k)"
             time_ax, mem_ax = axes[row]
             line = time_ax.plot(group[x], group["total_s"], marker="o", label=f"{label}: total")
             time_ax.plot(
