@@ -85,7 +85,8 @@ def test_an_evaluate_setting_rescores_every_nlp_model(study_copy):
     # the evaluate rule; the trained models are only re-scored, and the real-world study
     # (its own settings) stays.
     methods = len(SMOKE_CONFIG["unlearn"]["run"])
-    jobs = dry_run(study_copy, "evaluate:\n  retain_sample: 50\n")
+    retain_sample = SMOKE_CONFIG["evaluate"]["retain_sample"] + 10
+    jobs = dry_run(study_copy, f"evaluate:\n  retain_sample: {retain_sample}\n")
     expected = {
         "evaluate": NLP,
         "evaluate_dp": NLP,

@@ -286,8 +286,9 @@ def realworld_table(
             f"exposure below {threshold_bits:g} bits and not extracted."
         )
     notes = [
-        f"{len(rows)} strings memorised by the original model, {n_indelible} indelible (removed "
-        f"by no method). {rule} Strings are masked (first character, top-level domain, hash).",
+        f"{len(rows)} string{'' if len(rows) == 1 else 's'} memorised by the original model, "
+        f"{n_indelible} indelible (removed by no method). {rule} Strings are masked (first "
+        "character, top-level domain, hash).",
     ]
     if len(rows) > len(kept):
         notes.append(f"Showing the {len(kept)} most memorised and every indelible string.")
