@@ -123,6 +123,16 @@ def fisher_input(wc, method=None):
     return {}
 
 
+# What scoring an nlp replicate's model reads besides the model itself: the evaluate rules and
+# the unlearning jobs that score their own models name these inputs alike.
+EVALUATE_DATA = {
+    "tokenizer": TOKENIZER,
+    "test": "results/data/{dataset}/test.parquet",
+    "train": "results/canaries/{dataset}/seed~{seed}/train.parquet",
+    "forget": "results/canaries/{dataset}/seed~{seed}/forget_set.json",
+    "retain": "results/canaries/{dataset}/seed~{seed}/retain_set.json",
+    "canaries": "results/canaries/{dataset}/seed~{seed}/canaries.csv",
+}
 # What the evaluate rule imports; the unlearning jobs score their models with the same code.
 EVALUATE_CODE = code(
     "evaluation",

@@ -6,15 +6,6 @@
 # same canaries), and all DP-SGD models (adding an epsilon rescores its siblings, ~5 s each,
 # and leaves the original's metrics, which the onion study and the main table read, alone).
 
-# What scoring an nlp replicate's model reads besides the model itself.
-EVALUATE_DATA = {
-    "tokenizer": TOKENIZER,
-    "test": "results/data/{dataset}/test.parquet",
-    "train": "results/canaries/{dataset}/seed~{seed}/train.parquet",
-    "forget": "results/canaries/{dataset}/seed~{seed}/forget_set.json",
-    "retain": "results/canaries/{dataset}/seed~{seed}/retain_set.json",
-    "canaries": "results/canaries/{dataset}/seed~{seed}/canaries.csv",
-}
 # The models of an nlp replicate that the evaluate rules score.
 TRAINED_MODELS = ["original", "retrained", *DP_MODELS]
 

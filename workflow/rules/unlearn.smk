@@ -13,13 +13,8 @@ rule unlearn:
     unlearning too."""
     input:
         unpack(fisher_input),
-        forget="results/canaries/{dataset}/seed~{seed}/forget_set.json",
-        retain="results/canaries/{dataset}/seed~{seed}/retain_set.json",
-        canaries="results/canaries/{dataset}/seed~{seed}/canaries.csv",
+        **EVALUATE_DATA,
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
-        tokenizer=TOKENIZER,
-        train="results/canaries/{dataset}/seed~{seed}/train.parquet",
-        test="results/data/{dataset}/test.parquet",
         code=list(dict.fromkeys(UNLEARN_CODE + EVALUATE_CODE)),
     output:
         model=model_files("results/models/{dataset}/seed~{seed}/unlearned~{method}"),
@@ -54,13 +49,8 @@ rule unlearn_cycles:
     with the evaluate rule's function and settings (results/eval/.../cycle~k~method.json)."""
     input:
         unpack(fisher_input),
-        forget="results/canaries/{dataset}/seed~{seed}/forget_set.json",
-        retain="results/canaries/{dataset}/seed~{seed}/retain_set.json",
-        canaries="results/canaries/{dataset}/seed~{seed}/canaries.csv",
+        **EVALUATE_DATA,
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
-        tokenizer=TOKENIZER,
-        train="results/canaries/{dataset}/seed~{seed}/train.parquet",
-        test="results/data/{dataset}/test.parquet",
         code=list(dict.fromkeys(UNLEARN_CODE + EVALUATE_CODE)),
     output:
         models=[

@@ -6,24 +6,21 @@ from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
-from unlearnbench.evaluation import EvalConfig, evaluation_inputs, metrics_record
-from unlearnbench.stage import record_stage, start_stage
+from unlearnbench.evaluation import record_metrics
+from unlearnbench.stage import start_stage
 
 params = dict(snakemake.params.items())
-cfg = EvalConfig.from_settings(params["evaluate"], seed=params["seed"])
-inp, wc = snakemake.input, snakemake.wildcards
 # model_files() lists config.json then model.safetensors per model: one folder per model.
-model_dirs = list(dict.fromkeys(str(Path(path).parent) for path in inp.models))
+model_dirs = list(dict.fromkeys(str(Path(path).parent) for path in snakemake.input.models))
 
 log = start_stage(snakemake.log[0], params, threads=snakemake.threads)
 for model_dir, metrics_path in zip(model_dirs, snakemake.output.metrics, strict=True):
-    log.info("evaluating %s", model_dir)
-    record_stage(
+    record_metrics(
         metrics_path,
-        params,
-        {"eval": params["seed"]},
-        lambda log, model_dir=model_dir: metrics_record(
-            model_dir, wc.dataset, params["seed"], cfg, **evaluation_inputs(inp)
-        ),
+        model_dir,
+        snakemake.wildcards.dataset,
+        params["evaluate"],
+        params["seed"],
+        snakemake.input,
         log,
     )

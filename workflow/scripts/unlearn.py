@@ -1,4 +1,4 @@
-"""Adapter of rules unlearn and unlearn_realworld (workflow/rules/unlearn.smk): one method, one
+"""Adapter of rules unlearn (unlearn.smk) and unlearn_realworld (realworld.smk): one method, one
 request; then the saved model is scored in the same process, as rule evaluate (nlp: output
 metrics) or the real-world re-scoring (output secrets and scored) would score it."""
 
@@ -16,7 +16,7 @@ params = dict(snakemake.params.items())
 inp, out, wc = snakemake.input, snakemake.output, snakemake.wildcards
 seed = params["seed"]
 fisher_paths = (inp.fisher_tensors, inp.fisher_meta) if hasattr(inp, "fisher_tensors") else None
-model_dir = Path(out.model[0]).parent
+out_dir = Path(out.model[0]).parent
 tokenizer_dir = Path(inp.tokenizer).parent
 
 run_stage(
@@ -37,43 +37,27 @@ run_stage(
         fisher_cfg=FisherConfig(**params["fisher"], seed=seed),
         trajectory=params["trajectory"],
         seed=seed,
-        out_dir=model_dir,
+        out_dir=out_dir,
     ),
     threads=snakemake.threads,
 )
 
 log = logging.getLogger("unlearnbench")
-log.info("scoring %s", model_dir)
 if hasattr(out, "metrics"):  # rule unlearn; unlearn_realworld writes secrets
-    from unlearnbench.evaluation import EvalConfig, evaluation_inputs, metrics_record
+    from unlearnbench.evaluation import record_metrics
 
-    # The evaluate rule's params, so the metrics carry the provenance evaluate would write.
-    scoring = {"evaluate": params["evaluate"], "seed": seed}
-    cfg = EvalConfig.from_settings(params["evaluate"], seed=seed)
-    record_stage(
-        out.metrics,
-        scoring,
-        {"eval": seed},
-        lambda log: metrics_record(
-            model_dir,
-            wc.dataset,
-            seed,
-            cfg,
-            **evaluation_inputs(inp),
-        ),
-        log,
-    )
+    record_metrics(out.metrics, out_dir, wc.dataset, params["evaluate"], seed, inp, log)
 else:
     from unlearnbench.realworld import RealworldConfig, score_secrets_stage
 
-    scoring = {"realworld": params["realworld"], "seed": seed}
     cfg = RealworldConfig(**params["realworld"], seed=seed)
+    log.info("scoring %s", out_dir)
     record_stage(
         out.scored,
-        scoring,
+        {"realworld": params["realworld"], "seed": seed},
         {"eval": seed},
         lambda log: score_secrets_stage(
-            model_dir,
+            out_dir,
             tokenizer_dir,
             inp.train,
             [inp.validation, inp.test],

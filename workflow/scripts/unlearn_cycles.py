@@ -5,9 +5,9 @@ from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
-from unlearnbench.evaluation import EvalConfig, evaluation_inputs, metrics_record
+from unlearnbench.evaluation import record_metrics
 from unlearnbench.fisher_estimation import FisherConfig
-from unlearnbench.stage import record_stage, run_stage
+from unlearnbench.stage import run_stage
 from unlearnbench.unlearning import unlearn_cycles_stage
 
 params = dict(snakemake.params.items())
@@ -16,27 +16,12 @@ fisher_paths = (inp.fisher_tensors, inp.fisher_meta) if hasattr(inp, "fisher_ten
 # model_files() lists config.json then model.safetensors per cycle: one folder per cycle.
 out_dirs = list(dict.fromkeys(str(Path(path).parent) for path in out.models))
 
-# The evaluate rule's params, so each cycle's metrics carry the provenance evaluate would write.
-eval_params = {"evaluate": params["evaluate"], "seed": params["seed"]}
-eval_cfg = EvalConfig.from_settings(eval_params["evaluate"], seed=params["seed"])
-
 
 def score_cycles(result, log):
     """Score every cycle's saved model exactly as rule evaluate would (reloaded from disk)."""
     for cycle, metrics_path in zip(result["cycles"], out.metrics, strict=True):
-        log.info("evaluating %s", cycle["model"])
-        record_stage(
-            metrics_path,
-            eval_params,
-            {"eval": params["seed"]},
-            lambda log, model=cycle["model"]: metrics_record(
-                model,
-                wc.dataset,
-                params["seed"],
-                eval_cfg,
-                **evaluation_inputs(inp),
-            ),
-            log,
+        record_metrics(
+            metrics_path, cycle["model"], wc.dataset, params["evaluate"], params["seed"], inp, log
         )
     return result
 

@@ -8,6 +8,7 @@ through ``evaluate_model``, so numbers are comparable by construction. Canary co
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .logs import progress
 from .models import fingerprint, load_model
 from .recipes import read_texts
 from .seeding import derive_seed, numpy_rng
+from .stage import record_stage
 from .tokenizer import load_tokenizer
 
 ESTIMATORS = ("exact", "extrapolated", "both")
@@ -180,31 +182,39 @@ def evaluate_model(
     }
 
 
-def metrics_record(
-    model_dir: str | Path, dataset: str, seed: int, cfg: EvalConfig, **paths: Any
+def record_metrics(
+    metrics_path: str | Path,
+    model_dir: str | Path,
+    dataset: str,
+    settings: Mapping[str, Any],
+    seed: int,
+    inputs: Any,
+    log: logging.Logger,
 ) -> dict[str, Any]:
-    """What rule evaluate writes for a saved model (``paths``: evaluate_model's arguments).
+    """Score the model saved in ``model_dir`` and write its metrics file, with the provenance
+    rule evaluate records (params ``{"evaluate": settings, "seed": seed}``).
 
-    unlearn and unlearn_cycles score their own models through this too, so every metrics file
-    has one shape whichever job wrote it.
+    ``inputs`` are a rule's named inputs ``tokenizer``, ``test``, ``train``, ``forget``,
+    ``retain``, ``canaries`` (EVALUATE_DATA in workflow/rules/common.smk). evaluate,
+    evaluate_dp, unlearn and unlearn_cycles all write through this, so every metrics file has
+    one shape whichever job wrote it.
     """
-    return {
-        "dataset": dataset,
-        "seed": seed,
-        "model_name": Path(model_dir).name,
-        **evaluate_model(model_dir, cfg=cfg, **paths),
-    }
+    cfg = EvalConfig.from_settings(settings, seed=seed)
 
+    def score(log: logging.Logger) -> dict[str, Any]:
+        metrics = evaluate_model(
+            model_dir,
+            Path(inputs.tokenizer).parent,
+            test_path=inputs.test,
+            train_path=inputs.train,
+            forget_path=inputs.forget,
+            retain_path=inputs.retain,
+            canaries_path=inputs.canaries,
+            cfg=cfg,
+        )
+        return {"dataset": dataset, "seed": seed, "model_name": Path(model_dir).name, **metrics}
 
-def evaluation_inputs(inputs: Any) -> dict[str, Any]:
-    """evaluate_model's path arguments from a rule's named inputs (``tokenizer``, ``test``,
-    ``train``, ``forget``, ``retain``, ``canaries``), which every rule that scores models
-    names alike (evaluate, unlearn, unlearn_cycles)."""
-    return {
-        "tokenizer_dir": Path(inputs.tokenizer).parent,
-        "test_path": inputs.test,
-        "train_path": inputs.train,
-        "forget_path": inputs.forget,
-        "retain_path": inputs.retain,
-        "canaries_path": inputs.canaries,
-    }
+    log.info("scoring %s", model_dir)
+    return record_stage(
+        metrics_path, {"evaluate": settings, "seed": seed}, {"eval": seed}, score, log
+    )
