@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -59,3 +61,20 @@ def job_counts(output: str) -> dict[str, int]:
 
 # The overlay every end-to-end test runs with (seconds per rule).
 SMOKE = ("--configfile", "config/smoke.yaml")
+
+
+def merged(base: dict, overlay: dict) -> dict:
+    """Snakemake's overlay rule: objects merge key by key, everything else is replaced."""
+    out = dict(base)
+    for key, value in overlay.items():
+        both_dicts = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = merged(base[key], value) if both_dicts else value
+    return out
+
+
+def config_of(*names: str) -> dict:
+    """A config as Snakemake builds it from config/<name> files: the first, then overlays."""
+    config: dict = {}
+    for name in names:
+        config = merged(config, yaml.safe_load((REPO / "config" / name).read_text()))
+    return config

@@ -29,11 +29,11 @@ import time
 import torch
 from opacus.grad_sample import GradSampleModule
 from transformers.pytorch_utils import Conv1D
-from unlearnbench.dp import DPConfig, make_private, private_step
-from unlearnbench.dp import make_optimizer as make_dp_optimizer
 from unlearnbench.lm_data import collate, mean_loss
 from unlearnbench.models import ModelConfig, build_model
-from unlearnbench.training import TrainConfig, make_optimizer
+from unlearnbench.training.dp import DPConfig, make_private, private_step
+from unlearnbench.training.dp import make_optimizer as make_dp_optimizer
+from unlearnbench.training.loop import TrainConfig, make_optimizer
 
 VOCAB, EOS, BATCH = 8192, 0, 32
 

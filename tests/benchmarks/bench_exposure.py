@@ -24,7 +24,7 @@ import time
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 from unlearnbench.exposure import exact_rank
-from unlearnbench.exposure_scoring import eval_mode, score_full_sequences
+from unlearnbench.exposure.scoring import eval_mode, score_full_sequences
 
 K = 6
 SPACE = 10**K

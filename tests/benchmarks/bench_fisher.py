@@ -30,8 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflow"))
 
-from unlearnbench.fisher import WoodburyFisher, uses_dual_form
-from unlearnbench.fisher_recursion import literal_recursion, literal_step
+from references.fisher_recursion import literal_recursion, literal_step
+from unlearnbench.fisher.woodbury import WoodburyFisher, uses_dual_form
 
 LOW_RANK = 8
 
@@ -48,14 +48,14 @@ def default_model():
 
 
 def default_model_layout():
-    from unlearnbench.per_example_grads import parameter_layout
+    from unlearnbench.fisher.per_example_grads import parameter_layout
 
     return parameter_layout(default_model())
 
 
 def grads_child(n: int) -> dict:
     """Real per-example gradients of the default model: loop vs vmap, n sequences of 128."""
-    from unlearnbench.per_example_grads import per_example_gradients
+    from unlearnbench.fisher.per_example_grads import per_example_gradients
 
     model = default_model()
     ids = torch.randint(0, 8192, (n, 128), generator=torch.Generator().manual_seed(2))

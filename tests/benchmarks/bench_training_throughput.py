@@ -14,7 +14,7 @@ import time
 import torch
 from unlearnbench.lm_data import collate, mean_loss
 from unlearnbench.models import ModelConfig, build_model
-from unlearnbench.training import TrainConfig, make_optimizer
+from unlearnbench.training.loop import TrainConfig, make_optimizer
 
 VOCAB, EOS, BATCH, LENGTH, STEPS = 8192, 0, 32, 100, 12
 

@@ -201,7 +201,7 @@ def test_categories_list_every_result(probed):
 
 def test_no_unmasked_address_in_report(report_html, probed):
     """Neither the page nor any embedded result holds an e-mail address or phone number."""
-    from unlearnbench.corpora.privacy import EMAIL_RE, PHONE_RE
+    from unlearnbench.pii import EMAIL_RE, PHONE_RE
 
     findings, _ = probed
     for path, record in findings["results"].items():

@@ -3,29 +3,10 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
-import yaml
+from snakemake_runner import config_of
 from unlearnbench.settings import ConfigError, load_schema, validate_config
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
-
-
-def load(*names: str) -> dict:
-    """A config as Snakemake builds it: default, then overlays (dicts merge, lists replace)."""
-    config: dict = {}
-    for name in names:
-        _merge(config, yaml.safe_load((CONFIG_DIR / name).read_text()))
-    return config
-
-
-def _merge(base: dict, update: dict) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
 
 
 @pytest.mark.parametrize(
@@ -33,7 +14,7 @@ def _merge(base: dict, update: dict) -> None:
     [("config.yaml",), ("config.yaml", "smoke.yaml"), ("config.yaml", "paper.yaml")],
 )
 def test_shipped_configs_are_valid(overlays):
-    validate_config(load(*overlays))
+    validate_config(config_of(*overlays))
 
 
 def test_defaults_are_filled():
@@ -125,7 +106,7 @@ BAD_CONFIGS = [
 
 @pytest.mark.parametrize(("change", "key", "word"), BAD_CONFIGS)
 def test_bad_config_names_key(change, key, word):
-    config = copy.deepcopy(load("config.yaml"))
+    config = copy.deepcopy(config_of("config.yaml"))
     for dotted, value in change.items():
         _set(config, dotted, value)
     with pytest.raises(ConfigError) as err:

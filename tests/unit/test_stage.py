@@ -7,7 +7,7 @@ import json
 import logging
 
 import pytest
-from unlearnbench.stage import record_stage, run_stage
+from unlearnbench.stage import Frame, choose_device, record_stage, run_stage
 
 
 def test_each_recorded_stage_carries_its_own_provenance(tmp_path):
@@ -17,15 +17,15 @@ def test_each_recorded_stage_carries_its_own_provenance(tmp_path):
         str(log_file),
         {"hyper": {"lr": 0.1}, "seed": 3},
         {"unlearn": 3},
-        lambda log: {"made": "model"},
+        lambda frame: {"made": "model"},
     )
-    log = logging.getLogger("unlearnbench")
+    frame = Frame(logging.getLogger("unlearnbench"))
     second = record_stage(
         str(tmp_path / "metrics.json"),
         {"evaluate": {"batch_size": 8}, "seed": 3},
         {"eval": 3},
-        lambda log: {"scored": "model"},
-        log,
+        lambda frame: {"scored": "model"},
+        frame,
     )
     for path, manifest in [("unlearn.json", first), ("metrics.json", second)]:
         assert json.loads((tmp_path / path).read_text()) == manifest
@@ -40,15 +40,31 @@ def test_each_recorded_stage_carries_its_own_provenance(tmp_path):
 
 def test_a_failing_stage_writes_no_result_and_logs_the_reason(tmp_path):
     log_file = tmp_path / "job.log"
-    run_stage(str(tmp_path / "first.json"), str(log_file), {}, {}, lambda log: {"ok": 1})
+    run_stage(str(tmp_path / "first.json"), str(log_file), {}, {}, lambda frame: {"ok": 1})
 
-    def broken(log):
+    def broken(frame):
         raise ValueError("evaluate.batch_size: must be positive")
 
     with pytest.raises(ValueError, match="batch_size"):
         record_stage(
-            str(tmp_path / "metrics.json"), {}, {}, broken, logging.getLogger("unlearnbench")
+            str(tmp_path / "metrics.json"), {}, {}, broken, Frame(logging.getLogger("unlearnbench"))
         )
     assert not (tmp_path / "metrics.json").exists()
     assert (tmp_path / "first.json").exists()  # what was computed before stays
     assert "failed: ValueError: evaluate.batch_size: must be positive" in log_file.read_text()
+
+
+def test_the_frame_records_the_device_and_the_modules_that_ran(tmp_path):
+    manifest = run_stage(str(tmp_path / "m.json"), None, {}, {}, lambda frame: {"on": frame.device})
+    assert manifest["on"] == "cpu" == manifest["provenance"]["device"]
+    modules = manifest["provenance"]["modules"]
+    assert "unlearnbench.stage" in modules and modules == sorted(modules)
+
+
+def test_a_job_that_asks_for_a_gpu_it_does_not_have_is_refused(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_device(0) == "cpu"
+    with pytest.raises(RuntimeError, match=r"resources\.gpu: this job asks for 1 GPU"):
+        choose_device(1)

@@ -8,28 +8,20 @@ dependency as an extra one.
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import pytest
 import yaml
-from snakemake_runner import REPO, SMOKE, job_counts, run_snakemake
+from snakemake_runner import REPO, SMOKE, config_of, job_counts, run_snakemake
+from unlearnbench import import_graph
+from unlearnbench.method_names import needs_fisher
 
 pytestmark = pytest.mark.slow
 
 
-def merged(base: dict, overlay: dict) -> dict:
-    """Snakemake's overlay rule: objects merge key by key, everything else is replaced."""
-    out = dict(base)
-    for key, value in overlay.items():
-        both_dicts = isinstance(value, dict) and isinstance(base.get(key), dict)
-        out[key] = merged(base[key], value) if both_dicts else value
-    return out
-
-
-SMOKE_CONFIG = merged(
-    yaml.safe_load((REPO / "config/config.yaml").read_text()),
-    yaml.safe_load((REPO / "config/smoke.yaml").read_text()),
-)
+SMOKE_CONFIG = config_of("config.yaml", "smoke.yaml")
 NLP = sum(d["kind"] == "nlp" for d in SMOKE_CONFIG["datasets"])
 REALWORLD = sum(d["kind"] == "realworld" for d in SMOKE_CONFIG["datasets"])
 CYCLE_METHODS = SMOKE_CONFIG["unlearn"]["cycle_methods"]
@@ -102,14 +94,87 @@ def test_an_evaluate_setting_rescores_every_nlp_model(study_copy):
 
 
 def test_editing_a_module_reruns_exactly_its_importers(study_copy):
-    module = study_copy / "workflow/unlearnbench/onion.py"
+    module = study_copy / "workflow/unlearnbench/studies/onion.py"
     module.write_text(module.read_text() + "\n# an edit\n")
     expected = {"onion_unlearn": NLP, "plot_onion_effect": 1, **ALWAYS}
     assert dry_run(study_copy) == expected
 
 
+def rule_graph(study) -> dict[str, set[str]]:
+    """Rule -> the rules that consume its outputs (`snakemake --rulegraph`)."""
+    dot = run_snakemake(study, "--rulegraph", "--cores", "1", *SMOKE).stdout
+    names = dict(re.findall(r'(\d+)\[label = "(\w+)"', dot))
+    children: dict[str, set[str]] = {name: set() for name in names.values()}
+    for parent, child in re.findall(r"(\d+) -> (\d+)", dot):
+        children[names[parent]].add(names[child])
+    return children
+
+
+def with_descendants(children: dict[str, set[str]], roots: set[str]) -> set[str]:
+    seen, todo = set(), list(roots)
+    while todo:
+        rule = todo.pop()
+        if rule not in seen:
+            seen.add(rule)
+            todo.extend(children.get(rule, ()))
+    return seen
+
+
+def importers(study, module: str) -> set[str]:
+    """Rules whose adapter script imports ``module``, by the import closure."""
+    scripts = (study / "workflow" / "scripts").glob("*.py")
+    rules = {s.stem for s in scripts if module in import_graph.script_closure(s)}
+    # evaluate_dp is `use rule evaluate`: the same script
+    return rules | ({"evaluate_dp"} if "evaluate" in rules else set())
+
+
+@pytest.mark.parametrize(
+    "module", ["unlearnbench.stage", "unlearnbench.replicate", "unlearnbench.pii"]
+)
+def test_editing_a_shared_module_reruns_exactly_the_rules_that_import_it(study_copy, module):
+    """stage.py (the adapters' frame) was once in no code= list: an edit reran nothing."""
+    path = Path(*module.split(".")).with_suffix(".py")
+    source = study_copy / "workflow" / path
+    source.write_text(source.read_text() + "\n# an edit\n")
+    direct = importers(study_copy, module)
+    assert direct, f"no rule imports {module}"
+    jobs = dry_run(study_copy)
+    # The importers rerun, every job of them, and what consumes their outputs; nothing else.
+    assert set(jobs) == with_descendants(rule_graph(study_copy), direct)
+    every = job_counts(run_snakemake(study_copy, "-n", "--forceall", "--cores", "1", *SMOKE).stdout)
+    assert {rule: jobs[rule] for rule in direct} == {rule: every[rule] for rule in direct}
+
+
+def test_editing_a_test_only_reference_reruns_nothing(study_copy):
+    reference = study_copy / "tests" / "references" / "fisher_recursion.py"
+    reference.parent.mkdir(parents=True)
+    reference.write_text((REPO / "tests/references/fisher_recursion.py").read_text() + "# edit\n")
+    proc = run_snakemake(study_copy, "all", "-n", "--cores", "1", *SMOKE)
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+
+def test_a_fisher_setting_reruns_only_what_reads_the_fisher(study_copy):
+    """Gradient ascent and fine-tuning never read the Fisher: they stay."""
+    fisher_methods = [m for m in SMOKE_CONFIG["unlearn"]["run"] if needs_fisher(m)]
+    fisher_cycles = [m for m in CYCLE_METHODS if needs_fisher(m)]
+    jobs = dry_run(study_copy, "fisher:\n  damping: 0.002\n")
+    expected = {
+        "estimate_fisher": NLP + REALWORLD,
+        "fisher_scaling": 1,
+        "plot_fisher_scaling": 1,
+        "unlearn": len(fisher_methods) * NLP,
+        "unlearn_realworld": len(fisher_methods) * REALWORLD,
+        "unlearn_cycles": len(fisher_cycles) * NLP,
+        "onion_unlearn": NLP * needs_fisher(SMOKE_CONFIG["onion"]["method"]),
+        "plot_onion_effect": needs_fisher(SMOKE_CONFIG["onion"]["method"]),
+        **UNLEARNING_REPORTS,
+        **ALWAYS,
+    }
+    assert jobs == {k: v for k, v in expected.items() if v}
+
+
 def test_rewriting_a_module_with_the_same_bytes_reruns_nothing(study_copy):
-    module = study_copy / "workflow/unlearnbench/onion.py"
+    module = study_copy / "workflow/unlearnbench/studies/onion.py"
     module.write_bytes(module.read_bytes())  # new mtime, same content
     proc = run_snakemake(study_copy, "all", "-n", "--cores", "1", *SMOKE)
     assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]

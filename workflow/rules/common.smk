@@ -3,8 +3,9 @@ import os
 import re
 from pathlib import Path
 
+from unlearnbench.import_graph import files_of, script_closure
 from unlearnbench.method_names import needs_fisher
-from unlearnbench.reporting import targets
+from unlearnbench.reporting import paths
 
 
 def canonical(value):
@@ -17,8 +18,6 @@ def canonical(value):
         return [canonical(item) for item in value]
     return value
 
-
-PACKAGE = Path(workflow.basedir) / "workflow" / "unlearnbench"
 
 # Keys sorted once here (see canonical()): rules pass these dicts on as params.
 DATASET = {ds["name"]: canonical(ds) for ds in config["datasets"]}
@@ -45,11 +44,19 @@ DP_MODELS = [f"dp_eps~{label}" for label in EPSILON]
 METHODS = config["unlearn"]["run"]
 REQUESTS = config["canaries"]["requests"]
 UNLEARNED_MODELS = [f"unlearned~{method}" for method in METHODS]
+
+
+def fisher_settings(method):
+    """The fisher block for a method that reads the Fisher, else nothing: a change of the
+    Fisher's settings then reruns only the Fisher-based methods."""
+    return config["fisher"] if needs_fisher(method) else {}
+
+
 # What every unlearning job passes to its method (unlearn, unlearn_realworld, unlearn_cycles).
 UNLEARN_PARAMS = {
     "hyper": lambda wc: config["unlearn"]["methods"][wc.method],
     "trajectory": config["unlearn"]["trajectory"],
-    "fisher": config["fisher"],
+    "fisher": lambda wc: fisher_settings(wc.method),
     "seed": lambda wc: int(wc.seed),
 }
 CYCLE_MODELS = [
@@ -80,19 +87,15 @@ def request_manifests(wc):
 # Wildcard constraints are declared in the Snakefile (the linter wants no directives here).
 
 
-def code(*modules):
-    """Inputs naming the package files a job imports; Snakemake does not track Python imports,
-    so listing them makes an edit rerun exactly the rules that use the edited module.
-    A name is a module (``seeding``) or a subpackage (``corpora``, all of its files)."""
-    files = ["__init__.py", "logs.py", "provenance.py"]
-    for name in modules:
-        if (PACKAGE / name).is_dir():
-            files += sorted(str(p.relative_to(PACKAGE)) for p in (PACKAGE / name).glob("*.py"))
-        else:
-            files.append(f"{name}.py")
+def code(script):
+    """Inputs naming the package files that workflow/scripts/<script>.py imports, transitively
+    (read from the imports by unlearnbench.import_graph, never listed by hand). Snakemake does
+    not track Python imports; listing them makes an edit rerun exactly the rules whose code
+    runs the edited module."""
+    path = Path(workflow.basedir) / "workflow" / "scripts" / f"{script}.py"
     # Relative to the working directory, so that moving or copying a finished study (workflow
     # and results together) keeps the recorded input sets equal and reruns nothing.
-    return [os.path.relpath(PACKAGE / f) for f in dict.fromkeys(files)]
+    return [os.path.relpath(p) for p in files_of(script_closure(path))]
 
 
 def log_path(rule, *wildcards):
@@ -124,7 +127,8 @@ def fisher_input(wc, method=None):
 
 
 # What scoring an nlp replicate's model reads besides the model itself: the evaluate rules and
-# the unlearning jobs that score their own models name these inputs alike.
+# the unlearning jobs that score their own models name these inputs alike (the names
+# unlearnbench.replicate.ReplicateFiles.from_inputs reads).
 EVALUATE_DATA = {
     "tokenizer": TOKENIZER,
     "test": "results/data/{dataset}/test.parquet",
@@ -133,41 +137,3 @@ EVALUATE_DATA = {
     "retain": "results/canaries/{dataset}/seed~{seed}/retain_set.json",
     "canaries": "results/canaries/{dataset}/seed~{seed}/canaries.csv",
 }
-# What the evaluate rule imports; the unlearning jobs score their models with the same code.
-EVALUATE_CODE = code(
-    "evaluation",
-    "exposure",
-    "exposure_scoring",
-    "exposure_tree",
-    "exposure_extrapolated",
-    "exposure_extraction",
-    "lm_data",
-    "models",
-    "recipes",
-    "canaries",
-    "tokenizer",
-    "seeding",
-)
-
-
-UNLEARN_CODE = code(
-    "unlearning",
-    "fisher_estimation",
-    "fisher",
-    "fisher_io",
-    "fisher_recursion",
-    "per_example_grads",
-    "exposure",
-    "exposure_scoring",
-    "exposure_extrapolated",
-    "exposure_tree",
-    "exposure_extraction",
-    "training",
-    "checkpoint",
-    "lm_data",
-    "models",
-    "recipes",
-    "canaries",
-    "tokenizer",
-    "seeding",
-)

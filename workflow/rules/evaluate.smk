@@ -21,7 +21,7 @@ rule evaluate:
             for model in ["original", "retrained"]
             for path in model_files(f"results/models/{{dataset}}/seed~{{seed}}/{model}")
         ],
-        code=EVALUATE_CODE,
+        code=code("evaluate"),
     output:
         metrics=[
             ensure(f"results/eval/{{dataset}}/seed~{{seed}}/{model}.json", non_empty=True)
@@ -55,7 +55,7 @@ if DP_MODELS:
                 for model in DP_MODELS
                 for path in model_files(f"results/models/{{dataset}}/seed~{{seed}}/{model}")
             ],
-            code=EVALUATE_CODE,
+            code=code("evaluate"),
         output:
             metrics=[
                 ensure(f"results/eval/{{dataset}}/seed~{{seed}}/{model}.json", non_empty=True)

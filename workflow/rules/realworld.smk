@@ -4,18 +4,6 @@
 # the job that made it.
 # Strings appear only masked with a short hash in every output.
 
-# What finding and re-scoring the strings imports.
-REALWORLD_CODE = code(
-    "realworld",
-    "corpora",
-    "exposure_scoring",
-    "lm_data",
-    "models",
-    "recipes",
-    "tokenizer",
-    "seeding",
-)
-
 
 rule find_secrets:
     """Score the e-mail addresses and phone numbers of the training split under the original
@@ -28,7 +16,7 @@ rule find_secrets:
         train="results/data/{dataset}/train.parquet",
         validation="results/data/{dataset}/validation.parquet",
         test="results/data/{dataset}/test.parquet",
-        code=REALWORLD_CODE,
+        code=code("find_secrets"),
     output:
         secrets="results/realworld/{dataset}/seed~{seed}/secrets_original.csv",
         heldout="results/realworld/{dataset}/seed~{seed}/heldout_original.csv",
@@ -71,7 +59,7 @@ rule unlearn_realworld:
         train="results/data/{dataset}/train.parquet",
         validation="results/data/{dataset}/validation.parquet",
         test="results/data/{dataset}/test.parquet",
-        code=list(dict.fromkeys(UNLEARN_CODE + REALWORLD_CODE)),
+        code=code("unlearn_realworld"),
     output:
         model=model_files("results/models/{dataset}/seed~{seed}/unlearned~{method}"),
         manifest=ensure(
@@ -100,7 +88,7 @@ rule unlearn_realworld:
         **UNLEARN_PARAMS,
         realworld=config["realworld"],
     script:
-        "../scripts/unlearn.py"
+        "../scripts/unlearn_realworld.py"
 
 
 rule realworld:

@@ -1,8 +1,9 @@
 # Tables and figures of the study, and the front page of `snakemake --report`.
 # Each rule reads exactly the metrics it shows, so a change reruns only what depends on it.
 # Include this file last: the cost table lists the benchmark files of every other rule.
-# Path helpers live in unlearnbench.reporting.targets (imported in common.smk; the linter wants
-# no functions here).
+# Path helpers live in unlearnbench.reporting.paths (imported in common.smk; the linter wants
+# no functions here). Table and figure jobs are light (seconds, no torch): they run on the
+# machine that runs Snakemake (localrules), with the profile's default resources.
 
 
 report: "../report/workflow.rst"
@@ -10,16 +11,6 @@ report: "../report/workflow.rst"
 
 SECOND_ORDER_METHODS = [m for m in METHODS if m.startswith("fisher_")]
 PER_REPLICATE = {"dataset": NLP_DATASETS, "seed": REPLICATES}
-# Package modules (code= inputs) of the table rules; figures also import the tables' labels.
-TABLE_CODE = [
-    "reporting/__init__",
-    "reporting/loaders",
-    "reporting/render",
-    "reporting/tables",
-    "corpora/__init__",
-    "corpora/privacy",
-]
-FIGURE_CODE = [*TABLE_CODE, "reporting/plotting"]
 # Real-world case study: a string counts as removed below this score (bits, realworld config);
 # the table shows this many strings (plus every indelible one).
 REMOVED_BELOW_BITS = config["realworld"]["removed_below"]
@@ -43,32 +34,41 @@ COST_OVERRIDES = {
 }
 
 
+localrules:
+    tabulate_results,
+    tabulate_dp,
+    tabulate_cost,
+    tabulate_realworld,
+    plot_unlearning_trajectories,
+    plot_privacy_utility,
+    plot_unlearning_cycles,
+    plot_weight_changes,
+    plot_onion_effect,
+    plot_fisher_scaling,
+
+
 rule tabulate_results:
     """Main table: exposure, extraction, perplexity and cost per dataset x model."""
     input:
-        evaluations=targets.expand_grid(
-            targets.EVALUATION, **PER_REPLICATE, model=["original", "retrained", *UNLEARNED_MODELS]
+        evaluations=paths.expand_grid(
+            paths.EVALUATION, **PER_REPLICATE, model=["original", "retrained", *UNLEARNED_MODELS]
         ),
-        manifests=targets.expand_grid(
-            targets.TRAIN_MANIFEST, **PER_REPLICATE, model=["original", "retrained"]
+        manifests=paths.expand_grid(
+            paths.TRAIN_MANIFEST, **PER_REPLICATE, model=["original", "retrained"]
         )
-        + targets.expand_grid(targets.UNLEARN_MANIFEST, **PER_REPLICATE, model=UNLEARNED_MODELS),
+        + paths.expand_grid(paths.UNLEARN_MANIFEST, **PER_REPLICATE, model=UNLEARNED_MODELS),
         fisher=(
-            targets.expand_grid(targets.FISHER_MANIFEST, **PER_REPLICATE)
+            paths.expand_grid(paths.FISHER_MANIFEST, **PER_REPLICATE)
             if SECOND_ORDER_METHODS
             else []
         ),
-        code=code(*TABLE_CODE),
+        code=code("tabulate_results"),
     output:
-        **targets.table_outputs("main_results", report),
+        **paths.table_outputs("main_results", report),
     log:
         log_path("tabulate_results"),
     conda:
         "../../envs/unlearnbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     params:
         methods=METHODS,
     script:
@@ -78,23 +78,19 @@ rule tabulate_results:
 rule tabulate_dp:
     """DP-SGD at every epsilon beside the unlearning methods: perplexity and exposure."""
     input:
-        evaluations=targets.expand_grid(
-            targets.EVALUATION,
+        evaluations=paths.expand_grid(
+            paths.EVALUATION,
             **PER_REPLICATE,
             model=["original", "retrained", *DP_MODELS, *UNLEARNED_MODELS],
         ),
-        manifests=targets.expand_grid(targets.TRAIN_MANIFEST, **PER_REPLICATE, model=DP_MODELS),
-        code=code(*TABLE_CODE),
+        manifests=paths.expand_grid(paths.TRAIN_MANIFEST, **PER_REPLICATE, model=DP_MODELS),
+        code=code("tabulate_dp"),
     output:
-        **targets.table_outputs("dp_privacy_utility", report),
+        **paths.table_outputs("dp_privacy_utility", report),
     log:
         log_path("tabulate_dp"),
     conda:
         "../../envs/unlearnbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     params:
         methods=METHODS,
     script:
@@ -104,21 +100,17 @@ rule tabulate_dp:
 rule tabulate_cost:
     """Wall time and peak memory of every stage, from the benchmark files, grouped by rule."""
     input:
-        benchmarks=lambda wildcards: targets.stage_benchmarks(
+        benchmarks=lambda wildcards: paths.stage_benchmarks(
             workflow.rules,
             lambda rule: {**COST_WILDCARDS, **COST_OVERRIDES.get(rule, {})},
         ),
-        code=code(*TABLE_CODE),
+        code=code("tabulate_cost"),
     output:
-        **targets.table_outputs("cost", report),
+        **paths.table_outputs("cost", report),
     log:
         log_path("tabulate_cost"),
     conda:
         "../../envs/unlearnbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     script:
         "../scripts/tabulate_cost.py"
 
@@ -126,23 +118,19 @@ rule tabulate_cost:
 rule tabulate_realworld:
     """Memorised real-world strings (masked), what each method removed, the indelible ones."""
     input:
-        secrets=targets.expand_grid(
-            targets.SECRETS,
+        secrets=paths.expand_grid(
+            paths.SECRETS,
             dataset=REALWORLD_DATASETS,
             seed=REPLICATES,
             model=["original", *UNLEARNED_MODELS],
         ),
-        code=code(*TABLE_CODE),
+        code=code("tabulate_realworld"),
     output:
-        **targets.table_outputs("realworld_secrets", report),
+        **paths.table_outputs("realworld_secrets", report),
     log:
         log_path("tabulate_realworld"),
     conda:
         "../../envs/unlearnbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     params:
         methods=METHODS,
         removed_below_bits=REMOVED_BELOW_BITS,
@@ -151,28 +139,18 @@ rule tabulate_realworld:
         "../scripts/tabulate_realworld.py"
 
 
-# Figures import the tables' labels, hence the table modules.
-FIGURE_CODE = [*TABLE_CODE, "reporting/plotting"]
-
-
 rule plot_unlearning_trajectories:
     """Removed-canary exposure vs unlearning step, per method and repetition count."""
     input:
-        unlearn=targets.expand_grid(
-            targets.UNLEARN_MANIFEST, **PER_REPLICATE, model=UNLEARNED_MODELS
-        ),
-        original=targets.expand_grid(targets.EVALUATION, **PER_REPLICATE, model=["original"]),
-        code=code(*FIGURE_CODE, "reporting/figures_unlearning"),
+        unlearn=paths.expand_grid(paths.UNLEARN_MANIFEST, **PER_REPLICATE, model=UNLEARNED_MODELS),
+        original=paths.expand_grid(paths.EVALUATION, **PER_REPLICATE, model=["original"]),
+        code=code("plot_unlearning_trajectories"),
     output:
-        **targets.figure_outputs("unlearning_trajectories", report),
+        **paths.figure_outputs("unlearning_trajectories", report),
     log:
         log_path("plot_unlearning_trajectories"),
     conda:
         "../../envs/unlearnbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=1500,
-        runtime=10,
     params:
         methods=METHODS,
     script:
@@ -182,22 +160,18 @@ rule plot_unlearning_trajectories:
 rule plot_privacy_utility:
     """Exposure vs test perplexity for every unlearning method and every DP epsilon."""
     input:
-        evaluations=targets.expand_grid(
-            targets.EVALUATION,
+        evaluations=paths.expand_grid(
+            paths.EVALUATION,
             **PER_REPLICATE,
             model=["original", "retrained", *DP_MODELS, *UNLEARNED_MODELS],
         ),
-        code=code(*FIGURE_CODE, "reporting/figures_studies"),
+        code=code("plot_privacy_utility"),
     output:
-        **targets.figure_outputs("privacy_utility", report),
+        **paths.figure_outputs("privacy_utility", report),
     log:
         log_path("plot_privacy_utility"),
     conda:
         "../../envs/unlearnbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=1500,
-        runtime=10,
     params:
         methods=METHODS,
     script:
@@ -207,20 +181,16 @@ rule plot_privacy_utility:
 rule plot_unlearning_cycles:
     """Test perplexity and exposure after each of K sequential unlearning requests."""
     input:
-        evaluations=targets.expand_grid(
-            targets.EVALUATION, **PER_REPLICATE, model=["original", *CYCLE_MODELS]
+        evaluations=paths.expand_grid(
+            paths.EVALUATION, **PER_REPLICATE, model=["original", *CYCLE_MODELS]
         ),
-        code=code(*FIGURE_CODE, "reporting/figures_unlearning"),
+        code=code("plot_unlearning_cycles"),
     output:
-        **targets.figure_outputs("unlearning_cycles", report),
+        **paths.figure_outputs("unlearning_cycles", report),
     log:
         log_path("plot_unlearning_cycles"),
     conda:
         "../../envs/unlearnbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=1500,
-        runtime=10,
     params:
         methods=METHODS,
     script:
@@ -230,23 +200,19 @@ rule plot_unlearning_cycles:
 rule plot_weight_changes:
     """Histograms of theta' - theta per method and layer type (first replicate)."""
     input:
-        unlearn=targets.expand_grid(
-            targets.UNLEARN_MANIFEST,
+        unlearn=paths.expand_grid(
+            paths.UNLEARN_MANIFEST,
             dataset=NLP_DATASETS,
             seed=REPLICATES[:1],
             model=UNLEARNED_MODELS,
         ),
-        code=code(*FIGURE_CODE, "reporting/figures_unlearning"),
+        code=code("plot_weight_changes"),
     output:
-        **targets.figure_outputs("weight_changes", report),
+        **paths.figure_outputs("weight_changes", report),
     log:
         log_path("plot_weight_changes"),
     conda:
         "../../envs/unlearnbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=1500,
-        runtime=10,
     params:
         methods=METHODS,
     script:
@@ -256,20 +222,14 @@ rule plot_weight_changes:
 rule plot_onion_effect:
     """Control-canary exposure change after targeted vs random removal."""
     input:
-        onion=targets.expand_grid(
-            targets.ONION, **PER_REPLICATE, selection=targets.ONION_SELECTIONS
-        ),
-        code=code(*FIGURE_CODE, "reporting/figures_studies"),
+        onion=paths.expand_grid(paths.ONION, **PER_REPLICATE, selection=paths.ONION_SELECTIONS),
+        code=code("plot_onion_effect"),
     output:
-        **targets.figure_outputs("onion_effect", report),
+        **paths.figure_outputs("onion_effect", report),
     log:
         log_path("plot_onion_effect"),
     conda:
         "../../envs/unlearnbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=1500,
-        runtime=10,
     script:
         "../scripts/plot_onion_effect.py"
 
@@ -277,18 +237,14 @@ rule plot_onion_effect:
 rule plot_fisher_scaling:
     """Fisher estimation time and memory vs the number of gradients m and model size d."""
     input:
-        scaling=targets.SCALING,
-        code=code(*FIGURE_CODE, "reporting/figures_studies"),
+        scaling=paths.SCALING,
+        code=code("plot_fisher_scaling"),
     output:
-        **targets.figure_outputs("fisher_scaling", report),
+        **paths.figure_outputs("fisher_scaling", report),
     log:
         log_path("plot_fisher_scaling"),
     conda:
         "../../envs/unlearnbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=1500,
-        runtime=10,
     script:
         "../scripts/plot_fisher_scaling.py"
 

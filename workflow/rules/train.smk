@@ -10,7 +10,7 @@ rule pretrain_base:
     input:
         tokenizer=TOKENIZER,
         train=expand("results/data/{dataset}/train.parquet", dataset=config["pretrain"]["datasets"]),
-        code=code("recipes", "models", "training", "checkpoint", "lm_data", "tokenizer", "seeding"),
+        code=code("pretrain_base"),
     output:
         model=model_files("results/models/base"),
         manifest=ensure("results/models/base/train.json", non_empty=True),
@@ -41,7 +41,7 @@ rule finetune:
         base=model_files("results/models/base"),
         tokenizer=TOKENIZER,
         train=training_split,
-        code=code("recipes", "models", "training", "checkpoint", "lm_data", "tokenizer", "seeding"),
+        code=code("finetune"),
     output:
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
         manifest=ensure("results/models/{dataset}/seed~{seed}/original/train.json", non_empty=True),
@@ -71,7 +71,7 @@ rule retrain:
         tokenizer=TOKENIZER,
         train="results/canaries/{dataset}/seed~{seed}/train.parquet",
         retain="results/canaries/{dataset}/seed~{seed}/retain_set.json",
-        code=code("recipes", "models", "training", "checkpoint", "lm_data", "tokenizer", "seeding"),
+        code=code("retrain"),
     output:
         model=model_files("results/models/{dataset}/seed~{seed}/retrained"),
         manifest=ensure("results/models/{dataset}/seed~{seed}/retrained/train.json", non_empty=True),
@@ -103,7 +103,7 @@ rule train_dp:
         base=model_files("results/models/base"),
         tokenizer=TOKENIZER,
         train="results/canaries/{dataset}/seed~{seed}/train.parquet",
-        code=code("recipes", "dp", "models", "checkpoint", "lm_data", "tokenizer", "seeding"),
+        code=code("train_dp"),
     output:
         model=model_files("results/models/{dataset}/seed~{seed}/dp_eps~{eps}"),
         manifest=ensure(

@@ -15,7 +15,7 @@ rule unlearn:
         unpack(fisher_input),
         **EVALUATE_DATA,
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
-        code=list(dict.fromkeys(UNLEARN_CODE + EVALUATE_CODE)),
+        code=code("unlearn"),
     output:
         model=model_files("results/models/{dataset}/seed~{seed}/unlearned~{method}"),
         manifest=ensure(
@@ -51,7 +51,7 @@ rule unlearn_cycles:
         unpack(fisher_input),
         **EVALUATE_DATA,
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
-        code=list(dict.fromkeys(UNLEARN_CODE + EVALUATE_CODE)),
+        code=code("unlearn_cycles"),
     output:
         models=[
             path
@@ -119,11 +119,11 @@ rule onion_unlearn:
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
         tokenizer=TOKENIZER,
         train="results/canaries/{dataset}/seed~{seed}/train.parquet",
-        code=UNLEARN_CODE + code("onion"),
+        code=code("onion_unlearn"),
     output:
         metrics=[
             ensure(f"results/onion/{{dataset}}/seed~{{seed}}/{selection}.json", non_empty=True)
-            for selection in targets.ONION_SELECTIONS
+            for selection in paths.ONION_SELECTIONS
         ],
     log:
         log_path("onion_unlearn", "{dataset}", "seed~{seed}"),
@@ -139,11 +139,11 @@ rule onion_unlearn:
         runtime=60,
         gpu=0,
     params:
-        selections=targets.ONION_SELECTIONS,
+        selections=paths.ONION_SELECTIONS,
         onion=config["onion"],
         hyper=config["unlearn"]["methods"][config["onion"]["method"]],
         trajectory=config["unlearn"]["trajectory"],
-        fisher=config["fisher"],
+        fisher=fisher_settings(config["onion"]["method"]),
         seed=lambda wc: int(wc.seed),
     script:
         "../scripts/onion_unlearn.py"

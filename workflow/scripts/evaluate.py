@@ -1,5 +1,6 @@
-"""Adapter of rules evaluate and evaluate_dp (workflow/rules/evaluate.smk): score each model of
-``input.models`` into the metrics file at the same position of ``output.metrics``."""
+"""Adapter of rules evaluate and evaluate_dp (workflow/rules/evaluate.smk; evaluate_dp is
+``use rule evaluate``): score each model of ``input.models`` into the metrics file at the same
+position of ``output.metrics``."""
 
 import sys
 from pathlib import Path
@@ -7,20 +8,16 @@ from pathlib import Path
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
 from unlearnbench.evaluation import record_metrics
+from unlearnbench.replicate import ReplicateFiles
 from unlearnbench.stage import start_stage
 
 params = dict(snakemake.params.items())
+replicate = ReplicateFiles.from_inputs(snakemake.input, snakemake.wildcards.dataset, params["seed"])
 # model_files() lists config.json then model.safetensors per model: one folder per model.
 model_dirs = list(dict.fromkeys(str(Path(path).parent) for path in snakemake.input.models))
 
-log = start_stage(snakemake.log[0], params, threads=snakemake.threads)
+frame = start_stage(
+    snakemake.log[0], params, threads=snakemake.threads, gpus=snakemake.resources.get("gpu", 0)
+)
 for model_dir, metrics_path in zip(model_dirs, snakemake.output.metrics, strict=True):
-    record_metrics(
-        metrics_path,
-        model_dir,
-        snakemake.wildcards.dataset,
-        params["evaluate"],
-        params["seed"],
-        snakemake.input,
-        log,
-    )
+    record_metrics(metrics_path, model_dir, replicate, params["evaluate"], frame)

@@ -5,9 +5,10 @@ from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
-from unlearnbench.recipes import finetune_from, read_texts
 from unlearnbench.stage import run_stage
-from unlearnbench.training import TrainConfig
+from unlearnbench.texts import read_texts
+from unlearnbench.training.loop import TrainConfig
+from unlearnbench.training.stages import finetune_from
 
 params = dict(snakemake.params.items())
 recipe = TrainConfig(**params["recipe"], seed=params["seed"], key="train.finetune")
@@ -18,13 +19,15 @@ run_stage(
     snakemake.log[0],
     params,
     {"data_order": params["seed"]},
-    lambda log: finetune_from(
+    lambda frame: finetune_from(
         Path(inp.base[0]).parent,
         Path(inp.tokenizer).parent,
         read_texts([inp.train]),
         recipe,
         out_dir=Path(snakemake.output.model[0]).parent,
         checkpoint_dir=params["checkpoint"],
+        device=frame.device,
     ),
     threads=snakemake.threads,
+    gpus=snakemake.resources.get("gpu", 0),
 )

@@ -8,9 +8,9 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, als
 from unlearnbench.lm_data import encode_texts
 from unlearnbench.models import ModelConfig
 from unlearnbench.provenance import atomic_path
-from unlearnbench.recipes import read_texts
-from unlearnbench.scaling import ScalingConfig, fisher_scaling
 from unlearnbench.stage import run_stage
+from unlearnbench.studies.fisher_scaling import ScalingConfig, fisher_scaling
+from unlearnbench.texts import read_texts
 from unlearnbench.tokenizer import load_tokenizer
 
 params = dict(snakemake.params.items())
@@ -25,7 +25,7 @@ model_cfg = ModelConfig(**params["model"])
 inp, out = snakemake.input, snakemake.output
 
 
-def work(log):
+def work(frame):
     tokenizer = load_tokenizer(Path(inp.tokenizer).parent)
     texts = read_texts(inp.train)[: max(cfg.examples)]
     sequences = encode_texts(tokenizer, texts, model_cfg.n_positions)

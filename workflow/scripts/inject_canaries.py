@@ -4,24 +4,21 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
-import pandas as pd
 from unlearnbench.canaries import CanaryConfig, inject_canaries, write_injection
 from unlearnbench.stage import run_stage
+from unlearnbench.texts import read_texts
 
 params = dict(snakemake.params.items())
 cfg = CanaryConfig(**params["canaries"], seed=params["seed"])
 inp, out = snakemake.input, snakemake.output
 
 
-def work(log):
-    def texts(path):
-        return pd.read_parquet(path, columns=["text"])["text"].tolist()
-
+def work(frame):
     result = inject_canaries(
         snakemake.wildcards.dataset,
         cfg,
-        train=texts(inp.train),
-        held_out=texts(inp.validation) + texts(inp.test),
+        train=read_texts([inp.train]),
+        held_out=read_texts([inp.validation, inp.test]),
     )
     return write_injection(
         result,

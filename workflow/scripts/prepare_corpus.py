@@ -16,7 +16,7 @@ run_stage(
     snakemake.log[0],
     params,
     {"split": params["seed"]},
-    lambda log: prepare_corpus(
+    lambda frame: prepare_corpus(
         snakemake.wildcards.dataset,
         params["source"],
         split,

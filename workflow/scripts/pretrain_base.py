@@ -6,9 +6,10 @@ from pathlib import Path
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
 from unlearnbench.models import ModelConfig
-from unlearnbench.recipes import pretrain_base, read_texts
 from unlearnbench.stage import run_stage
-from unlearnbench.training import TrainConfig
+from unlearnbench.texts import read_texts
+from unlearnbench.training.loop import TrainConfig
+from unlearnbench.training.stages import pretrain_base
 
 params = dict(snakemake.params.items())
 recipe = TrainConfig(**params["recipe"], seed=params["seed"], key="train.pretrain")
@@ -18,7 +19,7 @@ run_stage(
     snakemake.log[0],
     params,
     {"init": params["seed"], "data_order": params["seed"]},
-    lambda log: pretrain_base(
+    lambda frame: pretrain_base(
         ModelConfig(**params["model"]),
         Path(snakemake.input.tokenizer).parent,
         read_texts(snakemake.input.train),
@@ -26,6 +27,8 @@ run_stage(
         out_dir=Path(snakemake.output.model[0]).parent,
         checkpoint_dir=params["checkpoint"],
         seed=params["seed"],
+        device=frame.device,
     ),
     threads=snakemake.threads,
+    gpus=snakemake.resources.get("gpu", 0),
 )

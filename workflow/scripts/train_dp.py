@@ -5,9 +5,10 @@ from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
-from unlearnbench.dp import DPConfig
-from unlearnbench.recipes import dp_finetune_from, read_texts
 from unlearnbench.stage import run_stage
+from unlearnbench.texts import read_texts
+from unlearnbench.training.dp import DPConfig
+from unlearnbench.training.dp_stage import dp_finetune_from
 
 params = dict(snakemake.params.items())
 recipe = DPConfig(**params["recipe"], target_epsilon=params["epsilon"], seed=params["seed"])
@@ -18,13 +19,15 @@ run_stage(
     snakemake.log[0],
     params,
     {"dp": params["seed"], "data_order": params["seed"]},
-    lambda log: dp_finetune_from(
+    lambda frame: dp_finetune_from(
         Path(inp.base[0]).parent,
         Path(inp.tokenizer).parent,
         read_texts([inp.train]),
         recipe,
         out_dir=Path(snakemake.output.model[0]).parent,
         checkpoint_dir=params["checkpoint"],
+        device=frame.device,
     ),
     threads=snakemake.threads,
+    gpus=snakemake.resources.get("gpu", 0),
 )

@@ -23,7 +23,7 @@ run_stage(
     snakemake.log[0],
     params,
     {},
-    lambda log: train_tokenizer(
+    lambda frame: train_tokenizer(
         texts(),
         vocab_size=params["vocab_size"],
         min_frequency=params["min_frequency"],

@@ -1,4 +1,5 @@
-"""Adapter of rule unlearn_cycles (workflow/rules/unlearn.smk): K sequential requests."""
+"""Adapter of rule unlearn_cycles (workflow/rules/unlearn.smk): K sequential requests, then
+every cycle's saved model scored as rule evaluate would score it."""
 
 import sys
 from pathlib import Path
@@ -6,23 +7,33 @@ from pathlib import Path
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
 from unlearnbench.evaluation import record_metrics
-from unlearnbench.fisher_estimation import FisherConfig
+from unlearnbench.fisher.estimation import FisherConfig
+from unlearnbench.replicate import ReplicateFiles
 from unlearnbench.stage import run_stage
-from unlearnbench.unlearning import unlearn_cycles_stage
+from unlearnbench.studies.cycles import unlearn_cycles_stage
 
 params = dict(snakemake.params.items())
-inp, out, wc = snakemake.input, snakemake.output, snakemake.wildcards
-fisher_paths = (inp.fisher_tensors, inp.fisher_meta) if hasattr(inp, "fisher_tensors") else None
+out = snakemake.output
+replicate = ReplicateFiles.from_inputs(snakemake.input, snakemake.wildcards.dataset, params["seed"])
+fisher_cfg = FisherConfig(**params["fisher"], seed=params["seed"]) if params["fisher"] else None
 # model_files() lists config.json then model.safetensors per cycle: one folder per cycle.
 out_dirs = list(dict.fromkeys(str(Path(path).parent) for path in out.models))
 
 
-def score_cycles(result, log):
-    """Score every cycle's saved model exactly as rule evaluate would (reloaded from disk)."""
+def cycles_then_scores(frame):
+    result = unlearn_cycles_stage(
+        snakemake.wildcards.method,
+        params["hyper"],
+        replicate,
+        fisher_cfg,
+        params["trajectory"],
+        params["requests"],
+        out_dirs,
+        device=frame.device,
+    )
+    # Each cycle's saved model, reloaded from disk, scored exactly as rule evaluate would.
     for cycle, metrics_path in zip(result["cycles"], out.metrics, strict=True):
-        record_metrics(
-            metrics_path, cycle["model"], wc.dataset, params["evaluate"], params["seed"], inp, log
-        )
+        record_metrics(metrics_path, cycle["model"], replicate, params["evaluate"], frame)
     return result
 
 
@@ -31,24 +42,7 @@ run_stage(
     snakemake.log[0],
     params,
     {"unlearn": params["seed"], "eval": params["seed"]},
-    lambda log: score_cycles(
-        unlearn_cycles_stage(
-            wc.method,
-            params["hyper"],
-            model_dir=Path(inp.model[0]).parent,
-            tokenizer_dir=Path(inp.tokenizer).parent,
-            train_path=inp.train,
-            forget_path=inp.forget,
-            retain_path=inp.retain,
-            canaries_path=inp.canaries,
-            fisher_paths=fisher_paths,
-            fisher_cfg=FisherConfig(**params["fisher"], seed=params["seed"]),
-            trajectory=params["trajectory"],
-            seed=params["seed"],
-            requests=params["requests"],
-            out_dirs=out_dirs,
-        ),
-        log,
-    ),
+    cycles_then_scores,
     threads=snakemake.threads,
+    gpus=snakemake.resources.get("gpu", 0),
 )

@@ -1,8 +1,40 @@
 """unlearnbench: machine unlearning for language models, as a reproducible benchmark.
 
-One module per concept: ``seeding`` (named seed streams), ``provenance`` (what produced a result,
-atomic writes), ``settings`` (cross-field config checks), ``corpora`` (offline and hub text),
-``tokenizer`` (digit-splitting BPE), ``canaries`` (Secret Sharer canaries and forget sets).
+The map, in the order the study runs (each rule of workflow/rules/ calls one stage of these
+through its adapter in workflow/scripts/):
+
+Frame and bookkeeping
+    ``settings``        the config checked before any job (schema + cross-field rules)
+    ``stage``           the adapters' frame: log, threads, device, cost, provenance
+    ``replicate``       one replicate's files and seed, as one value
+    ``provenance``, ``logs``, ``seeding``   what produced a result; logs and progress bars;
+                        named seed streams
+    ``import_graph``    the rules' ``code=`` inputs, read from the imports
+    ``method_names``    the unlearning methods' names, without torch (read at DAG build)
+
+Data
+    ``corpora/``        offline (pip-shipped) and hub text into train/validation/test splits
+    ``pii``             finding and masking e-mail addresses and phone numbers
+    ``texts``           reading splits and the retained set back
+    ``tokenizer``       byte-level BPE with one token per digit
+    ``canaries``        Secret Sharer canaries, the forget set D- and the retained set D+
+    ``lm_data``         texts as token sequences, batches and the LM loss
+
+Models and training
+    ``models``          GPT-2 from scratch or from the hub; safetensors; fingerprints
+    ``training/``       the training loop, checkpoints, the training stages, DP-SGD (Opacus)
+
+Second-order information and unlearning
+    ``fisher/``         per-example gradients and the inverse empirical Fisher (Woodbury)
+    ``unlearning/``     the methods (Fisher Removal, Fisher Forgetting, baselines), one request
+
+Measurement
+    ``exposure/``       canary exposure (exact digit-tree rank, extrapolated), extraction
+    ``evaluation``      every model scored the same way: perplexity, exposure, extraction
+
+Studies and reporting
+    ``studies/``        unlearning cycles, the onion effect, Fisher scaling, real-world strings
+    ``reporting/``      tables and figures from the metrics files (no torch)
 """
 
 __version__ = "0.1.0"

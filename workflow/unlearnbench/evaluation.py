@@ -8,7 +8,6 @@ through ``evaluate_model``, so numbers are comparable by construction. Canary co
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,12 +23,20 @@ from .canaries import read_canaries
 from .lm_data import collate, encode_texts, sequence_prefix_ids, token_losses
 from .logs import progress
 from .models import fingerprint, load_model
-from .recipes import read_texts
+from .replicate import ReplicateFiles
 from .seeding import derive_seed, numpy_rng
-from .stage import record_stage
+from .stage import Frame, record_stage
+from .texts import read_texts
 from .tokenizer import load_tokenizer
 
 ESTIMATORS = ("exact", "extrapolated", "both")
+EVAL_MINIMUMS = {
+    "batch_size": 1,
+    "retain_sample": 1,
+    "max_exact_space": 10,
+    "extrapolation_samples": 100,
+}
+EXPOSURE_KEYS = ("max_exact_space", "extrapolation_samples")  # under evaluate.exposure
 
 
 @dataclass(frozen=True)
@@ -49,9 +56,11 @@ class EvalConfig:
                 f"evaluate.exposure.estimator: unknown {self.estimator!r}; use one of "
                 f"{', '.join(ESTIMATORS)}"
             )
-        for key in ("batch_size", "retain_sample", "extrapolation_samples"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"evaluate.{key}: must be >= 1, got {getattr(self, key)}")
+        # The schema's bounds (workflow/schemas/config.schema.yaml), for callers outside it.
+        for key, minimum in EVAL_MINIMUMS.items():
+            if getattr(self, key) < minimum:
+                where = "evaluate.exposure" if key in EXPOSURE_KEYS else "evaluate"
+                raise ValueError(f"{where}.{key}: must be >= {minimum}, got {getattr(self, key)}")
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], seed: int) -> EvalConfig:
@@ -144,20 +153,15 @@ def summarise(records: list[dict]) -> dict[str, Any]:
 
 
 def evaluate_model(
-    model_dir: str | Path,
-    tokenizer_dir: str | Path,
-    test_path: str | Path,
-    train_path: str | Path,
-    forget_path: str | Path,
-    retain_path: str | Path,
-    canaries_path: str | Path,
-    cfg: EvalConfig,
+    model_dir: str | Path, replicate: ReplicateFiles, cfg: EvalConfig, device: str = "cpu"
 ) -> dict[str, Any]:
-    tokenizer = load_tokenizer(tokenizer_dir)
-    model = load_model(model_dir, vocab_size=len(tokenizer))
-    train = read_texts([train_path])
-    forget = json.loads(Path(forget_path).read_text())["indices"]
-    retain = json.loads(Path(retain_path).read_text())["indices"]
+    """Score the model in ``model_dir`` on ``replicate``'s data (on ``device``)."""
+    replicate.require("test", "forget", "retain", "canaries")
+    tokenizer = load_tokenizer(replicate.tokenizer_dir)
+    model = load_model(model_dir, vocab_size=len(tokenizer)).to(device)
+    train = read_texts([replicate.train])
+    forget = json.loads(replicate.forget.read_text())["indices"]
+    retain = json.loads(replicate.retain.read_text())["indices"]
     # A fixed, seeded sample of D+ (same rows for every model of a replicate).
     sample_size = min(cfg.retain_sample, len(retain))
     sample = sorted(
@@ -166,13 +170,13 @@ def evaluate_model(
         .tolist()
     )
     ppl = {
-        "test": perplexity(model, tokenizer, read_texts([test_path]), cfg.batch_size, "test"),
+        "test": perplexity(model, tokenizer, read_texts([replicate.test]), cfg.batch_size, "test"),
         "retain_sample": perplexity(
             model, tokenizer, [train[i] for i in sample], cfg.batch_size, "D+"
         ),
         "forget": perplexity(model, tokenizer, [train[i] for i in forget], cfg.batch_size, "D-"),
     }
-    records = canary_metrics(model, tokenizer, read_canaries(canaries_path), cfg)
+    records = canary_metrics(model, tokenizer, read_canaries(replicate.canaries), cfg)
     return {
         "model": str(model_dir),
         "fingerprint": fingerprint(model),
@@ -185,36 +189,27 @@ def evaluate_model(
 def record_metrics(
     metrics_path: str | Path,
     model_dir: str | Path,
-    dataset: str,
+    replicate: ReplicateFiles,
     settings: Mapping[str, Any],
-    seed: int,
-    inputs: Any,
-    log: logging.Logger,
+    frame: Frame,
 ) -> dict[str, Any]:
     """Score the model saved in ``model_dir`` and write its metrics file, with the provenance
-    rule evaluate records (params ``{"evaluate": settings, "seed": seed}``).
+    rule evaluate records (params ``{"evaluate": settings, "seed": replicate.seed}``).
 
-    ``inputs`` are a rule's named inputs ``tokenizer``, ``test``, ``train``, ``forget``,
-    ``retain``, ``canaries`` (EVALUATE_DATA in workflow/rules/common.smk). evaluate,
-    evaluate_dp, unlearn and unlearn_cycles all write through this, so every metrics file has
-    one shape whichever job wrote it.
+    evaluate, evaluate_dp, unlearn and unlearn_cycles all write through this, so every metrics
+    file has one shape whichever job wrote it.
     """
-    cfg = EvalConfig.from_settings(settings, seed=seed)
+    cfg = EvalConfig.from_settings(settings, seed=replicate.seed)
 
-    def score(log: logging.Logger) -> dict[str, Any]:
-        metrics = evaluate_model(
-            model_dir,
-            Path(inputs.tokenizer).parent,
-            test_path=inputs.test,
-            train_path=inputs.train,
-            forget_path=inputs.forget,
-            retain_path=inputs.retain,
-            canaries_path=inputs.canaries,
-            cfg=cfg,
-        )
-        return {"dataset": dataset, "seed": seed, "model_name": Path(model_dir).name, **metrics}
+    def score(frame: Frame) -> dict[str, Any]:
+        metrics = evaluate_model(model_dir, replicate, cfg, frame.device)
+        return {
+            "dataset": replicate.dataset,
+            "seed": replicate.seed,
+            "model_name": Path(model_dir).name,
+            **metrics,
+        }
 
-    log.info("scoring %s", model_dir)
-    return record_stage(
-        metrics_path, {"evaluate": settings, "seed": seed}, {"eval": seed}, score, log
-    )
+    frame.log.info("scoring %s", model_dir)
+    params = {"evaluate": settings, "seed": replicate.seed}
+    return record_stage(metrics_path, params, {"eval": replicate.seed}, score, frame)

@@ -28,7 +28,7 @@ class Batch:
     @property
     def position_ids(self) -> torch.Tensor:
         batch, length = self.input_ids.shape
-        return torch.arange(length).repeat(batch, 1)
+        return torch.arange(length, device=self.input_ids.device).repeat(batch, 1)
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         return {

@@ -2,7 +2,8 @@
 
 Snakemake reads these while it builds the DAG (which rules wait for the Fisher estimate), and
 importing the methods themselves would cost every `snakemake -n` the seconds torch takes to load.
-tests/unit/test_unlearning.py keeps this list equal to the registry and to the config schema.
+tests/unit/unlearning/test_unlearning.py keeps this list equal to the registry and to the config
+schema.
 """
 
 METHODS = ("fisher_removal", "fisher_forgetting", "gradient_ascent", "finetune_retain")

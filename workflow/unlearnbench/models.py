@@ -24,6 +24,10 @@ from .seeding import derive_seed
 MODEL_FILES = ("config.json", "model.safetensors")
 
 
+# The smallest model the schema allows (workflow/schemas/config.schema.yaml).
+MODEL_MINIMUMS = {"n_layer": 1, "n_embd": 8, "n_head": 1, "n_positions": 16}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """``model.*`` of the config: a hub id, or the size of a GPT-2 trained from scratch."""
@@ -36,9 +40,9 @@ class ModelConfig:
     n_positions: int = 128
 
     def __post_init__(self) -> None:
-        for key in ("n_layer", "n_embd", "n_head", "n_positions"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
+        for key, minimum in MODEL_MINIMUMS.items():
+            if getattr(self, key) < minimum:
+                raise ValueError(f"model.{key}: must be >= {minimum}, got {getattr(self, key)}")
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"model.n_embd: {self.n_embd} is not divisible by model.n_head = {self.n_head}; "

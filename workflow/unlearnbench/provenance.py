@@ -70,12 +70,25 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def provenance(params: dict[str, Any], seeds: dict[str, int] | None = None) -> dict[str, Any]:
+def package_modules() -> list[str]:
+    """The unlearnbench modules this process has imported so far: what the result's code was.
+
+    The rules' ``code=`` inputs are derived from the imports statically
+    (``unlearnbench.import_graph``); tests check this measured list against them.
+    """
+    return sorted(name for name in sys.modules if name.split(".")[0] == "unlearnbench")
+
+
+def provenance(
+    params: dict[str, Any], seeds: dict[str, int] | None = None, device: str = "cpu"
+) -> dict[str, Any]:
     return {
         "git": git_commit(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": package_versions(),
+        "modules": package_modules(),
+        "device": device,
         "seeds": seeds or {},
         "params": params,
     }

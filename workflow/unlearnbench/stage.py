@@ -1,18 +1,49 @@
-"""The frame every rule adapter shares: log routing, threads, cost measurement, provenance.
+"""The frame every rule adapter shares: log routing, threads, device, cost, provenance.
 
 An adapter builds its typed config from ``snakemake.params`` only (values read from
 ``snakemake.config`` would be invisible to Snakemake's rerun triggers), calls one package
-function inside ``run_stage`` and gets back the manifest it writes.
+function inside ``run_stage`` and gets back the manifest it writes. The frame chooses the device
+once, from the rule's ``gpu`` resource, and hands it to the work with the log (``Frame``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .logs import start_log
 from .provenance import measure, provenance, write_json
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What a stage's work is handed: the job's logger and the device to compute on."""
+
+    log: logging.Logger
+    device: str = "cpu"
+
+
+def choose_device(gpus: int | None) -> str:
+    """ "cuda" for a job whose rule asks for GPUs (``resources: gpu``), else "cpu".
+
+    A job that asked for a GPU and sees none (CUDA_VISIBLE_DEVICES empty, no driver) is
+    refused: on a cluster it would silently run for hours on the CPU instead.
+    """
+    if not gpus:
+        return "cpu"  # torch is not imported: light stages stay light
+    import torch
+
+    if not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+        raise RuntimeError(
+            f"resources.gpu: this job asks for {gpus} GPU(s) but CUDA is not available here "
+            f"(CUDA_VISIBLE_DEVICES={visible}); run it on a GPU node, or set the rule's gpu "
+            "resource to 0 (set-resources in the profile) to run it on the CPU"
+        )
+    return "cuda"
 
 
 def run_stage(
@@ -20,38 +51,45 @@ def run_stage(
     log_path: str | None,
     params: dict[str, Any],
     seeds: dict[str, int],
-    work: Callable[[logging.Logger], dict[str, Any]],
+    work: Callable[[Frame], dict[str, Any]],
     threads: int | None = None,
+    gpus: int | None = 0,
 ) -> dict[str, Any]:
     """Run ``work`` with logging to ``log_path``; write its result plus provenance and cost.
 
     ``threads`` (the rule's ``threads:``) caps torch's intra-op threads, so parallel jobs do not
-    oversubscribe the cores Snakemake gave them.
+    oversubscribe the cores Snakemake gave them; ``gpus`` (the rule's ``gpu`` resource) picks
+    the device.
     """
-    log = start_stage(log_path, params, threads)
-    return record_stage(manifest_path, params, seeds, work, log)
+    frame = start_stage(log_path, params, threads, gpus)
+    return record_stage(manifest_path, params, seeds, work, frame)
 
 
 def start_stage(
-    log_path: str | None, params: dict[str, Any], threads: int | None = None
-) -> logging.Logger:
-    """Route logging to ``log_path``, cap torch's threads and log ``params``; for a job that
-    writes several results (one ``record_stage`` each) instead of one ``run_stage``."""
+    log_path: str | None,
+    params: dict[str, Any],
+    threads: int | None = None,
+    gpus: int | None = 0,
+) -> Frame:
+    """Route logging to ``log_path``, cap torch's threads, choose the device and log
+    ``params``; for a job that writes several results (one ``record_stage`` each)."""
     log = start_log(log_path)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+    frame = Frame(log=log, device=choose_device(gpus))
     log.info("params: %s", params)
-    return log
+    log.info("device: %s", frame.device)
+    return frame
 
 
 def record_stage(
     manifest_path: str,
     params: dict[str, Any],
     seeds: dict[str, int],
-    work: Callable[[logging.Logger], dict[str, Any]],
-    log: logging.Logger,
+    work: Callable[[Frame], dict[str, Any]],
+    frame: Frame,
 ) -> dict[str, Any]:
     """Run ``work`` and write its result with provenance and cost to ``manifest_path``.
 
@@ -60,14 +98,19 @@ def record_stage(
     each result reads as if a separate job had written it (workflow/rules/evaluate.smk says why
     jobs score several models).
     """
+    log = frame.log
     with measure() as cost:
         try:
-            result = work(log)
+            result = work(frame)
         except Exception as err:
             # The rule's log then says why the job failed, not only Snakemake's console.
             log.error("failed: %s: %s", type(err).__name__, err)
             raise
     log.info("done in %.1f s, peak memory %.0f MB", cost["wall_time_s"], cost["peak_memory_mb"])
-    manifest = {**result, "provenance": provenance(params, seeds), "cost": cost}
+    manifest = {
+        **result,
+        "provenance": provenance(params, seeds, device=frame.device),
+        "cost": cost,
+    }
     write_json(manifest_path, manifest)
     return manifest

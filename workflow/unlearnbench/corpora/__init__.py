@@ -5,9 +5,9 @@ into deterministic train/validation/test parquet splits with a manifest of where
 reports, which show real people's addresses only masked.
 """
 
+from ..pii import count_pii, mask_email, mask_pii
 from .base import Document, SourceData, SourceInfo
 from .prepare import prepare_corpus
-from .privacy import count_pii, mask_email, mask_pii
 from .sources import SOURCES, read_source
 from .splits import SPLITS, SplitConfig
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..pii import count_pii, mask_pii
 from .base import Document
-from .privacy import count_pii, mask_pii
 from .sources import read_source
 from .splits import SPLITS, Example, SplitConfig, assign_splits, segment_documents, write_split
 

@@ -21,6 +21,8 @@ from ..seeding import numpy_rng
 from .base import Document
 
 SPLITS = ("train", "validation", "test")
+# Largest held-out fraction per split (the schema's bound): most examples must train.
+MAX_HELD_OUT_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,10 @@ class SplitConfig:
     def __post_init__(self) -> None:
         for key in ("validation_fraction", "test_fraction"):
             value = getattr(self, key)
-            if not _is_real(value) or not 0 < value < 1:
+            if not _is_real(value) or not 0 < value <= MAX_HELD_OUT_FRACTION:
                 raise ValueError(
-                    f"data.{key}: must be a number strictly between 0 and 1 (every split needs "
-                    f"an example), got {value!r}; use e.g. 0.1"
+                    f"data.{key}: must be a number in (0, {MAX_HELD_OUT_FRACTION}] (every split "
+                    f"needs an example, and training most of them), got {value!r}; use e.g. 0.1"
                 )
         if self.validation_fraction + self.test_fraction >= 1:
             raise ValueError(
@@ -53,9 +55,9 @@ class SplitConfig:
                 f"data.max_example_chars: must be an integer >= 16, got "
                 f"{self.max_example_chars!r}; use e.g. 400"
             )
-        if not _is_int(self.min_example_chars) or self.min_example_chars < 0:
+        if not _is_int(self.min_example_chars) or self.min_example_chars < 1:
             raise ValueError(
-                f"data.min_example_chars: must be an integer >= 0, got "
+                f"data.min_example_chars: must be an integer >= 1, got "
                 f"{self.min_example_chars!r}; use e.g. 32"
             )
         if self.min_example_chars > self.max_example_chars:

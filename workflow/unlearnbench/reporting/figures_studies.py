@@ -4,9 +4,11 @@ effect, and how Fisher estimation scales."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from . import loaders
@@ -24,7 +26,7 @@ from .tables import model_label, model_order
 _DP_COLORS = ["#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b"]
 
 
-def privacy_utility_figure(evals: pd.DataFrame, methods: Sequence[str]):
+def privacy_utility_figure(evals: pd.DataFrame, methods: Sequence[str]) -> Figure:
     """One panel per dataset: removed-canary exposure (privacy, lower is better) against test
     perplexity (utility, lower is better) for every model; error bars = std over seeds."""
     datasets = sorted(evals["dataset"].unique())
@@ -67,7 +69,9 @@ def privacy_utility_figure(evals: pd.DataFrame, methods: Sequence[str]):
     return fig
 
 
-def make_privacy_utility_figure(evaluations, methods, png, pdf) -> None:
+def make_privacy_utility_figure(
+    evaluations: Sequence[str | Path], methods: Sequence[str], png: str | Path, pdf: str | Path
+) -> None:
     fig = privacy_utility_figure(loaders.load_evaluations(evaluations), methods)
     commits_footer(fig, evaluations)
     save_figure(fig, png, pdf)
@@ -76,7 +80,7 @@ def make_privacy_utility_figure(evaluations, methods, png, pdf) -> None:
 SELECTIONS = ("targeted", "random")
 
 
-def onion_figure(onion: pd.DataFrame):
+def onion_figure(onion: pd.DataFrame) -> Figure:
     """One panel per dataset: change in exposure of the remaining control canaries after
     removing the most exposed canaries (targeted) vs as many random ones."""
     datasets = sorted(onion["dataset"].unique()) if not onion.empty else []
@@ -112,13 +116,13 @@ def onion_figure(onion: pd.DataFrame):
     return fig
 
 
-def make_onion_figure(onion_files, png, pdf) -> None:
+def make_onion_figure(onion_files: Sequence[str | Path], png: str | Path, pdf: str | Path) -> None:
     fig = onion_figure(loaders.load_onion(onion_files))
     commits_footer(fig, onion_files)
     save_figure(fig, png, pdf)
 
 
-def scaling_figure(scaling: pd.DataFrame):
+def scaling_figure(scaling: pd.DataFrame) -> Figure:
     """Fisher estimation cost: time and peak memory against the number of gradients m (one
     line per model) and against the parameter count d (one line per m); log-log axes."""
     fig, axes = subplots(2, 2, width=4.2, height=3.2)
@@ -155,7 +159,7 @@ def scaling_figure(scaling: pd.DataFrame):
     return fig
 
 
-def make_scaling_figure(scaling_csv, png, pdf) -> None:
+def make_scaling_figure(scaling_csv: str | Path, png: str | Path, pdf: str | Path) -> None:
     fig = scaling_figure(loaders.load_scaling(scaling_csv))
     footer(fig, "from results/scaling/fisher_scaling.csv")
     save_figure(fig, png, pdf)

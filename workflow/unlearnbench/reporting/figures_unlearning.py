@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator, SymmetricalLogLocator
 
 from . import loaders
@@ -26,7 +28,7 @@ _REPETITION_COLORS = ["#fdae61", "#f46d43", "#d73027", "#a50026", "#67001f", "#3
 
 def trajectory_figure(
     steps: pd.DataFrame, per_canary: pd.DataFrame, canaries: pd.DataFrame, methods: Sequence[str]
-):
+) -> Figure:
     """Rows: datasets; columns: methods. Removed-canary exposure vs step, one line per
     repetition count, the mean of all removed canaries (black) and of the controls (grey)."""
     datasets = sorted(steps["dataset"].unique()) if not steps.empty else []
@@ -87,7 +89,13 @@ def trajectory_figure(
     return fig
 
 
-def make_trajectory_figure(unlearn_manifests, original_evals, methods, png, pdf) -> None:
+def make_trajectory_figure(
+    unlearn_manifests: Sequence[str | Path],
+    original_evals: Sequence[str | Path],
+    methods: Sequence[str],
+    png: str | Path,
+    pdf: str | Path,
+) -> None:
     steps, per_canary = loaders.load_trajectories(unlearn_manifests)
     canaries = loaders.load_canaries(original_evals)
     fig = trajectory_figure(steps, per_canary, canaries, methods)
@@ -95,7 +103,7 @@ def make_trajectory_figure(unlearn_manifests, original_evals, methods, png, pdf)
     save_figure(fig, png, pdf)
 
 
-def cycles_figure(canaries: pd.DataFrame, evals: pd.DataFrame, methods: Sequence[str]):
+def cycles_figure(canaries: pd.DataFrame, evals: pd.DataFrame, methods: Sequence[str]) -> Figure:
     """Columns: datasets. Rows: test perplexity, exposure of the canaries removed so far
     (requests 1..k), exposure of the controls; x = cycle k (0 = original model)."""
     datasets = sorted(evals["dataset"].unique())
@@ -155,7 +163,9 @@ def cycles_figure(canaries: pd.DataFrame, evals: pd.DataFrame, methods: Sequence
     return fig
 
 
-def make_cycles_figure(evaluations, methods, png, pdf) -> None:
+def make_cycles_figure(
+    evaluations: Sequence[str | Path], methods: Sequence[str], png: str | Path, pdf: str | Path
+) -> None:
     fig = cycles_figure(
         loaders.load_canaries(evaluations), loaders.load_evaluations(evaluations), methods
     )
@@ -163,7 +173,7 @@ def make_cycles_figure(evaluations, methods, png, pdf) -> None:
     save_figure(fig, png, pdf)
 
 
-def weight_change_figure(deltas: pd.DataFrame, methods: Sequence[str]):
+def weight_change_figure(deltas: pd.DataFrame, methods: Sequence[str]) -> Figure:
     """Rows: datasets; columns: layer types. Fraction of weights per bin of the change
     theta' − theta, one step line per method (solid = second order, dashed = first order)."""
     datasets = sorted(deltas["dataset"].unique()) if not deltas.empty else []
@@ -213,7 +223,12 @@ def weight_change_figure(deltas: pd.DataFrame, methods: Sequence[str]):
     return fig
 
 
-def make_weight_change_figure(unlearn_manifests, methods, png, pdf) -> None:
+def make_weight_change_figure(
+    unlearn_manifests: Sequence[str | Path],
+    methods: Sequence[str],
+    png: str | Path,
+    pdf: str | Path,
+) -> None:
     fig = weight_change_figure(loaders.load_weight_deltas(unlearn_manifests), methods)
     commits_footer(fig, unlearn_manifests)
     save_figure(fig, png, pdf)

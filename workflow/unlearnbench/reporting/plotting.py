@@ -7,13 +7,17 @@ salt.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from ..provenance import atomic_path
 from .loaders import input_commits
@@ -57,7 +61,9 @@ def linestyle(method: str) -> str:
     return "-" if method in SECOND_ORDER else "--"
 
 
-def subplots(nrows: int, ncols: int, width: float = 3.6, height: float = 2.8, **kwargs):
+def subplots(
+    nrows: int, ncols: int, width: float = 3.6, height: float = 2.8, **kwargs: Any
+) -> tuple[Figure, Any]:
     plt.rcParams.update(STYLE)
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kwargs
@@ -65,7 +71,7 @@ def subplots(nrows: int, ncols: int, width: float = 3.6, height: float = 2.8, **
     return fig, axes
 
 
-def ceiling_line(ax, bits: float, label: bool = True) -> None:
+def ceiling_line(ax: Axes, bits: float, label: bool = True) -> None:
     """The exposure ceiling log2|R| (a fully memorised canary ranks first)."""
     if bits == bits:  # not NaN
         ax.axhline(
@@ -73,17 +79,17 @@ def ceiling_line(ax, bits: float, label: bool = True) -> None:
         )
 
 
-def commits_footer(fig, paths) -> None:
+def commits_footer(fig: Figure, paths: Sequence[str | Path]) -> None:
     """A small footer naming the code commit(s) recorded in the inputs' provenance."""
     commits = input_commits(paths)
     footer(fig, "unlearnbench " + (", ".join(c[:12] for c in commits) if commits else "commit n/a"))
 
 
-def footer(fig, text: str) -> None:
+def footer(fig: Figure, text: str) -> None:
     fig.text(0.005, 0.005, text, fontsize=6, color="#666666", ha="left", va="bottom")
 
 
-def save_figure(fig, png: str | Path, pdf: str | Path) -> None:
+def save_figure(fig: Figure, png: str | Path, pdf: str | Path) -> None:
     """Write PNG and PDF without timestamps or versions, atomically; close the figure."""
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     for path, fmt, metadata in (
@@ -97,7 +103,7 @@ def save_figure(fig, png: str | Path, pdf: str | Path) -> None:
     plt.close(fig)
 
 
-def empty_panel(ax, message: str) -> None:
+def empty_panel(ax: Axes, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#666666")
     ax.set_xticks([])
     ax.set_yticks([])

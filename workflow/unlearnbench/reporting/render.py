@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..corpora.privacy import EMAIL_RE, PHONE_RE
+from ..pii import EMAIL_RE, PHONE_RE
 from ..provenance import atomic_path
 
 MISSING = "–"

@@ -8,7 +8,8 @@ Aggregates over seeds are mean ± sample standard deviation (ddof = 1, undefined
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pandas as pd
 
@@ -38,7 +39,7 @@ def model_label(model: str) -> str:
 def model_order(models: Sequence[str], methods: Sequence[str] = ()) -> list[str]:
     """original, retrained, unlearned (in ``methods`` order), DP by epsilon, cycles."""
 
-    def key(model: str):
+    def key(model: str) -> tuple:
         info = loaders.parse_model(model)
         method = info["method"]
         rank = list(methods).index(method) if method in methods else len(methods)
@@ -57,7 +58,9 @@ def aggregate(frame: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.Data
     return out.reset_index()
 
 
-def _display(agg: pd.DataFrame, keys: dict[str, str], metrics: dict[str, tuple[str, int]]):
+def _display(
+    agg: pd.DataFrame, keys: dict[str, str], metrics: dict[str, tuple[str, int]]
+) -> pd.DataFrame:
     """Display frame: key columns as given, metrics as 'mean ± std' with fixed digits."""
     out = pd.DataFrame({label: agg[col].astype(str) for col, label in keys.items()})
     for metric, (label, digits) in metrics.items():
@@ -305,7 +308,13 @@ def _write(table: Table, outputs: dict[str, str]) -> Table:
     return table
 
 
-def make_main_table(evaluations, manifests, fisher_manifests, methods, outputs) -> Table:
+def make_main_table(
+    evaluations: Sequence[str | Path],
+    manifests: Sequence[str | Path],
+    fisher_manifests: Sequence[str | Path],
+    methods: Sequence[str],
+    outputs: Mapping[str, str],
+) -> Table:
     fisher = loaders.load_fisher_costs(fisher_manifests) if fisher_manifests else None
     table = main_table(
         loaders.load_evaluations(evaluations), loaders.load_model_costs(manifests), fisher, methods
@@ -313,18 +322,29 @@ def make_main_table(evaluations, manifests, fisher_manifests, methods, outputs) 
     return _write(table, outputs)
 
 
-def make_dp_table(evaluations, dp_manifests, methods, outputs) -> Table:
+def make_dp_table(
+    evaluations: Sequence[str | Path],
+    dp_manifests: Sequence[str | Path],
+    methods: Sequence[str],
+    outputs: Mapping[str, str],
+) -> Table:
     table = dp_table(
         loaders.load_evaluations(evaluations), loaders.load_model_costs(dp_manifests), methods
     )
     return _write(table, outputs)
 
 
-def make_cost_table(benchmarks, outputs) -> Table:
+def make_cost_table(benchmarks: Sequence[str | Path], outputs: Mapping[str, str]) -> Table:
     return _write(cost_table(loaders.load_benchmarks(benchmarks)), outputs)
 
 
-def make_realworld_table(secrets, threshold_bits, methods, max_rows, outputs) -> Table:
+def make_realworld_table(
+    secrets: Sequence[str | Path],
+    threshold_bits: float,
+    methods: Sequence[str],
+    max_rows: int,
+    outputs: Mapping[str, str],
+) -> Table:
     table = realworld_table(loaders.load_secrets(secrets), threshold_bits, methods, max_rows)
     return _write(table, outputs)
 

@@ -1,8 +1,17 @@
-"""Unlearning methods (one module each), their registry, trajectory and stage functions."""
+"""Unlearning methods, one module each, behind one interface and a registry.
+
+- ``base``: the interface (``UnlearningMethod``, its ``Param`` declarations, checked once) and
+  what a method is handed (``UnlearnContext``: D-, D+, the Fisher, the trajectory recorder).
+- ``registry``: methods by name (``make_method``); the config schema's names follow it.
+- ``fisher_removal``, ``fisher_forgetting``, ``gradient_ascent``, ``finetune_retain``: the methods.
+- ``objectives``: the LM loss and its flat gradient; ``trajectory``: metrics after every step;
+  ``weight_delta``: how far each layer type moved.
+- ``stage``: ``unlearn_stage``, one request on a replicate (the ``unlearn`` rules).
+"""
 
 from .base import Param, UnlearnContext, UnlearningMethod
 from .registry import default_hyper, make_method, method_names, needs_fisher
-from .stage import unlearn_cycles_stage, unlearn_stage
+from .stage import unlearn_request, unlearn_stage
 
 __all__ = [
     "Param",
@@ -12,6 +21,6 @@ __all__ = [
     "make_method",
     "method_names",
     "needs_fisher",
-    "unlearn_cycles_stage",
+    "unlearn_request",
     "unlearn_stage",
 ]

@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..fisher import WoodburyFisher
-from ..fisher_estimation import FisherConfig, estimate_fisher
-from ..per_example_grads import flat_dim, parameter_layout
+from ..fisher.estimation import FisherConfig, estimate_fisher
+from ..fisher.per_example_grads import flat_dim, parameter_layout
+from ..fisher.woodbury import WoodburyFisher
 from ..seeding import torch_generator
 from .objectives import lm_loss_gradient
 
@@ -30,8 +30,10 @@ KEY = "unlearn.methods"
 
 @dataclass(frozen=True)
 class Param:
-    """One hyperparameter: kind ("float", "int", "bool"), default, and an optional lower bound
-    (``minimum``, strict when ``exclusive``). ``nullable``: null (None) is a valid value."""
+    """One hyperparameter: kind ("float", "int", "bool"), default, an optional lower bound
+    (``minimum``, strict when ``exclusive``) and upper bound (``maximum``, inclusive).
+    ``nullable``: null (None) is a valid value. The config schema's method blocks state the
+    same (tests/unit/test_knobs.py holds them equal)."""
 
     kind: str
     default: Any
@@ -39,6 +41,7 @@ class Param:
     exclusive: bool = False
     nullable: bool = False
     help: str = ""
+    maximum: float | None = None
 
     def bound(self) -> str:
         return f"{'>' if self.exclusive else '>='} {self.minimum:g}"
@@ -84,6 +87,11 @@ def check_hyper(method: str, params: Mapping[str, Param], hyper: Mapping[str, An
                     f"{where}: must be {spec.bound()}, got {value!r}; set a value "
                     f"{spec.bound()}{' (' + spec.help + ')' if spec.help else ''}"
                 )
+        if spec.maximum is not None and spec.kind != "bool" and value > spec.maximum:
+            raise ValueError(
+                f"{where}: must be <= {spec.maximum:g}, got {value!r}; set a value <= "
+                f"{spec.maximum:g}{' (' + spec.help + ')' if spec.help else ''}"
+            )
         out[key] = value
     return out
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..seeding import derive_seed
-from ..training import TrainConfig, train
+from ..training.loop import TrainConfig, train
 from .base import KEY, Param, UnlearnContext, UnlearningMethod
 
 
@@ -23,7 +23,7 @@ class FinetuneRetain(UnlearningMethod):
     PARAMS: ClassVar[dict[str, Param]] = {
         "epochs": Param("int", 1, 1, help="passes over D+"),
         "batch_size": Param("int", 32, 1, help="retained rows per step"),
-        "lr": Param("float", 1e-3, 0, exclusive=True, help="the peak learning rate"),
+        "lr": Param("float", 1e-3, 0, exclusive=True, maximum=1, help="the peak learning rate"),
     }
 
     def run(self, model: torch.nn.Module, ctx: UnlearnContext) -> dict[str, Any]:
@@ -32,6 +32,10 @@ class FinetuneRetain(UnlearningMethod):
             epochs=h["epochs"],
             batch_size=h["batch_size"],
             lr=h["lr"],
+            # A short continuation at a constant-then-decaying rate: no warm-up, no decay of
+            # the weights (the method's own choices, not config knobs).
+            warmup_steps=0,
+            weight_decay=0.0,
             seed=derive_seed(ctx.seed, "unlearn", self.name, *ctx.keys),
             key=f"{KEY}.{self.name}",
         )

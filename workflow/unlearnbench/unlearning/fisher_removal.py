@@ -5,7 +5,7 @@
 At the optimum of the full objective the retained gradient balances the forget gradient, so a
 Newton step on the retained objective from theta moves along F^{-1} grad L(D-): it ascends the
 forget loss in the metric of the retained data, where directions D+ needs are stiff and move
-little. F is the damped empirical Fisher of D+ (``fisher_estimation``), inverted with Woodbury.
+little. F is the damped empirical Fisher of D+ (``fisher.estimation``), inverted with Woodbury.
 With ``iterations`` T > 1 the step is repeated with fresh forget gradients at the current
 weights; ``refresh_fisher`` re-estimates F at the current weights before each further step
 (T - 1 extra estimates; otherwise the starting Fisher is reused).

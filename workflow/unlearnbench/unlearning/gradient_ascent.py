@@ -21,7 +21,7 @@ from .base import Param, UnlearnContext, UnlearningMethod, add_to_weights
 class GradientAscent(UnlearningMethod):
     name = "gradient_ascent"
     PARAMS: ClassVar[dict[str, Param]] = {
-        "lr": Param("float", 0.02, 0, exclusive=True, help="the ascent step size"),
+        "lr": Param("float", 0.02, 0, exclusive=True, maximum=1, help="the ascent step size"),
         "batch_size": Param("int", 8, 1, help="forget rows per step"),
         "max_steps": Param("int", 5, 1, help="the most ascent steps"),
         "exposure_threshold": Param(

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..fisher.per_example_grads import flat_dim, parameter_layout
 from ..lm_data import collate, token_losses
-from ..per_example_grads import flat_dim, parameter_layout
 
 BATCH = 32
 

@@ -1,9 +1,9 @@
-"""Unlearning stages as plain functions of paths (the rules' adapters call these).
+"""The unlearning stage as a plain function of a replicate (the rules' adapters call it).
 
 ``unlearn_stage`` removes one request (all forget rows, or the rows of chosen groups) from the
-original model; ``unlearn_cycles_stage`` removes K requests one after another, each from the
-previous cycle's model, re-estimating the Fisher at each cycle's starting weights. Both save
-the unlearned model(s) with ``models.save_model`` and return a manifest: the trajectory
+original model and saves the unlearned model (``record_unlearning``: the same with a rule's
+params, written as the rule's manifest); ``unlearn_request`` is the in-memory step it (and
+the cycle study, ``studies.cycles``) runs. The manifest holds the trajectory
 (``trajectory``), the weight change per layer type (``weight_delta``), fingerprints before and
 after, and the cost.
 """
@@ -23,11 +23,13 @@ import torch
 
 from ..canaries import read_canaries
 from ..exposure import canary_token_ids
-from ..fisher import WoodburyFisher
-from ..fisher_estimation import FisherConfig
+from ..fisher.estimation import FisherConfig
+from ..fisher.woodbury import WoodburyFisher
 from ..lm_data import encode_texts, sequence_prefix_ids
 from ..models import fingerprint, load_model, save_model
-from ..recipes import read_texts
+from ..replicate import ReplicateFiles
+from ..stage import Frame, record_stage
+from ..texts import read_texts
 from ..tokenizer import load_tokenizer
 from .base import UnlearnContext, UnlearningMethod
 from .registry import make_method
@@ -39,7 +41,7 @@ FisherPaths = tuple[str | Path, str | Path] | Sequence[str | Path] | None
 
 
 @dataclass
-class Replicate:
+class ReplicateData:
     """One replicate's data as token sequences (rows of the canary-injected train split)."""
 
     sequences: list[list[int]]
@@ -66,9 +68,10 @@ class Replicate:
         return [r for r, g in zip(self.forget_rows, self.forget_groups, strict=True) if g in wanted]
 
 
-def load_replicate(
-    tokenizer, train_path, forget_path, retain_path, canaries_path, max_length: int
-) -> Replicate:
+def load_replicate(tokenizer, files: ReplicateFiles, max_length: int) -> ReplicateData:
+    """The replicate's training split as token sequences, its request and its canary probes."""
+    files.require("forget", "retain")
+    train_path, forget_path, retain_path = files.train, files.forget, files.retain
     texts = read_texts([train_path])
     forget = json.loads(Path(forget_path).read_text())
     retain = json.loads(Path(retain_path).read_text())["indices"]
@@ -78,7 +81,7 @@ def load_replicate(
             f"{forget_path}: 'groups' and 'indices' differ in length; rerun inject_canaries"
         )
     # Real-world datasets have no canary table (None): no exposure, losses only.
-    table = pd.DataFrame() if canaries_path is None else read_canaries(canaries_path)
+    table = pd.DataFrame() if files.canaries is None else read_canaries(files.canaries)
     probes = []
     for row in table.itertuples():
         _, digit_ids = canary_token_ids(tokenizer, row.prefix, row.secret)
@@ -92,7 +95,7 @@ def load_replicate(
                 digit_ids=tuple(digit_ids),
             )
         )
-    return Replicate(
+    return ReplicateData(
         sequences=encode_texts(tokenizer, texts, max_length),
         forget_rows=[int(i) for i in forget["indices"]],
         forget_groups=[int(g) for g in groups],
@@ -126,7 +129,7 @@ def _check_finite(model: torch.nn.Module, method: str, step: int) -> None:
 def unlearn_request(
     model: torch.nn.Module,
     method: UnlearningMethod,
-    data: Replicate,
+    data: ReplicateData,
     groups: Sequence[int] | None,
     *,
     earlier: Sequence[int] = (),
@@ -233,44 +236,36 @@ def unlearn_request(
     }
 
 
-def _setup(model_dir, tokenizer_dir, train_path, forget_path, retain_path, canaries_path, device):
-    tokenizer = load_tokenizer(tokenizer_dir)
+def setup_replicate(
+    files: ReplicateFiles, model_dir: str | Path, device: str
+) -> tuple[torch.nn.Module, ReplicateData]:
+    """The model in ``model_dir`` on ``device`` and the replicate's data, tokenised."""
+    tokenizer = load_tokenizer(files.tokenizer_dir)
     model = load_model(model_dir, vocab_size=len(tokenizer)).to(device)
-    data = load_replicate(
-        tokenizer, train_path, forget_path, retain_path, canaries_path, model.config.n_positions
-    )
-    return model, data
+    return model, load_replicate(tokenizer, files, model.config.n_positions)
 
 
 def unlearn_stage(
     method: str,
     hyper: Mapping[str, Any],
-    model_dir: str | Path,
-    tokenizer_dir: str | Path,
-    train_path: str | Path,
-    forget_path: str | Path,
-    retain_path: str | Path,
-    canaries_path: str | Path,
-    fisher_paths: FisherPaths,
+    replicate: ReplicateFiles,
     fisher_cfg: FisherConfig | None,
     trajectory: Mapping[str, int],
-    seed: int,
     out_dir: str | Path,
     groups: Sequence[int] | None = None,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Unlearn the forget rows (all groups, or only ``groups``) from the model in ``model_dir``
-    with ``method``; save the result to ``out_dir`` and return the manifest.
+    """Unlearn the forget rows (all groups, or only ``groups``) from ``replicate``'s original
+    model with ``method``; save the result to ``out_dir`` and return the manifest.
 
-    ``fisher_paths`` = (tensors, meta) of an ``estimate_fisher`` artifact for this model (used by
-    Fisher-based methods; None: estimated here with ``fisher_cfg``).
+    Fisher-based methods use ``replicate.fisher`` (an ``estimate_fisher`` artifact for this
+    model) or, without one, estimate it here with ``fisher_cfg``.
     """
     unlearner = make_method(method, hyper)  # refuse bad settings before loading anything
     trajectory_cfg = TrajectoryConfig.from_dict(dict(trajectory))
-    model, data = _setup(
-        model_dir, tokenizer_dir, train_path, forget_path, retain_path, canaries_path, device
-    )
-    fisher = load_fisher(fisher_paths, model) if unlearner.needs_fisher else None
+    replicate.require("original")
+    model, data = setup_replicate(replicate, replicate.original, device)
+    fisher = load_fisher(replicate.fisher, model) if unlearner.needs_fisher else None
     manifest = unlearn_request(
         model,
         unlearner,
@@ -279,83 +274,36 @@ def unlearn_stage(
         fisher=fisher,
         fisher_cfg=fisher_cfg,
         trajectory_cfg=trajectory_cfg,
-        seed=seed,
+        seed=replicate.seed,
     )
     save_model(model, out_dir)
     return manifest
 
 
-def unlearn_cycles_stage(
+def record_unlearning(
+    manifest_path: str | Path,
     method: str,
-    hyper: Mapping[str, Any],
-    model_dir: str | Path,
-    tokenizer_dir: str | Path,
-    train_path: str | Path,
-    forget_path: str | Path,
-    retain_path: str | Path,
-    canaries_path: str | Path,
-    fisher_paths: FisherPaths,
-    fisher_cfg: FisherConfig | None,
-    trajectory: Mapping[str, int],
-    seed: int,
-    requests: int,
-    out_dirs: Sequence[str | Path],
-    device: str = "cpu",
+    params: Mapping[str, Any],
+    replicate: ReplicateFiles,
+    out_dir: str | Path,
+    frame: Frame,
 ) -> dict[str, Any]:
-    """K = ``requests`` sequential unlearning requests: cycle k forgets only the rows of group
-    k, starting from cycle k-1's model (cycle 1 from ``model_dir``), and is saved to
-    ``out_dirs[k-1]``. ``fisher_paths`` (the original model's Fisher) may serve cycle 1; later
-    cycles re-estimate the Fisher at their starting weights with ``fisher_cfg``."""
-    unlearner = make_method(method, hyper)
-    trajectory_cfg = TrajectoryConfig.from_dict(dict(trajectory))
-    if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
-        raise ValueError(f"unlearn.cycles: requests must be an integer >= 1, got {requests!r}")
-    if len(out_dirs) != requests:
-        raise ValueError(
-            f"unlearn.cycles: {len(out_dirs)} output directories for {requests} requests; "
-            "give one model directory per cycle"
-        )
-    if unlearner.needs_fisher and fisher_cfg is None:
-        raise ValueError(
-            f"unlearn.cycles: {method} re-estimates the Fisher every cycle; pass fisher_cfg"
-        )
-    model, data = _setup(
-        model_dir, tokenizer_dir, train_path, forget_path, retain_path, canaries_path, device
+    """``unlearn_stage`` with an unlearning rule's params (``hyper``, ``trajectory``, ``fisher``:
+    the fisher block, empty for methods that never read it), recorded to ``manifest_path``."""
+    seed = replicate.seed
+    fisher_cfg = FisherConfig(**params["fisher"], seed=seed) if params["fisher"] else None
+    return record_stage(
+        manifest_path,
+        dict(params),
+        {"unlearn": seed, "eval": seed},
+        lambda frame: unlearn_stage(
+            method,
+            params["hyper"],
+            replicate,
+            fisher_cfg,
+            params["trajectory"],
+            out_dir,
+            device=frame.device,
+        ),
+        frame,
     )
-    if data.groups != list(range(1, requests + 1)):
-        raise ValueError(
-            f"unlearn.cycles: {requests} requests, but the forget set's request groups are "
-            f"{data.groups}; set canaries.requests to the number of cycles (and rerun "
-            "inject_canaries)"
-        )
-    start = time.perf_counter()
-    cycles = []
-    for k in range(1, requests + 1):
-        log.info("unlearning cycle %d of %d (%s)", k, requests, method)
-        fisher = None
-        if k == 1 and unlearner.needs_fisher:
-            fisher = load_fisher(fisher_paths, model)
-        cycle = unlearn_request(
-            model,
-            unlearner,
-            data,
-            [k],
-            earlier=list(range(1, k)),
-            fisher=fisher,
-            fisher_cfg=fisher_cfg,
-            trajectory_cfg=trajectory_cfg,
-            seed=seed,
-            keys=("cycle", k),
-        )
-        save_model(model, out_dirs[k - 1])
-        cycles.append({"cycle": k, "model": str(out_dirs[k - 1]), **cycle})
-    return {
-        "method": method,
-        "hyper": unlearner.hyper,
-        "requests": requests,
-        "cycles": cycles,
-        "seconds": {
-            "total": round(time.perf_counter() - start, 3),
-            "per_cycle": [c["seconds"]["total"] for c in cycles],
-        },
-    }

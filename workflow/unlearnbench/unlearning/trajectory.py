@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..exposure import extrapolated_exposure
+from ..exposure.extrapolated import extrapolated_exposure
 from ..seeding import derive_seed, numpy_rng
 from .objectives import mean_lm_loss
 
@@ -37,9 +37,9 @@ class TrajectoryConfig:
     """``unlearn.trajectory.*``: candidates per canary for the exposure fit, D+ rows in the
     retain-loss sample, sequences per forward pass."""
 
-    samples: int = 1000
-    retain_sample: int = 200
-    batch_size: int = 32
+    samples: int = 256
+    retain_sample: int = 64
+    batch_size: int = 64
 
     def __post_init__(self) -> None:
         for key, minimum in TRAJECTORY_KEYS.items():

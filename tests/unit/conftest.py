@@ -1,0 +1,49 @@
+"""Fixtures shared by the unit tests of stages that read a replicate from disk."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from unlearnbench.canaries import CanaryConfig, inject_canaries, write_injection
+from unlearnbench.models import ModelConfig, build_model, save_model
+from unlearnbench.replicate import ReplicateFiles
+from unlearnbench.tokenizer import load_tokenizer, train_tokenizer
+
+TINY = ModelConfig(n_layer=1, n_embd=16, n_head=2, n_positions=32)
+
+
+@pytest.fixture(scope="module")
+def replicate_files(tmp_path_factory) -> ReplicateFiles:
+    """A tokenizer, a canary-injected split with K = 2 request groups and an untrained model on
+    disk, as the replicate bundle the stages take (its files live in ``train.parent``)."""
+    root = tmp_path_factory.mktemp("replicate")
+    words = ["the", "a", "cat", "dog", "sat", "ran", "on", "mat", "red", "big", "house", "tree"]
+    gen = torch.Generator().manual_seed(0)
+    texts = [
+        " ".join(words[int(i)] for i in torch.randint(0, len(words), (8,), generator=gen))
+        for _ in range(40)
+    ]
+    templates = ["my pin code is {secret}", "the door code is {secret}", "call me at {secret}"]
+    train_tokenizer(texts + [t.format(secret="0123456789") for t in templates], 300, 1,
+                    root / "tokenizer", canary_prefixes=[t[:-8] for t in templates])  # fmt: skip
+    cfg = CanaryConfig(
+        templates=templates, secret_digits=3, repetitions=(1, 3), per_repetition=2,
+        forget_per_repetition=1, requests=2, seed=0,
+    )  # fmt: skip
+    names = ("train.parquet", "canaries.csv", "forget.json", "retain.json")
+    paths = [root / name for name in names]
+    write_injection(inject_canaries("toy", cfg, texts, held_out=[]), *paths)
+    tokenizer = load_tokenizer(root / "tokenizer")
+    model = build_model(TINY, vocab_size=len(tokenizer), eos_id=tokenizer.eos_token_id, seed=0)
+    save_model(model, root / "original")
+    train, canaries, forget, retain = paths
+    return ReplicateFiles(
+        dataset="toy",
+        seed=0,
+        tokenizer_dir=root / "tokenizer",
+        train=train,
+        forget=forget,
+        retain=retain,
+        canaries=canaries,
+        original=root / "original",
+    )

@@ -1,0 +1,140 @@
+"""The onion effect (Carlini et al. 2022, "The Privacy Onion Effect"): removing the most exposed
+points exposes the layer beneath them.
+
+We remove a subset S of the canaries from the original model with one unlearning method and
+measure how the exposure of every other canary (the controls of this study) changes. S is either
+the ``n`` canaries the original model exposes most ("targeted") or ``n`` drawn at random
+("random"); if targeted removal raises the controls' exposure more than random removal, the
+onion effect is there.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..canaries import read_canaries
+from ..provenance import read_json
+from ..replicate import ReplicateFiles
+from ..seeding import numpy_rng
+
+SELECTIONS = ("targeted", "random")
+
+
+def original_exposures(eval_path: str | Path) -> dict[int, float]:
+    """Exposure of every canary under the original model (exact rank where it was computed)."""
+    records = read_json(eval_path)["canaries"]
+    exposures = {}
+    for record in records:
+        value = record.get("exposure_exact")
+        if value is None:
+            value = record.get("exposure_extrapolated")
+        exposures[int(record["canary_id"])] = float(value)
+    return exposures
+
+
+def select_canaries(
+    exposures: dict[int, float], n: int, selection: str, seed: int, key: str = "onion"
+) -> list[int]:
+    """The ``n`` canaries to remove: most exposed first (ties by id), or a seeded random draw."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"{key}: unknown selection {selection!r}; use one of {SELECTIONS}")
+    if not 1 <= n < len(exposures):
+        raise ValueError(
+            f"{key}.remove: {n} must be between 1 and the number of canaries minus one "
+            f"({len(exposures) - 1}), so that some canaries stay as controls; change onion.remove"
+        )
+    ids = sorted(exposures)
+    if selection == "targeted":
+        return sorted(sorted(ids, key=lambda i: (-exposures[i], i))[:n])
+    chosen = numpy_rng(seed, "unlearn", "onion", "random").choice(ids, size=n, replace=False)
+    return sorted(int(i) for i in chosen)
+
+
+def write_request(
+    removed: list[int], canaries: pd.DataFrame, train_path: str | Path, folder: Path
+) -> dict[str, Path]:
+    """Forget/retain manifests and a canary table in which exactly ``removed`` are forgotten."""
+    rows = pd.read_parquet(train_path, columns=["canary_id"])["canary_id"].to_numpy()
+    in_forget = np.isin(rows, removed)
+    forget = np.flatnonzero(in_forget).tolist()
+    paths = {
+        "forget": folder / "forget_set.json",
+        "retain": folder / "retain_set.json",
+        "canaries": folder / "canaries.csv",
+    }
+    paths["forget"].write_text(
+        json.dumps(
+            {
+                "indices": forget,
+                "canary_ids": [int(rows[i]) for i in forget],
+                "groups": [1] * len(forget),
+            }
+        )
+    )
+    paths["retain"].write_text(json.dumps({"indices": np.flatnonzero(~in_forget).tolist()}))
+    table = canaries.copy()
+    table["in_forget_set"] = table["canary_id"].isin(removed)
+    table["group"] = table["in_forget_set"].astype(int)
+    table.to_csv(paths["canaries"], index=False)
+    return paths
+
+
+def onion_stage(
+    selection: str,
+    n_remove: int,
+    method: str,
+    hyper: dict[str, Any],
+    replicate: ReplicateFiles,
+    original_eval_path: str | Path,
+    fisher_cfg: Any,
+    trajectory: dict[str, Any],
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Remove the selected canaries of ``replicate`` with ``method``; the controls' exposure
+    before and after.
+
+    Exposures come from the unlearning trajectory (skew-normal estimate over a fixed candidate
+    sample, the same candidates before and after), so the change is measured on one scale. The
+    Fisher-based methods reuse the stored Fisher of the study's D+ at the original weights:
+    the onion's retained set differs from it by a few canary rows out of hundreds.
+    """
+    from ..unlearning import unlearn_stage  # torch-heavy; keeps selection importable alone
+
+    replicate.require("canaries")
+    exposures = original_exposures(original_eval_path)
+    removed = select_canaries(exposures, n_remove, selection, replicate.seed)
+    with tempfile.TemporaryDirectory(prefix="onion-") as tmp:
+        folder = Path(tmp)
+        request = write_request(removed, read_canaries(replicate.canaries), replicate.train, folder)
+        manifest = unlearn_stage(
+            method,
+            hyper,
+            replicate.with_request(request["forget"], request["retain"], request["canaries"]),
+            fisher_cfg=fisher_cfg,
+            trajectory=trajectory,
+            out_dir=folder / "model",
+            device=device,
+        )
+    before, after = (_by_canary(manifest["trajectory"][i]) for i in (0, -1))
+    controls = [i for i in sorted(exposures) if i not in removed]
+    return {
+        "selection": selection,
+        "method": method,
+        "estimator": "extrapolated",
+        "removed_canary_ids": removed,
+        "removed_original_exposure": {str(i): exposures[i] for i in removed},
+        "control_before": {str(i): before[i] for i in controls},
+        "control_after": {str(i): after[i] for i in controls},
+        "steps": manifest.get("steps"),
+    }
+
+
+def _by_canary(point: dict[str, Any]) -> dict[int, float]:
+    """Exposure per canary id at one trajectory point."""
+    return {int(c["canary_id"]): float(c["exposure"]) for c in point["canaries"]}

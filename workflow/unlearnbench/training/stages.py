@@ -1,0 +1,69 @@
+"""The study's training stages as plain functions of paths: base, original and retrained models
+(the DP-SGD models: ``dp_stage``).
+
+Rules call these through thin adapters. Each takes texts, a recipe and directories, trains with
+``loop.train`` (resumable through ``checkpoint_dir``) and saves the model with
+``models.save_model``; the returned dict becomes the rule's manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..lm_data import encode_texts
+from ..models import ModelConfig, build_model, fingerprint, load_model, save_model
+from ..tokenizer import load_tokenizer
+from .loop import TrainConfig, train
+
+
+def _fit(model, tokenizer, texts, recipe: TrainConfig, out_dir, checkpoint_dir) -> dict[str, Any]:
+    sequences = encode_texts(tokenizer, texts, model.config.n_positions)
+    history = train(model, sequences, recipe, tokenizer.eos_token_id, checkpoint_dir)
+    save_model(model, out_dir)
+    params = sum(p.numel() for p in model.parameters())
+    return {
+        "examples": len(sequences),
+        "parameters": params,
+        "fingerprint": fingerprint(model),
+        "history": history,
+        # Training costs ~6 FLOPs per parameter per token (forward + backward); comparing with
+        # the machine's matmul rate (tests/benchmarks) tells how close to the bound we run.
+        "achieved_gflops": 6 * params * history["tokens_per_second"] / 1e9,
+    }
+
+
+def pretrain_base(
+    model_cfg: ModelConfig,
+    tokenizer_dir: str | Path,
+    texts: Sequence[str],
+    recipe: TrainConfig,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    seed: int,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """A GPT-2 from scratch trained on ``texts``; a hub model is saved as it comes."""
+    tokenizer = load_tokenizer(tokenizer_dir)
+    model = build_model(model_cfg, len(tokenizer), tokenizer.eos_token_id, seed).to(device)
+    if not model_cfg.from_scratch:
+        save_model(model, out_dir)
+        return {"source": model_cfg.source, "fingerprint": fingerprint(model)}
+    return _fit(model, tokenizer, texts, recipe, out_dir, checkpoint_dir)
+
+
+def finetune_from(
+    base_dir: str | Path,
+    tokenizer_dir: str | Path,
+    texts: Sequence[str],
+    recipe: TrainConfig,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Continue training the base model on ``texts`` (all of train, or D+ only)."""
+    tokenizer = load_tokenizer(tokenizer_dir)
+    model = load_model(base_dir, vocab_size=len(tokenizer)).to(device)
+    result = _fit(model, tokenizer, texts, recipe, out_dir, checkpoint_dir)
+    return {"base": str(base_dir), **result}
