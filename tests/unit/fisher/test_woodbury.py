@@ -154,6 +154,15 @@ def test_save_load_round_trip(saved):
     assert meta["cost"]["setup_wall_s"] >= 0 and meta["tensors_file"] == "fisher.safetensors"
 
 
+def test_tensor_file_header_has_one_metadata_entry(saved):
+    """safetensors writes metadata entries in a per-process random order: with more than one,
+    the same Fisher saved by two runs would differ in its bytes (it did, before)."""
+    _, paths = saved
+    with paths[0].open("rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    assert header["__metadata__"] == {"fingerprint": "abc123"}
+
+
 def test_fingerprint_mismatch_names_file_and_fix(saved):
     _, paths = saved
     with pytest.raises(ValueError, match=r"fisher\.json.*rerun estimate_fisher"):

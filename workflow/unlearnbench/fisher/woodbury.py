@@ -280,7 +280,10 @@ class WoodburyFisher:
         if self._diag is not None:
             tensors["diag_inverse"] = self._diag
         tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-        header = {"format": FORMAT, "fingerprint": self.fingerprint}
+        # One entry only: safetensors writes the metadata's entries in a per-process random
+        # order (a Rust HashMap), so two would break bitwise-identical artifacts across runs.
+        # The format is in the JSON metadata, which load checks first.
+        header = {"fingerprint": self.fingerprint}
         with atomic_path(tensors_path) as tmp:
             save_file(tensors, tmp, metadata=header)
         write_json(meta_path, {**self.metadata(), "tensors_file": Path(tensors_path).name})
