@@ -11,19 +11,23 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-# The schema (closed objects, types, bounds, defaults) and the cross-field rules run here, in
-# one package function, so a wrong config fails before any job with "<key>: <problem>; <fix>".
+# Every config file read strictly (no key twice), then the merged config against the schema
+# and the cross-field rules, so a wrong config fails before any job with
+# "<key>: <problem>; <fix>"; the resource plan follows once the rules are defined (below).
 sys.path.insert(0, f"{workflow.basedir}/workflow")
-from unlearnbench.settings import validate_config
+from unlearnbench.planner import check_workflow
+from unlearnbench.settings import check_config_files, exit_on_config_error, validate_config
 
-validate_config(config)
+with exit_on_config_error():
+    check_config_files(workflow.configfiles)
+    validate_config(config)
 
 
 include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
-    dataset="|".join(DATASETS),
+    dataset=one_of(DATASETS),
     seed=r"\d+",
 
 
@@ -35,6 +39,12 @@ include: "workflow/rules/realworld.smk"
 include: "workflow/rules/evaluate.smk"
 # Last: the cost table collects the benchmark files of every rule defined above.
 include: "workflow/rules/report.smk"
+
+
+# Every heavy rule's memory and time estimated from the config, against its declared resources
+# (and, run locally, this machine's memory): what cannot fit is refused before any job.
+with exit_on_config_error():
+    check_workflow(config, workflow.rules, local=workflow.local_exec)
 
 
 rule all:

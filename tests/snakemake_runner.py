@@ -32,7 +32,9 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 900):
+def run_snakemake(
+    workdir: Path, *args: str, check: bool = True, timeout: float = 900, env: dict | None = None
+):
     """Run snakemake in ``workdir``; on failure show its output in the assertion message."""
     proc = subprocess.run(
         [SNAKEMAKE, *args],
@@ -40,6 +42,7 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float 
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -1,12 +1,15 @@
 """Faults lose nothing: a killed training resumes bitwise, a failing job leaves no partial
 output while other branches finish, a second run in the same directory is refused by the lock,
-and damaged model or Fisher files stop with an error naming the file and the fix.
+damaged model or Fisher files stop with an error naming the file and the fix, a truncated
+table is named, never scored and rebuilt by the next run, and `snakemake verify` lists what
+was changed by hand.
 
 All tests work on a private copy of the completed smoke study (``study_copy``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -126,3 +129,55 @@ def test_damaged_files_give_a_clear_error(study_copy, damaged, target, message):
     assert f"{Path(damaged).name}" in text or str(Path(damaged).parent) in text
     assert message in text
     assert "delete" in text  # the fix: delete it and rerun the rule that produces it
+
+
+CANARIES = "results/canaries/news/seed~0/canaries.csv"
+ORIGINAL_METRICS = "results/eval/news/seed~0/original.json"
+
+
+@pytest.mark.parametrize("cut", ["mid_line", "line_boundary"])
+def test_a_truncated_table_is_named_never_scored_and_rebuilt(study_copy, cut):
+    """A canary table cut short was read as it was: mid-line it failed with a traceback that did
+    not name the file, on a line boundary it was scored with 2 of 4 canaries."""
+    study = study_copy
+    table = study / CANARIES
+    original = table.read_bytes()
+    lines = original.splitlines(keepends=True)
+    table.write_bytes(b"".join(lines[:3]) + (lines[3][:7] if cut == "mid_line" else b""))
+    metrics = (study / ORIGINAL_METRICS).read_text()
+    (study / "faults.yaml").write_text("{}\n")
+    proc = run_snakemake(
+        study, ORIGINAL_METRICS, "--cores", "1", "--forcerun", "evaluate", *CONFIGS, check=False
+    )
+    log = (study / "results/logs/evaluate/news/seed~0.log").read_text()
+    assert proc.returncode != 0
+    assert f"{CANARIES}: " in log and "the next snakemake run rebuilds it" in log, log[-2000:]
+    assert not table.exists() and table.with_name("canaries.csv.damaged").exists()
+    # the next run rebuilds the table (its stage's output is missing) and scores again
+    run_snakemake(study, ORIGINAL_METRICS, "--cores", "1", *CONFIGS)
+    assert table.read_bytes() == original
+
+    def without_run_details(text: str) -> dict:
+        data = json.loads(text)
+        return {k: v for k, v in data.items() if k not in ("provenance", "cost", "checksum")}
+
+    assert without_run_details((study / ORIGINAL_METRICS).read_text()) == without_run_details(
+        metrics
+    )
+
+
+def test_verify_lists_a_result_edited_by_hand(study_copy):
+    study = study_copy
+    clean = run_snakemake(study, "verify", "--cores", "1", *CONFIGS[:2])
+    assert "recorded files are as their stages wrote them" in clean.stdout + clean.stderr
+    metrics = study / ORIGINAL_METRICS
+    data = json.loads(metrics.read_text())
+    data["summary"]["exposure_exact_forget_mean"] = 0.0  # a better-looking number
+    metrics.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    split = study / "results/data/news/test.parquet"
+    split.write_bytes(split.read_bytes()[:-10])
+    proc = run_snakemake(study, "verify", "--cores", "1", *CONFIGS[:2], check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"{ORIGINAL_METRICS}: its content differs from what its stage wrote" in out, out
+    assert "results/data/news/test.parquet: " in out and "2 of " in out

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from unlearnbench.import_graph import files_of, script_closure
 from unlearnbench.method_names import needs_fisher
+from unlearnbench.planner import memory_request_mb
 from unlearnbench.reporting import paths
 
 
@@ -87,6 +88,14 @@ def request_manifests(wc):
 # Wildcard constraints are declared in the Snakefile (the linter wants no directives here).
 
 
+def one_of(names):
+    """A wildcard constraint matching exactly ``names``; with none, a pattern that matches
+    nothing (an empty alternation would match anything, and every rule would compete for
+    every path: a config without real-world datasets failed with AmbiguousRuleException)."""
+    names = list(names)
+    return "|".join(re.escape(name) for name in names) if names else "(?!)"
+
+
 def code(script):
     """Inputs naming the package files that workflow/scripts/<script>.py imports, transitively
     (read from the imports by unlearnbench.import_graph, never listed by hand). Snakemake does
@@ -96,6 +105,12 @@ def code(script):
     # Relative to the working directory, so that moving or copying a finished study (workflow
     # and results together) keeps the recorded input sets equal and reruns nothing.
     return [os.path.relpath(p) for p in files_of(script_closure(path))]
+
+
+def mem_mb(rule, floor):
+    """A rule's memory request: the planner's estimate for this config plus a quarter, at
+    least ``floor`` (the default study's need), so paper-scale configs ask for what they use."""
+    return memory_request_mb(config, rule, floor)
 
 
 def log_path(rule, *wildcards):

@@ -19,7 +19,7 @@ rule prepare_corpus:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=mem_mb("prepare_corpus", floor=2000),
         runtime=30,
     params:
         source=lambda wc: DATASET[wc.dataset],
@@ -46,7 +46,7 @@ rule train_tokenizer:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=mem_mb("train_tokenizer", floor=2000),
         runtime=30,
     params:
         datasets=config["pretrain"]["datasets"],
@@ -75,12 +75,12 @@ rule inject_canaries:
     benchmark:
         benchmark_path("inject_canaries", "{dataset}", "seed~{seed}")
     wildcard_constraints:
-        dataset="|".join(NLP_DATASETS),
+        dataset=one_of(NLP_DATASETS),
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=mem_mb("inject_canaries", floor=1000),
         runtime=10,
     params:
         canaries=config["canaries"],

@@ -35,7 +35,7 @@ rule evaluate:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=mem_mb("evaluate", floor=3000),
         runtime=60,
         gpu=0,
     params:
@@ -65,6 +65,10 @@ if DP_MODELS:
             log_path("evaluate_dp", "{dataset}", "seed~{seed}"),
         benchmark:
             benchmark_path("evaluate_dp", "{dataset}", "seed~{seed}")
+        resources:
+            mem_mb=mem_mb("evaluate_dp", floor=3000),
+            runtime=60,
+            gpu=0,
 
 
 rule evaluations:

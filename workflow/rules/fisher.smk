@@ -23,7 +23,7 @@ rule estimate_fisher:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
-        mem_mb=6000,
+        mem_mb=mem_mb("estimate_fisher", floor=6000),
         runtime=60,
         gpu=0,
     params:
@@ -51,7 +51,7 @@ rule fisher_scaling:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=mem_mb("fisher_scaling", floor=8000),
         runtime=60,
     params:
         scaling=config["scaling"],

@@ -28,12 +28,12 @@ rule find_secrets:
     benchmark:
         benchmark_path("find_secrets", "{dataset}", "seed~{seed}")
     wildcard_constraints:
-        dataset="|".join(REALWORLD_DATASETS),
+        dataset=one_of(REALWORLD_DATASETS),
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=mem_mb("find_secrets", floor=3000),
         runtime=60,
         gpu=0,
     params:
@@ -75,13 +75,13 @@ rule unlearn_realworld:
     benchmark:
         benchmark_path("unlearn_realworld", "{dataset}", "seed~{seed}", "{method}")
     wildcard_constraints:
-        dataset="|".join(REALWORLD_DATASETS),
-        method="|".join(METHODS),
+        dataset=one_of(REALWORLD_DATASETS),
+        method=one_of(METHODS),
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
-        mem_mb=6000,
+        mem_mb=mem_mb("unlearn_realworld", floor=6000),
         runtime=60,
         gpu=0,
     params:

@@ -45,6 +45,7 @@ localrules:
     plot_weight_changes,
     plot_onion_effect,
     plot_fisher_scaling,
+    verify,
 
 
 rule tabulate_results:
@@ -262,3 +263,19 @@ rule tables_and_figures:
         rules.plot_weight_changes.output,
         rules.plot_onion_effect.output,
         rules.plot_fisher_scaling.output,
+
+
+rule verify:
+    """Target (not part of `all`): re-hash results/ against what every stage recorded (the
+    files in each manifest, each result's own checksum) and list what was changed by hand;
+    fails if anything was. Run: snakemake verify."""
+    input:
+        code=code("verify"),
+    log:
+        log_path("verify"),
+    conda:
+        "../../envs/unlearnbench.yaml"
+    params:
+        root="results",
+    script:
+        "../scripts/verify.py"

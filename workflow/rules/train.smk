@@ -22,7 +22,7 @@ rule pretrain_base:
         "../../envs/unlearnbench.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb("pretrain_base", floor=4000),
         runtime=120,
         gpu=0,
     params:
@@ -53,7 +53,7 @@ rule finetune:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=mem_mb("finetune", floor=3000),
         runtime=120,
         gpu=0,
     params:
@@ -80,12 +80,12 @@ rule retrain:
     benchmark:
         benchmark_path("retrain", "{dataset}", "seed~{seed}")
     wildcard_constraints:
-        dataset="|".join(NLP_DATASETS),
+        dataset=one_of(NLP_DATASETS),
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=mem_mb("retrain", floor=3000),
         runtime=120,
         gpu=0,
     params:
@@ -114,13 +114,13 @@ rule train_dp:
     benchmark:
         benchmark_path("train_dp", "{dataset}", "seed~{seed}", "eps~{eps}")
     wildcard_constraints:
-        dataset="|".join(NLP_DATASETS),
-        eps="|".join(re.escape(label) for label in EPSILON),
+        dataset=one_of(NLP_DATASETS),
+        eps=one_of(EPSILON),
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb("train_dp", floor=4000),
         runtime=180,
         gpu=0,
     params:

@@ -27,13 +27,13 @@ rule unlearn:
     benchmark:
         benchmark_path("unlearn", "{dataset}", "seed~{seed}", "{method}")
     wildcard_constraints:
-        dataset="|".join(NLP_DATASETS),
-        method="|".join(METHODS),
+        dataset=one_of(NLP_DATASETS),
+        method=one_of(METHODS),
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
-        mem_mb=6000,
+        mem_mb=mem_mb("unlearn", floor=6000),
         runtime=60,
         gpu=0,
     params:
@@ -74,13 +74,13 @@ rule unlearn_cycles:
     benchmark:
         benchmark_path("unlearn_cycles", "{dataset}", "seed~{seed}", "{method}")
     wildcard_constraints:
-        dataset="|".join(NLP_DATASETS),
-        method="|".join(config["unlearn"]["cycle_methods"]),
+        dataset=one_of(NLP_DATASETS),
+        method=one_of(config["unlearn"]["cycle_methods"]),
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
-        mem_mb=6000,
+        mem_mb=mem_mb("unlearn_cycles", floor=6000),
         runtime=120,
         gpu=0,
     params:
@@ -130,12 +130,12 @@ rule onion_unlearn:
     benchmark:
         benchmark_path("onion_unlearn", "{dataset}", "seed~{seed}")
     wildcard_constraints:
-        dataset="|".join(NLP_DATASETS),
+        dataset=one_of(NLP_DATASETS),
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
-        mem_mb=6000,
+        mem_mb=mem_mb("onion_unlearn", floor=6000),
         runtime=60,
         gpu=0,
     params:

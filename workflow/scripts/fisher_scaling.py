@@ -5,6 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
+from unlearnbench.artifacts import describe_files
 from unlearnbench.lm_data import encode_texts
 from unlearnbench.models import ModelConfig
 from unlearnbench.provenance import atomic_path
@@ -34,7 +35,8 @@ def work(frame):
     )
     with atomic_path(out.table) as tmp:
         table.to_csv(tmp, index=False)
-    return {"points": len(table), "rows": table.to_dict(orient="records")}
+    rows = table.to_dict(orient="records")
+    return {"points": len(table), "rows": rows, "files": describe_files([out.table])}
 
 
 run_stage(out.manifest, snakemake.log[0], params, {"init": params["seed"]}, work, threads=1)

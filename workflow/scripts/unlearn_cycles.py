@@ -6,6 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
+from unlearnbench.artifacts import describe_files
 from unlearnbench.evaluation import record_metrics
 from unlearnbench.fisher.estimation import FisherConfig
 from unlearnbench.replicate import ReplicateFiles
@@ -34,7 +35,8 @@ def cycles_then_scores(frame):
     # Each cycle's saved model, reloaded from disk, scored exactly as rule evaluate would.
     for cycle, metrics_path in zip(result["cycles"], out.metrics, strict=True):
         record_metrics(metrics_path, cycle["model"], replicate, params["evaluate"], frame)
-    return result
+    # The cycles' models live under results/models/: recorded here, by relative path.
+    return {**result, "files": describe_files(out.models, relative_to=Path(out.manifest).parent)}
 
 
 run_stage(

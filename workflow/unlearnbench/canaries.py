@@ -18,13 +18,14 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .artifacts import check, describe_files
 from .provenance import atomic_path, write_json
 from .seeding import numpy_rng
 
@@ -320,11 +321,11 @@ def write_injection(
     canaries_path: str | Path,
     forget_path: str | Path,
     retain_path: str | Path,
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Write the split (parquet), canary table (csv) and index sets (json), atomically.
 
     ``example_id`` is the row index in the new split, which the forget / retain indices use.
-    Returns ``summarize(result)`` for the rule's manifest.
+    Returns ``summarize(result)`` and the files' record (``artifacts``) for the manifest.
     """
     n = len(result.train)
     frame = pd.DataFrame(
@@ -347,7 +348,8 @@ def write_injection(
         },
     )
     write_json(retain_path, {"indices": result.retain_indices})
-    return summarize(result)
+    files = describe_files([train_path, canaries_path, forget_path, retain_path])
+    return {**summarize(result), "files": files}
 
 
 def summarize(result: InjectionResult) -> dict[str, int]:
@@ -372,6 +374,7 @@ def read_canaries(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; rerun the inject_canaries rule")
+    check(path)
     text_columns = {name: str for name in ("template", "prefix", "secret", "text")}
     table = pd.read_csv(path, dtype=text_columns, keep_default_na=False)
     missing = [c for c in CANARY_COLUMNS if c not in table.columns]

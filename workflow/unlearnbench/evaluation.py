@@ -7,7 +7,6 @@ through ``evaluate_model``, so numbers are comparable by construction. Canary co
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from .models import fingerprint, load_model
 from .replicate import ReplicateFiles
 from .seeding import derive_seed, numpy_rng
 from .stage import Frame, record_stage
-from .texts import read_texts
+from .texts import read_index_set, read_texts
 from .tokenizer import load_tokenizer
 
 ESTIMATORS = ("exact", "extrapolated", "both")
@@ -160,8 +159,8 @@ def evaluate_model(
     tokenizer = load_tokenizer(replicate.tokenizer_dir)
     model = load_model(model_dir, vocab_size=len(tokenizer)).to(device)
     train = read_texts([replicate.train])
-    forget = json.loads(replicate.forget.read_text())["indices"]
-    retain = json.loads(replicate.retain.read_text())["indices"]
+    forget = read_index_set(replicate.forget)["indices"]
+    retain = read_index_set(replicate.retain)["indices"]
     # A fixed, seeded sample of D+ (same rows for every model of a replicate).
     sample_size = min(cfg.retain_sample, len(retain))
     sample = sorted(

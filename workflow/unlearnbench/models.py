@@ -15,10 +15,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
+from .artifacts import describe_files
 from .seeding import derive_seed
 
 MODEL_FILES = ("config.json", "model.safetensors")
@@ -88,8 +90,9 @@ def _no_dropout(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def save_model(model: torch.nn.Module, directory: str | os.PathLike) -> None:
-    """``save_pretrained`` into a temporary sibling, then rename: all or nothing."""
+def save_model(model: torch.nn.Module, directory: str | os.PathLike) -> dict[str, Any]:
+    """``save_pretrained`` into a temporary sibling, then rename: all or nothing. Returns the
+    record of the saved files (``artifacts.describe_files``) for the stage's manifest."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
@@ -100,6 +103,7 @@ def save_model(model: torch.nn.Module, directory: str | os.PathLike) -> None:
         os.replace(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return describe_files(sorted(p for p in directory.iterdir() if p.is_file()))
 
 
 def load_model(directory: str | os.PathLike, vocab_size: int | None = None) -> torch.nn.Module:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .artifacts import CHECKSUM, content_checksum
 from .logs import start_log
 from .provenance import measure, provenance, write_json
 
@@ -112,5 +113,7 @@ def record_stage(
         "provenance": provenance(params, seeds, device=frame.device),
         "cost": cost,
     }
+    # A checksum of the content: the verify target tells a result edited by hand.
+    manifest[CHECKSUM] = content_checksum(manifest)
     write_json(manifest_path, manifest)
     return manifest

@@ -212,7 +212,7 @@ def test_resume_is_bitwise_equal(tmp_path, reference, kill_at):
     assert not tmp_path.exists()
 
 
-def test_checkpoint_for_other_settings_is_refused(tmp_path):
+def test_checkpoint_for_other_settings_is_discarded(tmp_path, caplog):
     def kill(step):
         if step == 2:  # after the first checkpoint
             raise Killed
@@ -227,8 +227,13 @@ def test_checkpoint_for_other_settings_is_refused(tmp_path):
             on_step=kill,
         )
     other = DPConfig(**{**RECIPE, "lr": 1e-3})
-    with pytest.raises(ValueError, match="delete the directory"):
-        train_dp(tiny_model(), data(), other, pad_id=EOS, checkpoint_dir=tmp_path)
+    clean = tiny_model()
+    train_dp(clean, data(), other, pad_id=EOS)
+    restarted = tiny_model()
+    with caplog.at_level("WARNING", logger="unlearnbench"):
+        train_dp(restarted, data(), other, pad_id=EOS, checkpoint_dir=tmp_path)
+    assert "checkpoint discarded" in caplog.text and "config" in caplog.text
+    assert fingerprint(restarted) == fingerprint(clean)
 
 
 def test_unreachable_epsilon_names_the_keys():

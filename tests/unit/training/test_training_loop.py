@@ -69,7 +69,7 @@ def test_resume_is_bitwise_equal(tmp_path, kill_at):
     assert not tmp_path.exists()  # the checkpoint is cleared after success
 
 
-def test_checkpoint_for_other_recipe_is_refused(tmp_path):
+def test_checkpoint_for_other_recipe_is_discarded(tmp_path, caplog):
     model = tiny_model()
     opt = make_optimizer(model, TrainConfig(**RECIPE))
     save_checkpoint(
@@ -78,8 +78,45 @@ def test_checkpoint_for_other_recipe_is_refused(tmp_path):
         opt,
         {"step": 1, "history": {}, "running": {}, "config": {"other": 1}, "examples": 3},
     )
-    with pytest.raises(ValueError, match="delete the directory"):
-        train(tiny_model(), data(), TrainConfig(**RECIPE), pad_id=EOS, checkpoint_dir=tmp_path)
+    clean = tiny_model()
+    train(clean, data(), TrainConfig(**RECIPE), pad_id=EOS)
+    restarted = tiny_model()
+    with caplog.at_level("WARNING", logger="unlearnbench"):
+        train(restarted, data(), TrainConfig(**RECIPE), pad_id=EOS, checkpoint_dir=tmp_path)
+    assert "checkpoint discarded" in caplog.text and "config" in caplog.text
+    assert fingerprint(restarted) == fingerprint(clean)
+
+
+def test_checkpoint_of_other_data_with_the_same_count_is_discarded(tmp_path, caplog):
+    """The fault that went unnoticed: same recipe and example count, other token ids (a
+    changed split or tokenizer). Resuming gave a model no clean run produces."""
+    changed = [[EOS, *(t % (VOCAB - 1) + 1 for t in s[1:-1][::-1]), EOS] for s in data()]
+
+    def kill(step):
+        if step == 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(tiny_model(), data(), TrainConfig(**RECIPE), pad_id=EOS, checkpoint_dir=tmp_path,
+              on_step=kill)  # fmt: skip
+    clean = tiny_model()
+    train(clean, changed, TrainConfig(**RECIPE), pad_id=EOS)
+    resumed = tiny_model()
+    with caplog.at_level("WARNING", logger="unlearnbench"):
+        train(resumed, changed, TrainConfig(**RECIPE), pad_id=EOS, checkpoint_dir=tmp_path)
+    assert "written for other inputs" in caplog.text
+    assert fingerprint(resumed) == fingerprint(clean)
+
+
+def test_unreadable_checkpoint_is_discarded(tmp_path, caplog):
+    (tmp_path / "state.json").write_text("{not json")
+    (tmp_path / "state.safetensors").write_bytes(b"garbage")
+    clean = tiny_model()
+    train(clean, data(), TrainConfig(**RECIPE), pad_id=EOS)
+    restarted = tiny_model()
+    with caplog.at_level("WARNING", logger="unlearnbench"):
+        train(restarted, data(), TrainConfig(**RECIPE), pad_id=EOS, checkpoint_dir=tmp_path)
+    assert "unreadable" in caplog.text and fingerprint(restarted) == fingerprint(clean)
 
 
 def test_checkpoint_round_trip_restores_optimizer(tmp_path):

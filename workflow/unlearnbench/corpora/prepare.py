@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..artifacts import describe_files
 from ..pii import count_pii, mask_pii
 from .base import Document
 from .sources import read_source
@@ -118,4 +119,5 @@ def prepare_corpus(
         },
         "split_config": split.to_dict(),
         "splits": {s: split_summary(splits[s], paths[s], kind) for s in SPLITS},
+        "files": describe_files(paths[s] for s in SPLITS),
     }

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..artifacts import describe_files
 from ..lm_data import collate, encode_texts
 from ..logs import progress
 from ..models import fingerprint, load_model
@@ -190,4 +191,5 @@ def estimate_fisher_stage(
         "gradient_bytes": fisher.m * fisher.d * fisher.gradients.element_size(),
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "fingerprint": fisher.fingerprint,
+        "files": describe_files([tensors_path, meta_path]),
     }

@@ -5,16 +5,27 @@ outputs of a failed or killed job) and resumes from it on ``--rerun-incomplete``
 everything the next step depends on: weights, optimizer moments and counters, the step count,
 the loss history and any extra RNG or accountant state a caller adds. Restoring it exactly makes
 a resumed run bitwise equal to an uninterrupted one on CPU.
+
+A checkpoint also records what it was trained from (``inputs_fingerprint``: the starting
+weights and every token of the data, so also the tokenizer, plus the recipe). ``resume``
+discards, with a log line, a checkpoint whose record differs from the run asking for it: the
+data changed under the same recipe and example count, or the file is unreadable. Training then
+restarts from scratch, which is always correct; resuming would give a model that no clean run
+produces.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -22,6 +33,45 @@ from ..provenance import atomic_path
 
 STATE_FILE = "state.safetensors"
 META_FILE = "state.json"
+log = logging.getLogger(__name__)
+
+
+def inputs_fingerprint(start_fingerprint: str, sequences: Sequence[Sequence[int]]) -> str:
+    """sha256 of the starting weights' fingerprint and every token of every sequence."""
+    digest = hashlib.sha256(start_fingerprint.encode())
+    for sequence in sequences:
+        digest.update(len(sequence).to_bytes(4, "little"))
+        digest.update(np.asarray(sequence, dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+def resume(
+    directory: str | os.PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    expected: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """Restore the checkpoint in ``directory`` if every entry of ``expected`` equals what it
+    recorded; otherwise discard it (a log line says why) and return None: start afresh."""
+    directory = Path(directory)
+    meta_file = directory / META_FILE
+    if not meta_file.is_file():
+        return None
+    try:
+        recorded = json.loads(meta_file.read_text())["meta"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        recorded, why = None, f"unreadable ({type(err).__name__}: {err})"
+    else:
+        differ = [key for key, value in expected.items() if recorded.get(key) != value]
+        why = f"written for other {', '.join(differ)}" if differ else ""
+    if recorded is not None and not why:
+        try:
+            return load_checkpoint(directory, model, optimizer)
+        except ValueError as err:
+            why = str(err)
+    log.warning("%s: checkpoint discarded, training restarts from scratch: %s", directory, why)
+    clear_checkpoint(directory)
+    return None
 
 
 def save_checkpoint(

@@ -64,8 +64,9 @@ from transformers.pytorch_utils import Conv1D
 
 from ..lm_data import Batch, collate, token_losses
 from ..logs import progress
+from ..models import fingerprint
 from ..seeding import derive_seed, torch_generator
-from .checkpoint import clear_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import clear_checkpoint, inputs_fingerprint, resume, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -362,18 +363,16 @@ def train_dp(
     history: dict[str, Any] = {"epoch_loss": [], "tokens": 0, "seconds": 0.0, "empty_batches": 0}
     running = {"loss": 0.0, "tokens": 0}
     accountant_state = None
-    resumed = load_checkpoint(checkpoint_dir, model, optimizer) if checkpoint_dir else None
+    # What a checkpoint must have been trained from to be resumed (checkpoint.resume).
+    expected = {
+        "config": asdict(cfg),
+        "examples": n,
+        "noise_multiplier": noise,
+        "inputs": inputs_fingerprint(fingerprint(model), sequences),
+    }
+    resumed = resume(checkpoint_dir, model, optimizer, expected) if checkpoint_dir else None
     if resumed is not None:
         meta, _ = resumed
-        if (
-            meta["config"] != asdict(cfg)
-            or meta["examples"] != n
-            or meta["noise_multiplier"] != noise
-        ):
-            raise ValueError(
-                f"{checkpoint_dir}: checkpoint was written for other data or settings; delete "
-                "the directory to restart this training"
-            )
         step, history, running = meta["step"], meta["history"], meta["running"]
         accountant_state = meta["accountant"]
         log.info("resuming from step %d of %d", step, total_steps)
@@ -411,9 +410,7 @@ def train_dp(
                     "step": done,
                     "history": history,
                     "running": running,
-                    "config": asdict(cfg),
-                    "examples": n,
-                    "noise_multiplier": noise,
+                    **expected,
                     "accountant": dict(engine.accountant.state_dict()),
                 }
                 save_checkpoint(checkpoint_dir, model, optimizer, meta)

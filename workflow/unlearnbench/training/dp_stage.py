@@ -34,9 +34,10 @@ def dp_finetune_from(
     model = load_model(base_dir, vocab_size=len(tokenizer)).to(device)
     sequences = encode_texts(tokenizer, texts, model.config.n_positions)
     result = train_dp(model, sequences, recipe, tokenizer.eos_token_id, checkpoint_dir)
-    save_model(model, out_dir)
+    files = save_model(model, out_dir)
     params = sum(p.numel() for p in model.parameters())
     return {
+        "files": files,
         "base": str(base_dir),
         "examples": len(sequences),
         "parameters": params,

@@ -20,8 +20,9 @@ import torch
 
 from ..lm_data import collate, mean_loss
 from ..logs import progress
+from ..models import fingerprint
 from ..seeding import torch_generator
-from .checkpoint import clear_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import clear_checkpoint, inputs_fingerprint, resume, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +99,15 @@ def train(
     total_steps = steps_per_epoch * cfg.epochs
     step: int = 0
     history: dict[str, Any] = {"epoch_loss": [], "tokens": 0, "seconds": 0.0}
-    resumed = load_checkpoint(checkpoint_dir, model, optimizer) if checkpoint_dir else None
+    # What a checkpoint must have been trained from to be resumed (checkpoint.resume).
+    expected = {
+        "config": asdict(cfg),
+        "examples": len(sequences),
+        "inputs": inputs_fingerprint(fingerprint(model), sequences),
+    }
+    resumed = resume(checkpoint_dir, model, optimizer, expected) if checkpoint_dir else None
     if resumed is not None:
         meta, _ = resumed
-        if meta["config"] != asdict(cfg) or meta["examples"] != len(sequences):
-            raise ValueError(
-                f"{checkpoint_dir}: checkpoint was written for other data or settings; delete "
-                "the directory to restart this training"
-            )
         step, history, running = meta["step"], meta["history"], meta["running"]
         log.info("resuming from step %d of %d", step, total_steps)
     else:
@@ -140,8 +142,7 @@ def train(
                 "step": done,
                 "history": history,
                 "running": running,
-                "config": asdict(cfg),
-                "examples": len(sequences),
+                **expected,
             }
             save_checkpoint(checkpoint_dir, model, optimizer, meta)
         if on_step is not None:

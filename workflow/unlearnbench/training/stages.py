@@ -21,9 +21,10 @@ from .loop import TrainConfig, train
 def _fit(model, tokenizer, texts, recipe: TrainConfig, out_dir, checkpoint_dir) -> dict[str, Any]:
     sequences = encode_texts(tokenizer, texts, model.config.n_positions)
     history = train(model, sequences, recipe, tokenizer.eos_token_id, checkpoint_dir)
-    save_model(model, out_dir)
+    files = save_model(model, out_dir)
     params = sum(p.numel() for p in model.parameters())
     return {
+        "files": files,
         "examples": len(sequences),
         "parameters": params,
         "fingerprint": fingerprint(model),
@@ -48,8 +49,8 @@ def pretrain_base(
     tokenizer = load_tokenizer(tokenizer_dir)
     model = build_model(model_cfg, len(tokenizer), tokenizer.eos_token_id, seed).to(device)
     if not model_cfg.from_scratch:
-        save_model(model, out_dir)
-        return {"source": model_cfg.source, "fingerprint": fingerprint(model)}
+        files = save_model(model, out_dir)
+        return {"source": model_cfg.source, "fingerprint": fingerprint(model), "files": files}
     return _fit(model, tokenizer, texts, recipe, out_dir, checkpoint_dir)
 
 

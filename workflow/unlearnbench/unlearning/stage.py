@@ -10,7 +10,6 @@ after, and the cost.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -29,7 +28,7 @@ from ..lm_data import encode_texts, sequence_prefix_ids
 from ..models import fingerprint, load_model, save_model
 from ..replicate import ReplicateFiles
 from ..stage import Frame, record_stage
-from ..texts import read_texts
+from ..texts import read_index_set, read_texts
 from ..tokenizer import load_tokenizer
 from .base import UnlearnContext, UnlearningMethod
 from .registry import make_method
@@ -73,8 +72,8 @@ def load_replicate(tokenizer, files: ReplicateFiles, max_length: int) -> Replica
     files.require("forget", "retain")
     train_path, forget_path, retain_path = files.train, files.forget, files.retain
     texts = read_texts([train_path])
-    forget = json.loads(Path(forget_path).read_text())
-    retain = json.loads(Path(retain_path).read_text())["indices"]
+    forget = read_index_set(forget_path)
+    retain = read_index_set(retain_path)["indices"]
     groups = forget.get("groups") or [1] * len(forget["indices"])
     if len(groups) != len(forget["indices"]):
         raise ValueError(
@@ -276,8 +275,7 @@ def unlearn_stage(
         trajectory_cfg=trajectory_cfg,
         seed=replicate.seed,
     )
-    save_model(model, out_dir)
-    return manifest
+    return {**manifest, "files": save_model(model, out_dir)}
 
 
 def record_unlearning(

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ...artifacts import check, describe_files
 from ...models import fingerprint, load_model
 from ...provenance import atomic_path, write_json
 from ...replicate import ReplicateFiles
@@ -341,6 +342,7 @@ def find_secrets_stage(
         "retain_rows": len(retain),
         "memorised": memorised,
         **_summary(table, cfg),
+        "files": describe_files([secrets_csv, heldout_csv, forget_path, retain_path]),
     }
 
 
@@ -361,14 +363,14 @@ def score_secrets_stage(
     reference Px, the held-out baseline re-measured under this model) plus ``removed``: excess
     below ``removed_below`` bits and not extracted.
     """
-    reference = pd.read_csv(reference_csv, dtype={"masked": str, "kind": str})
+    reference = pd.read_csv(check(reference_csv), dtype={"masked": str, "kind": str})
     absent = [c for c in CARRIED if c not in reference]
     if absent:
         raise ValueError(
             f"{reference_csv}: columns {absent} missing; it was written by an older "
             "find_secrets: rerun it"
         )
-    held_reference = pd.read_csv(heldout_reference_csv, dtype={"masked": str, "kind": str})
+    held_reference = pd.read_csv(check(heldout_reference_csv), dtype={"masked": str, "kind": str})
     tokenizer, model = _load(model_dir, replicate.tokenizer_dir, device)
     keep = set(reference["masked"])
     _, _, table, info = _score(model, tokenizer, read_texts([replicate.train]), cfg, keep)
@@ -410,4 +412,5 @@ def score_secrets_stage(
             float(requested["memorisation"].mean()) if len(requested) else None
         ),
         **_summary(table, cfg),
+        "files": describe_files([out_csv]),
     }

@@ -127,7 +127,7 @@ ADJUST = {
 }
 
 
-@pytest.mark.parametrize(("path", "key", "inside", "outside"), bound_cases())
+@pytest.mark.parametrize(("path", "key", "inside", "outside"), list(bound_cases()))
 def test_dataclass_bounds_equal_the_schema_bounds(path, key, inside, outside):
     base = {**values(path), **ADJUST.get((path, key), {})}
     BUILDERS[path]({**base, key: inside})  # the schema allows it: so must the code

@@ -116,6 +116,33 @@ def test_bad_config_names_key(change, key, word):
     assert word in message, message
 
 
+SCHEMA_KEYWORDS = {
+    "$schema", "$defs", "$ref", "type", "description", "default", "properties",
+    "additionalProperties", "required", "items", "enum", "pattern", "minimum", "maximum",
+    "exclusiveMinimum", "exclusiveMaximum", "minItems", "uniqueItems",
+}  # fmt: skip
+
+
+def test_schema_nodes_use_only_schema_keywords_and_whole_descriptions():
+    """A comma inside an unquoted flow-mapping description cut it short and turned its rest
+    into a stray key: seven messages read `expected: m` and the like."""
+
+    def walk(node, path):
+        if not isinstance(node, dict):
+            return
+        assert set(node) <= SCHEMA_KEYWORDS, f"{path}: stray keys {set(node) - SCHEMA_KEYWORDS}"
+        if "description" in node:
+            text = node["description"].strip()
+            assert text.endswith((".", ")")) and len(text.split()) >= 2, f"{path}: {text!r}"
+        for key in ("properties", "$defs"):
+            for name, sub in node.get(key, {}).items():
+                walk(sub, f"{path}.{name}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]")
+
+    walk(load_schema(), "config")
+
+
 def test_schema_method_names_equal_the_registry_names():
     """The schema's method enums and blocks, and the torch-free name list, must agree."""
     from unlearnbench.method_names import METHODS

@@ -1,21 +1,16 @@
-"""Checking a configuration before any job runs.
+"""Cross-field rules a schema cannot express, checked after it (``check_config``).
 
-``validate_config`` applies the JSON schema (closed objects, types, bounds; fills defaults) and
-then ``check_config``, the cross-field rules a schema cannot express. Every error names the
-config key and the fix, in the form ``<key.path>: <problem>; <fix>``, so a user never has to read
-a stack trace to repair a config.
+Each rule that breaks raises ``ConfigError("<key>: <problem>; <fix>")`` naming the first key
+to change. The resource plan (``planner``) runs after these, once the rules' resources are
+known.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from pathlib import Path
+import string
 from typing import Any
 
-import jsonschema
-import yaml
-
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+from .schema import ConfigError
 
 # A canary space must be much larger than the number of canaries: secrets are drawn without
 # repetition and must not occur in the corpus, and every other canary's secret is a candidate
@@ -23,78 +18,9 @@ SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.y
 MIN_SPACE_PER_CANARY = 10
 
 
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the key and the fix."""
-
-
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
-    return yaml.safe_load(Path(path).read_text())
-
-
-def _key_path(parts: Iterable[Any]) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "<top level>"
-
-
-def _with_defaults(validator_class):
-    """A validator that fills ``default`` values in place, as Snakemake's ``validate`` does."""
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, sub in properties.items():
-                if "default" in sub:
-                    instance.setdefault(name, _copy(sub["default"]))
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-def _copy(value: Any) -> Any:
-    # Defaults must not be shared between config objects (e.g. two datasets' `hub` blocks).
-    return yaml.safe_load(yaml.safe_dump(value))
-
-
-def _schema_at(schema: dict[str, Any], parts: Iterable[Any]) -> dict[str, Any]:
-    def resolve(node: dict[str, Any]) -> dict[str, Any]:
-        ref = node.get("$ref", "")
-        if ref.startswith("#/$defs/"):
-            return {**schema["$defs"][ref.removeprefix("#/$defs/")], **node}
-        return node
-
-    node = schema
-    for part in parts:
-        node = resolve(node)
-        if isinstance(part, int):
-            node = node.get("items", {})
-        else:
-            node = node.get("properties", {}).get(part, {})
-    return resolve(node)
-
-
-def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict:
-    """Validate ``config`` in place (defaults filled) and return it; raise ConfigError."""
-    schema = schema if schema is not None else load_schema()
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        lines = []
-        for err in errors:
-            parts = list(err.absolute_path)
-            if err.validator == "additionalProperties":
-                known = sorted(err.schema.get("properties", {}))
-                fix = f"remove it or use one of: {', '.join(known)}"
-            else:
-                meaning = _schema_at(schema, parts).get("description", "")
-                fix = (
-                    f"expected: {meaning}" if meaning else "see workflow/schemas/config.schema.yaml"
-                )
-            lines.append(f"{_key_path(parts)}: {err.message}; {fix}")
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
-    check_config(config)
-    return config
+def eps_label(epsilon: float) -> str:
+    """An epsilon as it appears in paths: 1 -> "1", 0.5 -> "0.5" (no trailing ".0")."""
+    return f"{epsilon:g}"
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -138,6 +64,8 @@ def check_config(config: dict[str, Any]) -> None:
             "pretrain on nlp datasets only",
         )
     _check_data(config["data"])
+    _check_model(config["model"])
+    _check_fisher(config)
     model = config["model"]
     _fail_if(
         model["n_embd"] % model["n_head"] != 0,
@@ -147,6 +75,8 @@ def check_config(config: dict[str, Any]) -> None:
     )
     if any(kind == "nlp" for kind in kinds.values()):
         _check_canaries(config["canaries"], config["data"])
+        _check_templates(config["canaries"]["templates"])
+        _check_epsilons(config["train_dp"]["epsilons"])
         _check_exposure(config["evaluate"]["exposure"], config["canaries"])
         _check_dp(config["train_dp"], config["canaries"], config["data"])
         n_canaries = len(config["canaries"]["repetitions"]) * config["canaries"]["per_repetition"]
@@ -239,6 +169,66 @@ def _check_exposure(exp: dict[str, Any], can: dict[str, Any]) -> None:
         f"exact enumeration of |R| = 10^{can['secret_digits']} candidates exceeds "
         f"evaluate.exposure.max_exact_space = {exp['max_exact_space']}",
         "use estimator: extrapolated, or raise max_exact_space (time grows with |R|)",
+    )
+
+
+def _check_templates(templates: list[str]) -> None:
+    """Exactly one {secret}, and no other placeholder (str.format would fail on it)."""
+    for i, template in enumerate(templates):
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        _fail_if(
+            fields.count("secret") != 1,
+            f"canaries.templates[{i}]",
+            f"{template!r} has {{secret}} {fields.count('secret')} times",
+            "use it exactly once, at the end after a space",
+        )
+        others = sorted(set(fields) - {"secret"})
+        _fail_if(
+            bool(others),
+            f"canaries.templates[{i}]",
+            f"{template!r} has other placeholders {others}",
+            "write literal braces as {{ and }}, or remove them",
+        )
+
+
+def _check_epsilons(epsilons: list[float]) -> None:
+    """Two epsilons that print alike would share one model path: one model would be lost."""
+    labels: dict[str, float] = {}
+    for i, epsilon in enumerate(epsilons):
+        label = eps_label(epsilon)
+        _fail_if(
+            label in labels,
+            f"train_dp.epsilons[{i}]",
+            f"{epsilon!r} and {labels.get(label)!r} share the path label dp_eps~{label}",
+            "give epsilons that differ in their first 6 significant digits",
+        )
+        labels[label] = epsilon
+
+
+def _check_model(model: dict[str, Any]) -> None:
+    _fail_if(
+        model["source"] != "scratch",
+        "model.source",
+        f"the hub model {model['source']!r} would read token ids of this study's own BPE "
+        "tokenizer, which its embeddings do not know (hub models with their own tokenizer are "
+        "not wired yet)",
+        "use model.source: scratch",
+    )
+
+
+def _check_fisher(config: dict[str, Any]) -> None:
+    from ..planner import scratch_parameters
+
+    fisher = config["fisher"]
+    if fisher["blocks"] != "fixed" or config["model"]["source"] != "scratch":
+        return
+    d = scratch_parameters(config["model"], config["tokenizer"]["vocab_size"])
+    _fail_if(
+        fisher["block_size"] >= d,
+        "fisher.block_size",
+        f"{fisher['block_size']} covers the whole model ({d} parameters), so blocks: fixed "
+        "would be one block",
+        f"use blocks: full, or a block_size below {d}",
     )
 
 

@@ -1,0 +1,90 @@
+"""The resource plan: parameter counts against real models, shipped configs fit, and the
+impossible is refused with the key to change (from the config alone: nothing is allocated)."""
+
+from __future__ import annotations
+
+import pytest
+from snakemake_runner import config_of
+from transformers import GPT2Config, GPT2LMHeadModel
+from unlearnbench.planner import (
+    PlanError,
+    check_plan,
+    estimates,
+    memory_request_mb,
+    scratch_parameters,
+)
+from unlearnbench.settings import validate_config
+
+# The rules' declared resources of the default study (floors; workflow/rules/*.smk).
+RESOURCES = {
+    "inject_canaries": {"mem_mb": 1000, "runtime": 10},
+    "pretrain_base": {"mem_mb": 4000, "runtime": 120},
+    "finetune": {"mem_mb": 3000, "runtime": 120},
+    "retrain": {"mem_mb": 3000, "runtime": 120},
+    "train_dp": {"mem_mb": 4000, "runtime": 180},
+    "estimate_fisher": {"mem_mb": 6000, "runtime": 60},
+    "unlearn": {"mem_mb": 6000, "runtime": 60},
+    "evaluate": {"mem_mb": 3000, "runtime": 60},
+    "fisher_scaling": {"mem_mb": 8000, "runtime": 60},
+}
+
+
+@pytest.mark.parametrize(
+    ("layers", "width", "context", "vocab"), [(1, 16, 32, 50), (2, 64, 128, 2048)]
+)
+def test_parameter_count_equals_a_real_gpt2(layers, width, context, vocab):
+    cfg = GPT2Config(n_layer=layers, n_embd=width, n_head=2, n_positions=context, vocab_size=vocab)
+    model = GPT2LMHeadModel(cfg)  # tied embeddings: parameters() yields the shared one once
+    real = sum(p.numel() for p in model.parameters())
+    layout = {"n_layer": layers, "n_embd": width, "n_positions": context}
+    assert scratch_parameters(layout, vocab) == real
+
+
+@pytest.mark.parametrize(
+    "overlays", [("config.yaml",), ("config.yaml", "smoke.yaml"), ("config.yaml", "paper.yaml")]
+)
+def test_shipped_configs_fit_their_declared_resources(overlays):
+    config = validate_config(config_of(*overlays))
+    resources = {r: {**v, "mem_mb": memory_request_mb(config, r, v["mem_mb"])}
+                 for r, v in RESOURCES.items()}  # fmt: skip
+    check_plan(config, resources, machine_mb=24_000, local=True)
+
+
+def test_the_default_study_asks_for_no_more_than_its_floors():
+    config = validate_config(config_of("config.yaml"))
+    for rule, declared in RESOURCES.items():
+        assert memory_request_mb(config, rule, declared["mem_mb"]) == declared["mem_mb"], rule
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"model": {"n_embd": 100_000, "n_head": 4}}, "model.n_embd"),
+        ({"model": {"n_positions": 10**8}}, "model.n_positions"),
+        ({"fisher": {"examples": 10**6}, "data": {"max_examples": 10**6}}, "fisher.examples"),
+        ({"train_dp": {"batch_size": 10**6}}, "train_dp.batch_size"),
+    ],
+)
+def test_what_cannot_fit_is_refused_with_its_key(change, key):
+    config = validate_config(config_of("config.yaml"))
+    for block, values in change.items():
+        config[block] = {**config[block], **values}
+    with pytest.raises(PlanError, match=rf"{key}: rule \w+ would"):
+        check_plan(config, RESOURCES, machine_mb=24_000, local=True)
+
+
+def test_a_cluster_run_is_held_to_the_rules_memory_not_this_machines():
+    config = validate_config(config_of("config.yaml"))
+    config["fisher"] = {**config["fisher"], "examples": 40_000}  # ~38 GB of gradients
+    config["data"] = {**config["data"], "max_examples": 100_000}
+    big = {rule: {**v, "mem_mb": 200_000} for rule, v in RESOURCES.items()}
+    check_plan(config, big, machine_mb=24_000, local=False)
+    with pytest.raises(PlanError, match="this machine's memory"):
+        check_plan(config, big, machine_mb=24_000, local=True)
+
+
+def test_gpu_rules_are_timed_at_a_gpu_rate():
+    config = validate_config(config_of("config.yaml"))
+    cpu = {e.rule: e.seconds for e in estimates(config, "cpu")}
+    gpu = {e.rule: e.seconds for e in estimates(config, "gpu")}
+    assert all(gpu[r] < cpu[r] or cpu[r] == 0 for r in cpu)

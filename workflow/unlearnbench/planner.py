@@ -1,0 +1,295 @@
+"""Will every stage fit? Memory and time per rule, estimated from the config before any job.
+
+A config can be valid value by value and still impossible: a model 10^5 wide, 10^12 canaries,
+a context of 10^8 tokens, an exact rank over 10^18 candidates. Such a job would run for years,
+or grow until the kernel kills it and takes the machine's other work down with it. This module
+estimates each heavy rule's peak memory and time from the config alone (no torch) and refuses,
+naming the estimate and the key to change, what cannot fit the rule's declared resources
+(``mem_mb``, ``runtime``) or, for local runs, this machine's memory.
+
+The estimates are deliberately simple upper-ish formulas, calibrated on the default study's
+measured peaks (results/tables/cost.md: 0.5-1.1 GB per torch job, ~0.6 GB of which is Python,
+torch and transformers). Time uses an optimistic rate (``RATE``), so only a job that cannot
+finish even at that rate is refused: the check catches the impossible, not the merely slow.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .settings.schema import ConfigError
+
+MB = 2**20
+PROCESS_MB = 700  # Python + torch + transformers + pandas in one job (measured 535-700 MB)
+CHARS_PER_TOKEN = 3.0  # BPE with split digits: ~3.9 measured on the default; 3 errs high
+BYTES_PER_ROW = 400  # a text row in pandas/Python: the characters plus object overhead
+# FLOP/s a job cannot beat: 4x the measured training rate on a 2-core CPU (97 GFLOP/s) and
+# about a dense bf16 H100 for a GPU job.
+RATE = {"cpu": 4e11, "gpu": 1e15}
+CACHE_BUDGET_MB = 1024  # the digit-tree walk's key/value cache (exposure.tree)
+
+
+class PlanError(ConfigError):
+    """A stage that cannot fit; the message names the estimate and the key to change."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    rule: str
+    memory_mb: float
+    seconds: float
+    keys: tuple[str, ...]  # the config keys that drive it, the main one first
+    detail: str
+
+
+def scratch_parameters(model: Mapping[str, Any], vocab_size: int) -> int:
+    """Trainable parameters of a GPT-2 trained from scratch (tied embeddings counted once)."""
+    width, layers, context = model["n_embd"], model["n_layer"], model["n_positions"]
+    per_layer = 12 * width * width + 13 * width  # attention + MLP weights, biases, 2 LayerNorms
+    return vocab_size * width + context * width + layers * per_layer + 2 * width
+
+
+def parameter_driver(model: Mapping[str, Any], vocab_size: int) -> str:
+    """The config key whose term dominates ``scratch_parameters`` (the one to lower)."""
+    width = model["n_embd"]
+    terms = {
+        "tokenizer.vocab_size": vocab_size * width,
+        "model.n_positions": model["n_positions"] * width,
+        "model.n_embd": model["n_layer"] * 12 * width * width,
+    }
+    return max(terms, key=terms.__getitem__)
+
+
+def tokens_per_sequence(config: Mapping[str, Any]) -> int:
+    chars = config["data"]["max_example_chars"]
+    return min(config["model"]["n_positions"], math.ceil(chars / CHARS_PER_TOKEN) + 2)
+
+
+def training_rows(config: Mapping[str, Any]) -> tuple[int, int]:
+    """(rows of the largest training split, canary copies in it) the config allows."""
+    data, can = config["data"], config["canaries"]
+    held_out = data["validation_fraction"] + data["test_fraction"]
+    corpus = int(data["max_examples"] * (1 - held_out))
+    copies = sum(can["repetitions"]) * can["per_repetition"]
+    return corpus + copies, copies
+
+
+def _activations_bytes(batch: int, config: Mapping[str, Any], backward: bool) -> float:
+    """What a forward pass of ``batch`` sequences holds: per layer and token ~70 width plus 10
+    heads x context fp32 values kept for backward (~1/4 of them without), and the logits: three
+    vocabulary-sized buffers per token with backward (logits, log-softmax, gradient), two
+    without."""
+    model, vocab = config["model"], config["tokenizer"]["vocab_size"]
+    context = tokens_per_sequence(config)
+    tokens = batch * context
+    per_token = model["n_layer"] * (70 * model["n_embd"] + 10 * model["n_head"] * context)
+    if not backward:
+        per_token /= 4
+    return tokens * per_token * 4 + (12 if backward else 8) * tokens * vocab
+
+
+def _train_memory_mb(d: int, batch: int, config: Mapping[str, Any]) -> float:
+    """Weights, gradients and two Adam moments (16 bytes a parameter) and one step's
+    activations, on top of the process itself."""
+    return PROCESS_MB + (16 * d + _activations_bytes(batch, config, backward=True)) / MB
+
+
+def _score_memory_mb(d: int, batch: int, config: Mapping[str, Any]) -> float:
+    """Weights (and a second model: the reference or the retrained one) and one forward."""
+    return PROCESS_MB + (8 * d + _activations_bytes(batch, config, backward=False)) / MB
+
+
+def estimates(config: Mapping[str, Any], device: str = "cpu") -> list[Estimate]:
+    """Peak memory (MB) and a lower bound of the time (s) of each heavy rule's job."""
+    if config["model"]["source"] != "scratch":
+        return []  # hub models: sized by the paper-scale planner (not wired yet)
+    vocab = config["tokenizer"]["vocab_size"]
+    d = scratch_parameters(config["model"], vocab)
+    size_key = parameter_driver(config["model"], vocab)
+    rate = RATE[device]
+    rows, copies = training_rows(config)
+    seq = tokens_per_sequence(config)
+    train, dp, fisher = config["train"], config["train_dp"], config["fisher"]
+    out = []
+
+    def add(rule: str, memory_mb: float, flops: float, key: str, detail: str) -> None:
+        keys = tuple(dict.fromkeys((key, size_key)))  # the model's size drives every stage
+        out.append(Estimate(rule, memory_mb, flops / rate, keys, detail))
+
+    text_mb = 3 * rows * max(BYTES_PER_ROW, config["data"]["max_example_chars"] * 2) / MB
+    add(
+        "inject_canaries",
+        PROCESS_MB / 2 + text_mb,
+        0.0,
+        "canaries.per_repetition",
+        f"{rows} training rows, {copies} of them canary copies",
+    )
+    for rule, recipe, examples in (
+        ("pretrain_base", train["pretrain"], rows * len(config["pretrain"]["datasets"])),
+        ("finetune", train["finetune"], rows),
+        ("retrain", train["finetune"], rows),
+    ):
+        add(
+            rule,
+            _train_memory_mb(d, recipe["batch_size"], config) + text_mb,
+            6 * d * examples * seq * recipe["epochs"],
+            size_key,
+            f"{d} parameters, {examples} sequences of <= {seq} tokens, {recipe['epochs']} epochs",
+        )
+    poisson = 2 * dp["batch_size"]  # a Poisson batch can exceed its expectation
+    add(
+        "train_dp",
+        _train_memory_mb(d, poisson, config) + poisson * d * 4 / MB + text_mb,
+        6 * d * rows * seq * dp["epochs"],
+        "train_dp.batch_size",
+        f"per-sample gradients of up to {poisson} sequences x {d} parameters",
+    )
+    m = min(fisher["examples"], rows)
+    fisher_mb = (m * d * 4 + 2 * m * m * 8) / MB  # G and the m x m Gram matrix / factor
+    add(
+        "estimate_fisher",
+        _train_memory_mb(d, 32, config) + fisher_mb + text_mb,
+        6 * d * m * seq + 2 * m * m * d,
+        "fisher.examples",
+        f"m = {m} gradients of d = {d} parameters ({m * d * 4 / MB:,.0f} MB)",
+    )
+    batch = config["unlearn"]["trajectory"]["batch_size"]
+    for rule in ("unlearn", "unlearn_cycles", "unlearn_realworld", "onion_unlearn"):
+        add(
+            rule,
+            _train_memory_mb(d, batch, config) + 2 * fisher_mb + 8 * d / MB + text_mb,
+            6 * d * rows * seq,
+            "fisher.examples",
+            f"the Fisher (m = {m}, d = {d}) loaded and re-estimated, the model's copies",
+        )
+    can, exposure = config["canaries"], config["evaluate"]["exposure"]
+    n_canaries = len(can["repetitions"]) * can["per_repetition"]
+    k = can["secret_digits"]
+    if exposure["estimator"] == "extrapolated":
+        nodes, scored = exposure["extrapolation_samples"] * k, "extrapolated"
+    else:
+        nodes, scored = (10**k - 1) // 9, "exact"  # every inner node of the digit tree
+    models = {"evaluate": 2, "evaluate_dp": len(config["train_dp"]["epsilons"])}
+    for rule, count in models.items():
+        add(
+            rule,
+            _score_memory_mb(d, config["evaluate"]["batch_size"], config)
+            + CACHE_BUDGET_MB
+            + text_mb,
+            2 * d * nodes * n_canaries * count,  # one token through the model per node
+            "canaries.secret_digits"
+            if scored == "exact"
+            else "evaluate.exposure.extrapolation_samples",
+            f"{scored} rank of {n_canaries} canaries over 10^{k} candidates, {count} models",
+        )
+    real = config["realworld"]
+    add(
+        "find_secrets",
+        _score_memory_mb(d, real["batch_size"], config) + text_mb,
+        2 * d * real["max_strings"] * (real["samples"] + 1) * seq * 2,
+        "realworld.max_strings",
+        f"{real['max_strings']} strings x {real['samples']} substitutes, two models",
+    )
+    scaling = config["scaling"]
+    widths, largest_m = max(scaling["widths"]), max(scaling["examples"])
+    widest = scratch_parameters({**config["model"], "n_embd": widths}, vocab)
+    add(
+        "fisher_scaling",
+        _train_memory_mb(widest, 32, config) + largest_m * widest * 4 / MB,
+        6 * widest * largest_m * seq * len(scaling["widths"]) * len(scaling["examples"]),
+        "scaling.widths",
+        f"gradients of m = {largest_m} at width {widths} ({widest} parameters)",
+    )
+    return out
+
+
+def memory_request_mb(config: Mapping[str, Any], rule: str, floor: int) -> int:
+    """What a rule should ask for: its estimate with a quarter on top, at least ``floor``
+    (rules declare ``mem_mb`` through this, so requests grow with the config, e.g. on Slurm)."""
+    by_rule = {e.rule: e for e in estimates(config)}
+    if rule not in by_rule:
+        return floor
+    return max(floor, math.ceil(1.25 * by_rule[rule].memory_mb / 100) * 100)
+
+
+def declared_resources(rules: Iterable[Any]) -> dict[str, dict[str, float]]:
+    """``{rule: {"mem_mb": ..., "runtime": ..., "gpu": ...}}`` of Snakemake rules, where they are
+    plain numbers (``--set-resources`` overrides included; callables are left out)."""
+    out: dict[str, dict[str, float]] = {}
+    for rule in rules:
+        values = {}
+        names = list(rule.resources.keys())
+        for key in ("mem_mb", "runtime", "gpu"):
+            if key in names:
+                res = rule.resources[key]
+                value = None if res.is_evaluable() else res.value
+                if isinstance(value, int | float):
+                    values[key] = value
+        out[rule.name] = values
+    return out
+
+
+def machine_memory_mb() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("years", 3.15e7), ("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def check_plan(
+    config: Mapping[str, Any],
+    resources: Mapping[str, Mapping[str, float]],
+    machine_mb: float | None = None,
+    local: bool = True,
+) -> list[Estimate]:
+    """Refuse (PlanError listing every stage that cannot fit) or return the estimates."""
+    problems = []
+    plans = []
+    for rule, declared in resources.items():
+        device = "gpu" if declared.get("gpu") else "cpu"
+        plans += [e for e in estimates(config, device) if e.rule == rule]
+    for e in plans:
+        declared = resources.get(e.rule, {})
+        limit = declared.get("mem_mb")
+        where = "the rule's mem_mb"
+        if local and machine_mb is not None and (limit is None or machine_mb < limit):
+            limit, where = machine_mb, "this machine's memory"
+        lower = " or ".join(e.keys)
+        if limit is not None and e.memory_mb > limit:
+            problems.append(
+                f"{e.keys[0]}: rule {e.rule} would need about {e.memory_mb:,.0f} MB ({e.detail}), "
+                f"more than {where} ({limit:,.0f} MB); lower {lower} (or run the rule where "
+                "there is more memory, with --set-resources)"
+            )
+        runtime = declared.get("runtime")
+        if runtime is not None and e.seconds > 60 * runtime:
+            problems.append(
+                f"{e.keys[0]}: rule {e.rule} would run at least {_human(e.seconds)} "
+                f"({e.detail}), beyond its runtime of {runtime} min; lower {lower}"
+            )
+    if problems:
+        raise PlanError("the config cannot fit:\n  " + "\n  ".join(problems))
+    return plans
+
+
+def check_workflow(config: Mapping[str, Any], rules: Iterable[Any], local: bool) -> None:
+    """The Snakefile's call: estimates against the rules' resources and, run locally, this
+    machine's memory (``UNLEARNBENCH_MACHINE_MB`` overrides what /proc/meminfo says)."""
+    override = os.environ.get("UNLEARNBENCH_MACHINE_MB")
+    machine = float(override) if override else machine_memory_mb()
+    check_plan(config, declared_resources(rules), machine, local)

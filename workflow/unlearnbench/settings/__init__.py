@@ -1,0 +1,62 @@
+"""Checking a configuration before any job runs, so that a wrong config fails in seconds with
+``<key>: <problem>; <fix>`` instead of hours later in a job.
+
+- ``files``: each config file read strictly (a mapping, no key twice, values the schema takes).
+- ``schema``: the merged config against the JSON schema (strict integers, finite numbers,
+  closed objects, bounds); defaults filled in.
+- ``rules``: cross-field rules a schema cannot express.
+- ``offline``: with HF_HUB_OFFLINE, every hub asset already in the local cache.
+The resource plan (``unlearnbench.planner``) follows once the rules' resources are known.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .files import check_config_files, read_config_file
+from .offline import check_offline
+from .rules import MIN_SPACE_PER_CANARY, check_config, eps_label, max_train_examples
+from .schema import ConfigError, load_schema, schema_errors
+
+__all__ = [
+    "MIN_SPACE_PER_CANARY",
+    "ConfigError",
+    "check_config",
+    "check_config_files",
+    "check_offline",
+    "eps_label",
+    "exit_on_config_error",
+    "load_schema",
+    "max_train_examples",
+    "read_config_file",
+    "validate_config",
+]
+
+
+def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict:
+    """Validate ``config`` in place (defaults filled) and return it; raise ConfigError."""
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"<top level>: the config is a {type(config).__name__}, not a mapping; "
+            "write config files as `key: value` lines"
+        )
+    schema = schema if schema is not None else load_schema()
+    lines = schema_errors(config, schema)
+    if lines:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    check_config(config)
+    check_offline(config)
+    return config
+
+
+@contextmanager
+def exit_on_config_error() -> Iterator[None]:
+    """In the Snakefile: a ConfigError ends Snakemake with its message alone (no traceback:
+    the message names the key and the fix); any other error is a bug and keeps its trace."""
+    try:
+        yield
+    except ConfigError as err:
+        sys.exit(f"unlearnbench: {err}")
