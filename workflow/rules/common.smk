@@ -7,6 +7,7 @@ from unlearnbench.import_graph import files_of, script_closure
 from unlearnbench.method_names import needs_fisher
 from unlearnbench.planner import memory_request_mb
 from unlearnbench.reporting import paths
+from unlearnbench.settings import eps_label
 
 
 def canonical(value):
@@ -28,11 +29,6 @@ NLP_DATASETS = [name for name, ds in DATASET.items() if ds["kind"] == "nlp"]
 REALWORLD_DATASETS = [name for name, ds in DATASET.items() if ds["kind"] == "realworld"]
 REPLICATES = config["replicates"]
 SPLITS = ["train", "validation", "test"]
-
-
-def eps_label(epsilon):
-    """An epsilon as it appears in paths: 1 -> "1", 0.5 -> "0.5" (no trailing ".0")."""
-    return f"{epsilon:g}"
 
 
 # DP-SGD target epsilons by path label; the models are named dp_eps~<label>.
