@@ -249,3 +249,54 @@ def test_config_is_frozen_and_normalised():
     assert cfg.templates == TEMPLATES and cfg.repetitions == (1, 2, 4, 8)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.seed = 3  # type: ignore[misc]
+
+
+# Roles: evaluation (removed), tuning, control and phantom canaries
+
+
+@pytest.fixture(scope="module")
+def with_roles():
+    cfg = make_config(forget_per_repetition=2, tuning_per_repetition=1, phantoms=5)
+    return cfg, inject_canaries("wiki", cfg, TRAIN, HELD_OUT)
+
+
+def test_phantoms_are_never_in_any_training_row(with_roles):
+    _, result = with_roles
+    table = result.canaries
+    phantoms = table[table["role"] == "phantom"]
+    assert len(phantoms) == 5 and (phantoms["repetitions"] == 0).all()
+    assert not phantoms["in_forget_set"].any() and (phantoms["group"] == 0).all()
+    for row in phantoms.itertuples():
+        assert not any(row.secret in text for text in result.train)
+        assert not any(row.secret in text for text in HELD_OUT)
+    assert set(result.row_canary_ids) - {-1} == set(
+        table.loc[table["repetitions"] > 0, "canary_id"]
+    )
+    assert table["secret"].is_unique  # a phantom shares no secret with an inserted canary
+
+
+def test_roles_per_repetition_count(with_roles):
+    _, result = with_roles
+    table = result.canaries[result.canaries["repetitions"] > 0]
+    for _, count in table.groupby("repetitions"):
+        roles = Counter(count["role"])
+        assert roles == {"removed": 1, "tuning": 1, "control": 1}
+    forget = table[table["in_forget_set"]]
+    assert set(forget["role"]) == {"removed", "tuning"}  # tuning canaries are removed too
+    assert set(result.forget_canary_ids) == set(forget["canary_id"])
+
+
+def test_adding_phantoms_and_tuning_leaves_the_inserted_canaries_alone(injected, with_roles):
+    _, plain = injected
+    _, roles = with_roles
+    inserted = roles.canaries[roles.canaries["repetitions"] > 0]
+    columns = ["canary_id", "secret", "repetitions", "group", "in_forget_set"]
+    pd.testing.assert_frame_equal(
+        inserted[columns].reset_index(drop=True), plain.canaries[columns].reset_index(drop=True)
+    )
+    assert roles.train == plain.train
+
+
+def test_tuning_must_leave_an_evaluation_canary():
+    with pytest.raises(ValueError, match=r"canaries\.tuning_per_repetition"):
+        make_config(forget_per_repetition=2, tuning_per_repetition=2)

@@ -7,6 +7,14 @@ others are controls that stay in the retained set D+ and show what unlearning do
 memorised data it was not asked to remove. Forget canaries are dealt into K unlearning requests
 for the multi-cycle study.
 
+Every canary has a ``role``:
+- ``removed``: in the forget set; the evaluation canaries every verdict is measured on;
+- ``tuning``: in the forget set too, but used only to choose a method's operating point (the
+  strength whose tuning canaries reach the retrained model's level), never to judge it;
+- ``control``: inserted and kept (in D+);
+- ``phantom``: never inserted (repetitions 0), same templates: the null distribution of
+  exposure and the non-members of membership inference.
+
 All randomness comes from the ``canaries`` seed stream keyed by the dataset name, with one
 sub-key per decision, so that (for example) a change of the training split's size moves the
 insertion positions but not the secrets.
@@ -48,7 +56,9 @@ CANARY_COLUMNS = (
     "group",
     "in_forget_set",
     "randomness_space",
+    "role",
 )
+ROLES = ("removed", "tuning", "control", "phantom")
 _ASCII_DIGIT_RUNS = re.compile(r"[0-9]+")  # secrets are ASCII digits; \d would also match others
 # Same rule as the config schema's pattern: a non-space character, one space, the placeholder.
 _TEMPLATE_END = re.compile(r"\S \{secret\}\Z")
@@ -71,13 +81,16 @@ class CanaryConfig:
     forget_per_repetition: int
     requests: int
     seed: int
+    tuning_per_repetition: int = 0
+    phantoms: int = 0
 
     def __post_init__(self) -> None:
         # Lists from snakemake.params become tuples: the config stays immutable and hashable.
         object.__setattr__(self, "templates", tuple(self.templates))
         object.__setattr__(self, "repetitions", tuple(self.repetitions))
         self._check_templates()
-        for key in ("secret_digits", "per_repetition", "forget_per_repetition", "requests", "seed"):
+        counts = ("per_repetition", "forget_per_repetition", "tuning_per_repetition", "phantoms")
+        for key in ("secret_digits", *counts, "requests", "seed"):
             if not _is_int(getattr(self, key)):
                 _fail(key, f"{getattr(self, key)!r} is not an integer", "use a whole number")
         if not 1 <= self.secret_digits <= MAX_SECRET_DIGITS:
@@ -110,6 +123,15 @@ class CanaryConfig:
                 f"{self.per_repetition}",
                 "lower forget_per_repetition or raise per_repetition",
             )
+        if not 0 <= self.tuning_per_repetition < self.forget_per_repetition:
+            _fail(
+                "tuning_per_repetition",
+                f"{self.tuning_per_repetition} leaves no evaluation canary among the "
+                f"{self.forget_per_repetition} forget canaries per count",
+                "keep it below canaries.forget_per_repetition",
+            )
+        if self.phantoms < 0:
+            _fail("phantoms", f"{self.phantoms} is negative", "use 0 or more")
         if self.requests < 1 or self.requests > self.num_forget:
             _fail(
                 "requests",
@@ -119,10 +141,10 @@ class CanaryConfig:
             )
         if self.seed < 0:
             _fail("seed", f"{self.seed} is negative", "use a non-negative replicate seed")
-        if self.randomness_space < MIN_SPACE_PER_CANARY * self.num_canaries:
+        if self.randomness_space < MIN_SPACE_PER_CANARY * self.num_secrets:
             _fail(
                 "secret_digits",
-                f"10^{self.secret_digits} secrets are too few for {self.num_canaries} canaries "
+                f"10^{self.secret_digits} secrets are too few for {self.num_secrets} canaries "
                 f"(need {MIN_SPACE_PER_CANARY} candidates per canary)",
                 "raise secret_digits or use fewer canaries",
             )
@@ -155,6 +177,11 @@ class CanaryConfig:
     @property
     def num_canaries(self) -> int:
         return len(self.repetitions) * self.per_repetition
+
+    @property
+    def num_secrets(self) -> int:
+        """Inserted canaries and phantoms: every one needs its own secret."""
+        return self.num_canaries + self.phantoms
 
     @property
     def num_forget(self) -> int:
@@ -194,13 +221,15 @@ def _forbidden_secrets(texts: Iterable[str], k: int) -> set[str]:
     return forbidden
 
 
-def _draw_secrets(cfg: CanaryConfig, rng: np.random.Generator, forbidden: set[str]) -> list[str]:
-    """N distinct secrets, uniform over the k-digit strings not in ``forbidden``.
+def _draw_secrets(
+    cfg: CanaryConfig, rng: np.random.Generator, forbidden: set[str], n: int
+) -> list[str]:
+    """``n`` distinct secrets, uniform over the k-digit strings not in ``forbidden``.
 
     Rejection sampling: one secret at a time, so a secret that has to be rejected leaves the
     others' draws unchanged (a held-out text with a secret only replaces that one).
     """
-    n, k = cfg.num_canaries, cfg.secret_digits
+    k = cfg.secret_digits
     available = cfg.randomness_space - len(forbidden)
     if available < MIN_SPACE_PER_CANARY * n:
         _fail(
@@ -230,6 +259,16 @@ def _choose_forget(cfg: CanaryConfig, rng: np.random.Generator) -> list[list[int
     for j in range(len(cfg.repetitions)):
         ids = np.arange(j * cfg.per_repetition, (j + 1) * cfg.per_repetition)
         chosen.append([int(i) for i in rng.permutation(ids)[: cfg.forget_per_repetition]])
+    return chosen
+
+
+def _choose_tuning(
+    cfg: CanaryConfig, forget_by_count: list[list[int]], rng: np.random.Generator
+) -> set[int]:
+    """Per repetition count, the forget canaries that only choose operating points."""
+    chosen: set[int] = set()
+    for ids in forget_by_count:
+        chosen.update(int(i) for i in rng.permutation(ids)[: cfg.tuning_per_repetition])
     return chosen
 
 
@@ -273,14 +312,32 @@ def inject_canaries(
         )
     k = cfg.secret_digits
     forbidden = _forbidden_secrets([*train, *held_out, *cfg.templates], k)
-    secrets = _draw_secrets(cfg, numpy_rng(cfg.seed, "canaries", dataset, "secrets"), forbidden)
+    rng = numpy_rng(cfg.seed, "canaries", dataset, "secrets")
+    secrets = _draw_secrets(cfg, rng, forbidden, cfg.num_canaries)
+    # Phantoms from their own stream, away from the inserted secrets: adding phantoms leaves
+    # every inserted canary as it was.
+    phantom_rng = numpy_rng(cfg.seed, "canaries", dataset, "phantoms")
+    secrets += _draw_secrets(cfg, phantom_rng, forbidden | set(secrets), cfg.phantoms)
     forget_by_count = _choose_forget(cfg, numpy_rng(cfg.seed, "canaries", dataset, "forget"))
+    tuning = _choose_tuning(
+        cfg, forget_by_count, numpy_rng(cfg.seed, "canaries", dataset, "tuning")
+    )
     groups = _deal_groups(cfg, forget_by_count)
 
     rows = []
     for cid, secret in enumerate(secrets):
         template = cfg.templates[cid % len(cfg.templates)]
         prefix = template[: -len(PLACEHOLDER)]
+        phantom = cid >= cfg.num_canaries
+        role = (
+            "phantom"
+            if phantom
+            else "tuning"
+            if cid in tuning
+            else "removed"
+            if cid in groups
+            else "control"
+        )
         rows.append(
             {
                 "canary_id": cid,
@@ -288,10 +345,11 @@ def inject_canaries(
                 "prefix": prefix,
                 "secret": secret,
                 "text": prefix + secret,
-                "repetitions": cfg.repetitions[cid // cfg.per_repetition],
+                "repetitions": 0 if phantom else cfg.repetitions[cid // cfg.per_repetition],
                 "group": groups.get(cid, 0),
                 "in_forget_set": cid in groups,
                 "randomness_space": cfg.randomness_space,
+                "role": role,
             }
         )
     table = pd.DataFrame(rows, columns=list(CANARY_COLUMNS))
@@ -352,7 +410,7 @@ def write_injection(
     return {**summarize(result), "files": files}
 
 
-def summarize(result: InjectionResult) -> dict[str, int]:
+def summarize(result: InjectionResult) -> dict[str, Any]:
     """Sizes worth a glance in the manifest (builtins only, JSON-ready)."""
     table = result.canaries
     forget = table["in_forget_set"]
@@ -361,7 +419,8 @@ def summarize(result: InjectionResult) -> dict[str, int]:
         "corpus_rows": result.row_canary_ids.count(-1),
         "canaries": len(table),
         "forget_canaries": int(forget.sum()),
-        "control_canaries": int((~forget).sum()),
+        "control_canaries": int((table["role"] == "control").sum()),
+        "roles": {role: int((table["role"] == role).sum()) for role in ROLES},
         "forget_rows": len(result.forget_indices),
         "retain_rows": len(result.retain_indices),
         "requests": int(table["group"].max()),

@@ -27,7 +27,10 @@ class ReplicateFiles:
 
     ``train`` is the split the original model trained on (with canaries for nlp datasets);
     ``forget``/``retain`` the request's manifests of row indices into it; ``original`` the
-    original model's directory; ``fisher`` the (tensors, meta) files of its Fisher estimate.
+    original model's directory; ``fisher`` the (tensors, meta) files of its Fisher estimate;
+    ``retrained`` the retrained model's directory and ``retrained_metrics`` its metrics (the
+    target every unlearned model is compared with); ``base`` the base model's directory (the
+    reference of membership inference and of real-world memorisation).
     """
 
     dataset: str
@@ -41,13 +44,26 @@ class ReplicateFiles:
     validation: Path | None = None
     original: Path | None = None
     fisher: tuple[Path, Path] | None = None
+    retrained: Path | None = None
+    retrained_metrics: Path | None = None
+    base: Path | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"replicates: a replicate seed must be an integer, got {self.seed!r}")
         for name in ("tokenizer_dir", "train"):
             object.__setattr__(self, name, Path(getattr(self, name)))
-        for name in ("forget", "retain", "canaries", "test", "validation", "original"):
+        for name in (
+            "forget",
+            "retain",
+            "canaries",
+            "test",
+            "validation",
+            "original",
+            "retrained",
+            "retrained_metrics",
+            "base",
+        ):
             object.__setattr__(self, name, _path(getattr(self, name)))
         if self.fisher is not None:
             tensors, meta = self.fisher
@@ -57,12 +73,15 @@ class ReplicateFiles:
     def from_inputs(cls, inputs: Any, dataset: str, seed: int) -> ReplicateFiles:
         """From a rule's named inputs: ``tokenizer`` (tokenizer.json), ``train``, and where the
         rule has them ``forget``, ``retain``, ``canaries``, ``test``, ``validation``, ``model``
-        (the original model's files) and ``fisher_tensors`` + ``fisher_meta``."""
+        (the original model's files), ``fisher_tensors`` + ``fisher_meta``, ``retrained`` (the
+        retrained model's files), ``retrained_metrics`` and ``base`` (the base model's files)."""
 
         def get(name: str) -> Any:
             return getattr(inputs, name, None)
 
-        model = get("model")
+        def folder(files: Any) -> Path | None:
+            return None if files is None else Path(files[0]).parent
+
         fisher = get("fisher_tensors")
         return cls(
             dataset=dataset,
@@ -74,8 +93,11 @@ class ReplicateFiles:
             canaries=get("canaries"),
             test=get("test"),
             validation=get("validation"),
-            original=None if model is None else Path(model[0]).parent,
+            original=folder(get("model")),
             fisher=None if fisher is None else (fisher, inputs.fisher_meta),
+            retrained=folder(get("retrained")),
+            retrained_metrics=get("retrained_metrics"),
+            base=folder(get("base")),
         )
 
     def with_request(

@@ -21,7 +21,7 @@ from .splits import SPLITS, Example, SplitConfig, assign_splits, segment_documen
 
 log = logging.getLogger(__name__)
 
-KINDS = ("nlp", "realworld")
+KINDS = ("nlp", "realworld", "pretrain")
 SNIPPETS = 3
 SNIPPET_CHARS = 200
 
