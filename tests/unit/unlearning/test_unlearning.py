@@ -34,7 +34,10 @@ HYPER = {  # small settings for speed; every method must still move the weights
     "finetune_retain": {"epochs": 1, "batch_size": 8, "lr": 1e-3},
     "fisher_forgetting": {"gamma": 1e-3, "mu": 1e-4, "sigma": 1e-3, "iterations": 2},
     "fisher_removal": {"gamma": 1e-3, "iterations": 2, "refresh_fisher": True},
+    "fisher_removal_identity": {"gamma": 1e-3},
     "gradient_ascent": {"lr": 1e-2, "batch_size": 4, "max_steps": 3, "eval_every": 2},
+    "grad_diff": {"lr": 1e-2, "batch_size": 4, "max_steps": 3, "eval_every": 2},
+    "npo": {"lr": 1e-2, "batch_size": 4, "max_steps": 3, "eval_every": 2},
 }
 
 
@@ -94,9 +97,14 @@ def test_registry_lists_every_method():
         "finetune_retain",
         "fisher_forgetting",
         "fisher_removal",
+        "fisher_removal_identity",
+        "grad_diff",
         "gradient_ascent",
+        "npo",
     ]
-    assert [needs_fisher(m) for m in method_names()] == [False, True, True, False]
+    assert [needs_fisher(m) for m in method_names()] == [
+        False, True, True, False, False, False, False
+    ]  # fmt: skip
     from unlearnbench import method_names as light  # torch-free copy read by the Snakefile
 
     assert sorted(light.METHODS) == method_names()
@@ -110,7 +118,8 @@ def test_unknown_method_is_refused_listing_the_known_ones():
         make_method("foo", {})
     assert str(err.value) == (
         "unlearn.methods: unknown method 'foo'; known methods: finetune_retain, "
-        "fisher_forgetting, fisher_removal, gradient_ascent"
+        "fisher_forgetting, fisher_removal, fisher_removal_identity, grad_diff, "
+        "gradient_ascent, npo"
     )
     with pytest.raises(ValueError, match="known methods"):
         needs_fisher("foo")
@@ -269,7 +278,8 @@ def test_fisher_removal_step_lands_on_the_retrained_ridge_optimum():
     """Linear regression, L_r = mean squared error over D+ / 2 + lam |w|^2 / 2, L_f the same
     over D- without the ridge; the model is trained on L = L_r + (n_f / n_r) L_f. The exact
     Hessian of L_r is lam I + X_r^T X_r / n_r: the Woodbury Fisher of the rows x_i with damping
-    lam. One Fisher Removal step with gamma = n_f / n_r must land on argmin L_r (retraining)."""
+    lam. One Fisher Removal step with gamma = 1 (the Newton step: the context's |D-| / |D+| is
+    n_f / n_r) must land on argmin L_r (retraining)."""
     gen = torch.Generator().manual_seed(0)
     d, n_r, n_f, lam = 6, 40, 8, 0.05
     X_r, X_f = (torch.randn(n, d, generator=gen, dtype=torch.float64) for n in (n_r, n_f))
@@ -299,8 +309,9 @@ def test_fisher_removal_step_lands_on_the_retrained_ridge_optimum():
         record=lambda step, **extra: {"step": step},
         fisher=WoodburyFisher.from_gradients(X_r, lam),
         objective=forget_objective,
+        forget_weight=n_f / n_r,
     )
-    method = make_method("fisher_removal", {"gamma": n_f / n_r, "iterations": 1})
+    method = make_method("fisher_removal", {"gamma": 1.0, "iterations": 1})
     assert method.run(model, ctx)["steps"] == 1
     assert torch.allclose(model.weight[0].detach(), w_retrained, atol=1e-10)
     assert not torch.allclose(w_full, w_retrained, atol=1e-2)

@@ -23,7 +23,7 @@ from ..fisher.estimation import FisherConfig, estimate_fisher
 from ..fisher.per_example_grads import flat_dim, parameter_layout
 from ..fisher.woodbury import WoodburyFisher
 from ..seeding import torch_generator
-from .objectives import lm_loss_gradient
+from .objectives import lm_loss_gradient, predicted_tokens
 
 KEY = "unlearn.methods"
 
@@ -121,6 +121,24 @@ class UnlearnContext:
     # (model, forget rows) -> (flat gradient, loss) of the objective being unlearned; None: the
     # mean LM loss (``objectives.lm_loss_gradient``). Tests plug in problems with known answers.
     objective: Callable[[torch.nn.Module, Sequence[Any]], tuple[torch.Tensor, float]] | None = None
+    # |D-| / |D+| in the objective's units (None: predicted tokens, as the mean LM losses).
+    forget_weight: float | None = None
+
+    @property
+    def newton_scale(self) -> float:
+        """|D-| / |D+|: the factor of the Newton step that removes D- from the full objective.
+
+        The original minimises (|D+| L(D+) + |D-| L(D-)) / |D|, so at its optimum
+        grad L(D+) = -(|D-| / |D+|) grad L(D-), and one Newton step on L(D+) is
+        theta + (|D-| / |D+|) H(D+)^{-1} grad L(D-). Second-order methods state their step
+        size as a multiple of it: gamma = 1 is that Newton step.
+        """
+        if self.forget_weight is not None:
+            return self.forget_weight
+        forget, retain = predicted_tokens(self.forget), predicted_tokens(self.retain)
+        if not retain:
+            raise ValueError("unlearn: the retained set is empty, so D+ defines no Newton step")
+        return forget / retain
 
     def forget_gradient(
         self, model: torch.nn.Module, rows: Sequence[int] | None = None
@@ -158,6 +176,10 @@ class UnlearningMethod(ABC):
     name: ClassVar[str]
     needs_fisher: ClassVar[bool] = False
     PARAMS: ClassVar[dict[str, Param]]
+    # The knobs whose product orders a method's points by strength on its frontier, and the
+    # one knob (if any) read off along a single run (steps, epochs) instead of a fresh run.
+    STRENGTH: ClassVar[tuple[str, ...]] = ()
+    PROGRESSIVE: ClassVar[str | None] = None
 
     def __init__(self, hyper: Mapping[str, Any] | None = None) -> None:
         self.hyper = check_hyper(self.name, self.PARAMS, hyper or {})

@@ -26,6 +26,9 @@ class FinetuneRetain(UnlearningMethod):
         "lr": Param("float", 1e-3, 0, exclusive=True, maximum=1, help="the peak learning rate"),
     }
 
+    STRENGTH = ("epochs",)
+    PROGRESSIVE = "epochs"
+
     def run(self, model: torch.nn.Module, ctx: UnlearnContext) -> dict[str, Any]:
         h = self.hyper
         cfg = TrainConfig(

@@ -1,6 +1,7 @@
 """Fisher Forgetting: a noisy Newton step (Golatkar et al. 2020, as the paper adapts it).
 
-    theta' = theta + [gamma F^{-1} grad L(D-; theta)] + (mu sigma^2)^{1/4} diag(F^{-1})^{1/4} * n
+    theta' = theta + [gamma (|D-| / |D+|) F^{-1} grad L(D-; theta)]
+                   + (mu sigma^2)^{1/4} diag(F^{-1})^{1/4} * n
 
 n ~ N(0, I) from the seeded ``unlearn`` stream. The noise is largest where the retained data
 constrain the weights least (large diag(F^{-1})) and hides what the Newton step cannot remove;
@@ -22,12 +23,14 @@ class FisherForgetting(UnlearningMethod):
     name = "fisher_forgetting"
     needs_fisher = True
     PARAMS: ClassVar[dict[str, Param]] = {
-        "gamma": Param("float", 1e-4, 0, exclusive=True, help="the Newton step size"),
+        "gamma": Param("float", 1.0, 0, exclusive=True, help="1 = the Newton step"),
         "newton": Param("bool", True),
         "mu": Param("float", 1e-6, 0, help="noise scale factor (0 = no noise)"),
         "sigma": Param("float", 1e-5, 0, help="noise standard deviation factor (0 = no noise)"),
         "iterations": Param("int", 1, 1, help="noisy Newton steps"),
     }
+
+    STRENGTH = ("gamma",)
 
     def run(self, model: torch.nn.Module, ctx: UnlearnContext) -> dict[str, Any]:
         h = self.hyper
@@ -42,7 +45,7 @@ class FisherForgetting(UnlearningMethod):
             extra: dict[str, Any] = {}
             if h["newton"]:
                 grad, _ = ctx.forget_gradient(model)
-                newton = h["gamma"] * fisher.ihvp(grad)
+                newton = h["gamma"] * ctx.newton_scale * fisher.ihvp(grad)
                 newton_norms.append(float(newton.norm()))
                 delta += newton
                 extra["grad_norm"] = float(grad.norm())

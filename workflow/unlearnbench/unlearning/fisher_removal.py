@@ -1,6 +1,9 @@
 """Fisher Removal: a Newton step that undoes the forget set's influence (the paper's method).
 
-    theta' = theta + gamma F^{-1} grad L(D-; theta)
+    theta' = theta + gamma (|D-| / |D+|) F^{-1} grad L(D-; theta)
+
+``gamma`` is a multiple of the Newton step (``UnlearnContext.newton_scale``): gamma = 1 is the
+step that removes D- exactly for a quadratic objective whose retained Hessian is F.
 
 At the optimum of the full objective the retained gradient balances the forget gradient, so a
 Newton step on the retained objective from theta moves along F^{-1} grad L(D-): it ascends the
@@ -24,13 +27,15 @@ class FisherRemoval(UnlearningMethod):
     name = "fisher_removal"
     needs_fisher = True
     PARAMS: ClassVar[dict[str, Param]] = {
-        "gamma": Param("float", 2e-4, 0, exclusive=True, help="the Newton step size"),
+        "gamma": Param("float", 1.0, 0, exclusive=True, help="1 = the Newton step"),
         "iterations": Param("int", 1, 1, help="Newton steps, each with fresh forget gradients"),
         "refresh_fisher": Param("bool", False),
     }
 
+    STRENGTH = ("gamma",)
+
     def run(self, model: torch.nn.Module, ctx: UnlearnContext) -> dict[str, Any]:
-        gamma = self.hyper["gamma"]
+        gamma = self.hyper["gamma"] * ctx.newton_scale
         step_norms = []
         for t in range(1, self.hyper["iterations"] + 1):
             fisher = ctx.fisher_at(model, refresh=t > 1 and self.hyper["refresh_fisher"])

@@ -30,6 +30,9 @@ class GradientAscent(UnlearningMethod):
         "eval_every": Param("int", 1, 1, help="steps between trajectory measurements"),
     }
 
+    STRENGTH = ("lr", "max_steps")
+    PROGRESSIVE = "max_steps"
+
     def _reached(self, point: dict[str, Any]) -> bool:
         threshold, mean = self.hyper["exposure_threshold"], point.get("exposure_removed_mean")
         return threshold is not None and mean is not None and mean <= threshold

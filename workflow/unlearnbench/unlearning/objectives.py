@@ -89,3 +89,40 @@ def lm_loss_gradient(
 
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+class BatchCycle:
+    """Rows of a set in batches, cycling through it in a fresh seeded order every pass (the
+    order of gradient ascent's Algorithm 1); ``order_of(pass)`` gives the permutation."""
+
+    def __init__(self, n: int, batch_size: int, order_of) -> None:
+        if n < 1:
+            raise ValueError("unlearn: a set to draw batches from is empty")
+        self.n, self.batch_size, self.order_of = n, batch_size, order_of
+        self.order: list[int] = []
+        self.position = 0
+        self.passes = 0
+
+    def next(self) -> list[int]:
+        if self.position >= len(self.order):
+            self.order = self.order_of(self.passes)
+            self.position, self.passes = 0, self.passes + 1
+        rows = self.order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return rows
+
+
+def sequence_log_probs(
+    model: torch.nn.Module, sequences: Sequence[Sequence[int]], pad_id: int
+) -> torch.Tensor:
+    """log p(sequence) (summed token log-probabilities) of each sequence, with autograd."""
+    loss, _ = token_losses(model, collate(list(sequences), pad_id).to(_device(model)))
+    return -loss
+
+
+def flat_gradient(model: torch.nn.Module, scalar: torch.Tensor) -> torch.Tensor:
+    """d scalar / d theta, flattened in ``parameter_layout`` order (float32)."""
+    layout = parameter_layout(model)
+    named = dict(model.named_parameters())
+    parts = torch.autograd.grad(scalar, [named[s.name] for s in layout])
+    return torch.cat([g.reshape(-1).float() for g in parts])

@@ -12,10 +12,22 @@ from .base import KEY, UnlearningMethod
 from .finetune_retain import FinetuneRetain
 from .fisher_forgetting import FisherForgetting
 from .fisher_removal import FisherRemoval
+from .fisher_removal_identity import FisherRemovalIdentity
+from .grad_diff import GradDiff
 from .gradient_ascent import GradientAscent
+from .npo import NPO
 
 METHODS: dict[str, type[UnlearningMethod]] = {
-    cls.name: cls for cls in (FinetuneRetain, FisherForgetting, FisherRemoval, GradientAscent)
+    cls.name: cls
+    for cls in (
+        FinetuneRetain,
+        FisherForgetting,
+        FisherRemoval,
+        FisherRemovalIdentity,
+        GradDiff,
+        GradientAscent,
+        NPO,
+    )
 }
 
 

@@ -83,6 +83,8 @@ def load_replicate(tokenizer, files: ReplicateFiles, max_length: int) -> Replica
     table = pd.DataFrame() if files.canaries is None else read_canaries(files.canaries)
     probes = []
     for row in table.itertuples():
+        if int(row.repetitions) == 0:
+            continue  # a phantom was never trained: nothing to follow along the trajectory
         _, digit_ids = canary_token_ids(tokenizer, row.prefix, row.secret)
         probes.append(
             CanaryProbe(

@@ -1,0 +1,115 @@
+"""Frontiers: grids ordered by strength, a progressive knob read off one run equals fresh runs,
+and operating points chosen blind to the evaluation canaries and the test split."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+from unlearnbench.evaluation.canary_scores import exposures_of
+from unlearnbench.fisher.estimation import FisherConfig
+from unlearnbench.unlearning.frontier import grid_points, select_operating_points, strength
+from unlearnbench.unlearning.frontier_stage import frontier_stage
+
+EVALUATE = {
+    "batch_size": 16,
+    "retain_sample": 8,
+    "exposure": {"estimator": "exact", "max_exact_space": 10**4, "extrapolation_samples": 100},
+}
+FISHER = FisherConfig(examples=8, damping=1e-2, blocks="layer", seed=0)
+
+
+def test_grid_points_cover_the_product_weakest_first():
+    points = grid_points(("lr", "max_steps"), {"lr": 0.1, "max_steps": 1, "x": 0},
+                         {"max_steps": [4, 1], "lr": [0.02, 0.01], "x": None})  # fmt: skip
+    assert [(p["lr"], p["max_steps"]) for p in points] == [
+        (0.01, 1), (0.02, 1), (0.01, 4), (0.02, 4)
+    ]  # fmt: skip
+    assert all(p["x"] == 0 for p in points)  # a null knob keeps the base setting
+    assert strength(("lr", "max_steps"), points[-1]) == pytest.approx(0.08)
+    with pytest.raises(ValueError, match=r"unlearn\.frontier\.gama: not a hyperparameter"):
+        grid_points(("gamma",), {"gamma": 1.0}, {"gama": [1.0]})
+    with pytest.raises(ValueError, match=r"unlearn\.frontier\.gamma: empty list"):
+        grid_points(("gamma",), {"gamma": 1.0}, {"gamma": []})
+    with pytest.raises(ValueError, match="names no knob"):
+        grid_points(("gamma",), {"gamma": 1.0}, {"gamma": None})
+
+
+def test_selection_rule_takes_the_weakest_erasure_and_the_strongest_utility():
+    tuning = [3.0, 2.5, 1.9, None, 0.5]  # a point with a missing value never qualifies
+    validation = [100.0, 104.0, 109.0, 115.0, None]
+    chosen = select_operating_points(tuning, validation, 2.0, 110.0)
+    assert chosen["matched_erasure"]["index"] == 2
+    assert chosen["matched_utility"]["index"] == 2
+    none = select_operating_points([3.0, 2.5], [120.0, 130.0], 1.0, 110.0)
+    assert none["matched_erasure"]["index"] is None and none["matched_utility"]["index"] is None
+    assert "erases" in none["matched_erasure"]["reason"]
+
+
+@pytest.fixture(scope="module")
+def targets(replicate_files, tmp_path_factory):
+    """What selection compares with: the retrained model's tuning canaries (a synthetic metrics
+    file at a level the grid crosses) and the original's validation perplexity."""
+    root = tmp_path_factory.mktemp("targets")
+    table = pd.read_csv(replicate_files.canaries)
+    tuning = table[table["role"] == "tuning"]
+    retrained = root / "retrained.json"
+    retrained.write_text(json.dumps({"canaries": [
+        {"canary_id": int(c), "role": "tuning", "exposure_exact": 3.5} for c in tuning.canary_id
+    ]}))  # fmt: skip
+    original = root / "original.json"
+    original.write_text(json.dumps({"perplexity": {"validation": {"perplexity": 60.0}}}))
+    return dataclasses.replace(replicate_files, retrained_metrics=retrained), original
+
+
+def sweep(replicate, original, method, grid, hyper=None):
+    return frontier_stage(method, hyper or {}, grid, replicate, FISHER, EVALUATE, 1.5, original)
+
+
+def test_a_progressive_knob_read_off_one_run_equals_fresh_runs(targets):
+    replicate, original = targets
+    hyper = {"lr": 0.05, "batch_size": 4}
+    one_run = sweep(replicate, original, "gradient_ascent", {"max_steps": [1, 2, 3]}, hyper)
+    fresh = sweep(replicate, original, "gradient_ascent", {"max_steps": [2]}, hyper)
+    assert [p["knobs"]["max_steps"] for p in one_run["points"]] == [1, 2, 3]
+    assert [p["strength"] for p in one_run["points"]] == sorted(
+        p["strength"] for p in one_run["points"]
+    )
+    assert one_run["points"][1]["metrics"] == fresh["points"][0]["metrics"]  # bitwise on CPU
+    first = one_run["points"][0]["metrics"]["perplexity"]["validation"]["perplexity"]
+    last = one_run["points"][2]["metrics"]["perplexity"]["validation"]["perplexity"]
+    assert first != last  # each point is a different model
+
+
+def test_operating_points_are_blind_to_evaluation_canaries_and_the_test_split(targets, tmp_path):
+    replicate, original = targets
+    grid = {"gamma": [0.001, 0.01, 0.1]}
+    before = sweep(replicate, original, "fisher_removal", grid)
+    # Another test split and other secrets for the evaluation (removed) canaries: what they
+    # measure changes; the selection, which may not see them, must not.
+    test = tmp_path / "test.parquet"
+    pd.DataFrame({"text": ["a wholly different test text"] * 6}).to_parquet(test)
+    table = pd.read_csv(replicate.canaries, dtype={"secret": str, "prefix": str})
+    removed = table["role"] == "removed"
+    table.loc[removed, "secret"] = ["987", "654", "321", "210"][: int(removed.sum())]
+    table.loc[removed, "text"] = table.loc[removed, "prefix"] + table.loc[removed, "secret"]
+    canaries = tmp_path / "canaries.csv"
+    table.to_csv(canaries, index=False)
+    after = sweep(
+        dataclasses.replace(replicate, test=test, canaries=canaries), original,
+        "fisher_removal", grid,
+    )  # fmt: skip
+    assert after["selection"] == before["selection"]
+
+    def evaluation(point):
+        metrics = point["metrics"]
+        test = metrics["perplexity"]["test"]["perplexity"]
+        return test, exposures_of(metrics["canaries"], "removed")
+
+    pairs = list(zip(before["points"], after["points"], strict=True))
+    assert all(evaluation(b)[0] != evaluation(a)[0] for b, a in pairs)  # the test split moved
+    assert any(evaluation(b)[1] != evaluation(a)[1] for b, a in pairs)  # so did the canaries
+    tuning = [exposures_of(p["metrics"]["canaries"], "tuning") for p in before["points"]]
+    assert tuning == [exposures_of(p["metrics"]["canaries"], "tuning") for p in after["points"]]
