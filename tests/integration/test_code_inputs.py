@@ -49,4 +49,10 @@ def test_every_module_a_job_loaded_is_among_its_rules_code_inputs(smoke_study):
             assert expected in inputs, f"rule {record['rule']} ran {module}, not a code= input"
         checked.add(record["rule"])
     # every rule that records provenance was seen (the report rules write tables, not JSON)
-    assert {"prepare_corpus", "finetune", "unlearn", "evaluate", "unlearn_realworld"} <= checked
+    assert {
+        "prepare_corpus",
+        "finetune",
+        "sweep_frontier",
+        "evaluate",
+        "unlearn_realworld",
+    } <= checked

@@ -40,9 +40,8 @@ def chromium_present():
     pytest.skip(message)
 
 
-TABLES = ["main_results", "dp_privacy_utility", "cost", "realworld_secrets"]
+TABLES = ["main_results", "claims", "dp_privacy_utility", "cost", "realworld_secrets"]
 FIGURES = [
-    "unlearning_trajectories",
     "privacy_utility",
     "unlearning_cycles",
     "weight_changes",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 from unlearnbench.canaries import CanaryConfig, inject_canaries, write_injection
@@ -27,12 +28,15 @@ def replicate_files(tmp_path_factory) -> ReplicateFiles:
     train_tokenizer(texts + [t.format(secret="0123456789") for t in templates], 300, 1,
                     root / "tokenizer", canary_prefixes=[t[:-8] for t in templates])  # fmt: skip
     cfg = CanaryConfig(
-        templates=templates, secret_digits=3, repetitions=(1, 3), per_repetition=2,
-        forget_per_repetition=1, requests=2, seed=0,
+        templates=templates, secret_digits=3, repetitions=(1, 3), per_repetition=3,
+        forget_per_repetition=2, tuning_per_repetition=1, phantoms=2, requests=2, seed=0,
     )  # fmt: skip
     names = ("train.parquet", "canaries.csv", "forget.json", "retain.json")
     paths = [root / name for name in names]
-    write_injection(inject_canaries("toy", cfg, texts, held_out=[]), *paths)
+    write_injection(inject_canaries("toy", cfg, texts, held_out=texts[:8]), *paths)
+    held = {"validation": texts[:4], "test": texts[4:8]}  # also held out of the canaries
+    for split, rows in held.items():
+        pd.DataFrame({"text": rows}).to_parquet(root / f"{split}.parquet")
     tokenizer = load_tokenizer(root / "tokenizer")
     model = build_model(TINY, vocab_size=len(tokenizer), eos_id=tokenizer.eos_token_id, seed=0)
     save_model(model, root / "original")
@@ -45,5 +49,7 @@ def replicate_files(tmp_path_factory) -> ReplicateFiles:
         forget=forget,
         retain=retain,
         canaries=canaries,
+        test=root / "test.parquet",
+        validation=root / "validation.parquet",
         original=root / "original",
     )

@@ -23,7 +23,7 @@ RESOURCES = {
     "retrain": {"mem_mb": 3000, "runtime": 120},
     "train_dp": {"mem_mb": 4000, "runtime": 180},
     "estimate_fisher": {"mem_mb": 6000, "runtime": 60},
-    "unlearn": {"mem_mb": 6000, "runtime": 60},
+    "sweep_frontier": {"mem_mb": 6000, "runtime": 120},
     "evaluate": {"mem_mb": 3000, "runtime": 60},
     "fisher_scaling": {"mem_mb": 8000, "runtime": 60},
 }

@@ -6,19 +6,20 @@ from __future__ import annotations
 import pytest
 from snakemake_runner import job_counts, run_snakemake
 
-# Jobs per rule = what the config implies: one prepare_corpus per dataset, one tokenizer and
-# base model; per nlp dataset and replicate: canaries, original, retrained, one DP model per
-# epsilon, the Fisher, one unlearned model per method and the cycle study per cycle method
-# (both score their own models), the onion study (both selections) and two evaluation jobs
-# (original + retrained; all DP-SGD models); per real-world dataset and replicate: the
-# original, the Fisher, the secrets found, and one unlearned (and re-scored) model per method;
+# Jobs per rule = what the config implies: one prepare_corpus per dataset (pretraining-only
+# ones included), one tokenizer and base model; per nlp dataset and replicate: canaries, the
+# original, two retrains (the target and its twin), the Fisher, one frontier per method, one
+# evaluate job (retrained, original, twin); per nlp dataset and DP replicate: a DP model per
+# epsilon and one evaluate_dp job; per cycle replicate one cycle job per cycle method; per
+# onion replicate the onion study; per real-world dataset and real-world replicate: the
+# original, the Fisher, the secrets found, one unlearned (and re-scored) model per method;
 # then the report.
 REPORT_RULES = [
     "tabulate_results",
+    "tabulate_claims",
     "tabulate_dp",
     "tabulate_cost",
     "tabulate_realworld",
-    "plot_unlearning_trajectories",
     "plot_privacy_utility",
     "plot_unlearning_cycles",
     "plot_weight_changes",
@@ -27,24 +28,29 @@ REPORT_RULES = [
 ]
 
 
-def expected(datasets, nlp, realworld, replicates, epsilons, methods, cycle_methods):
-    per_run, real_runs = nlp * replicates, realworld * replicates
+def expected(
+    datasets, nlp, realworld, replicates, epsilons, methods, cycle_methods, side_replicates
+):
+    """``side_replicates``: how many replicates the DP, cycle, onion and real-world studies
+    run on (their own `replicates` subsets)."""
+    runs, side = nlp * replicates, nlp * side_replicates
+    real_runs = realworld * side_replicates
     return {
         "prepare_corpus": datasets,
         "train_tokenizer": 1,
-        "inject_canaries": per_run,
+        "inject_canaries": runs,
         "pretrain_base": 1,
-        "finetune": per_run + real_runs,
-        "retrain": per_run,
-        "train_dp": epsilons * per_run,
-        "estimate_fisher": per_run + real_runs,
-        "unlearn": methods * per_run,
+        "finetune": runs + real_runs,
+        "retrain": 2 * runs,
+        "train_dp": epsilons * side,
+        "estimate_fisher": runs + real_runs,
+        "sweep_frontier": methods * runs,
         "unlearn_realworld": methods * real_runs,
-        "unlearn_cycles": cycle_methods * per_run,
-        "onion_unlearn": per_run,  # both selections in one job
+        "unlearn_cycles": cycle_methods * side,
+        "onion_unlearn": side,  # both selections in one job
         "find_secrets": real_runs,
-        "evaluate": per_run,  # original and retrained; unlearning jobs score their own models
-        "evaluate_dp": per_run,  # every DP-SGD model of the replicate
+        "evaluate": runs,  # retrained, original and its twin; frontiers score their own
+        "evaluate_dp": side,  # every DP-SGD model of the replicate
         "fisher_scaling": 1,
         **dict.fromkeys(REPORT_RULES, 1),
         "all": 1,
@@ -53,13 +59,14 @@ def expected(datasets, nlp, realworld, replicates, epsilons, methods, cycle_meth
 
 EXPECTED = {
     (): expected(
-        datasets=6,
-        nlp=4,
-        realworld=2,
-        replicates=1,
+        datasets=5,
+        nlp=2,
+        realworld=1,
+        replicates=3,
         epsilons=3,
-        methods=4,
+        methods=7,
         cycle_methods=2,
+        side_replicates=1,
     ),
     ("config/smoke.yaml",): expected(
         datasets=3,
@@ -67,8 +74,9 @@ EXPECTED = {
         realworld=1,
         replicates=1,
         epsilons=2,
-        methods=4,
+        methods=7,
         cycle_methods=2,
+        side_replicates=1,
     ),
     ("config/paper.yaml",): expected(
         datasets=6,
@@ -76,8 +84,9 @@ EXPECTED = {
         realworld=2,
         replicates=3,
         epsilons=3,
-        methods=4,
+        methods=7,
         cycle_methods=2,
+        side_replicates=3,
     ),
 }
 

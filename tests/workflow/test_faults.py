@@ -112,7 +112,7 @@ def test_failing_job_leaves_nothing_and_other_branches_finish(study_copy):
         ),
         (
             "results/fisher/news/seed~0/fisher.safetensors",
-            "results/models/news/seed~0/unlearned~fisher_removal/unlearn.json",
+            "results/frontier/news/seed~0/fisher_removal.json",
             "corrupted or truncated",
         ),
     ],

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from snakemake_runner import REPO, SMOKE, config_of, job_counts, run_snakemake
 from unlearnbench import import_graph
-from unlearnbench.method_names import needs_fisher
+from unlearnbench.method_names import reads_fisher_settings
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +25,12 @@ SMOKE_CONFIG = config_of("config.yaml", "smoke.yaml")
 NLP = sum(d["kind"] == "nlp" for d in SMOKE_CONFIG["datasets"])
 REALWORLD = sum(d["kind"] == "realworld" for d in SMOKE_CONFIG["datasets"])
 CYCLE_METHODS = SMOKE_CONFIG["unlearn"]["cycle_methods"]
-# Tables and figures that read unlearning results (all but the onion and scaling figures).
+METHODS = SMOKE_CONFIG["unlearn"]["run"]
+# Tables and figures that read unlearning results (all but the DP, onion and scaling ones).
 UNLEARNING_REPORTS = {
     "tabulate_results": 1,
-    "tabulate_dp": 1,
+    "tabulate_claims": 1,
     "tabulate_realworld": 1,
-    "plot_unlearning_trajectories": 1,
     "plot_privacy_utility": 1,
     "plot_unlearning_cycles": 1,
     "plot_weight_changes": 1,
@@ -62,8 +62,8 @@ def test_one_method_hyperparameter_reruns_only_that_method(study_copy):
     jobs = dry_run(study_copy, "unlearn:\n  methods:\n    gradient_ascent:\n      lr: 0.015\n")
     in_cycles = "gradient_ascent" in CYCLE_METHODS
     expected = {
-        # Each job scores the model it makes: no evaluate job follows.
-        "unlearn": NLP,
+        # Each job scores the models it makes: no evaluate job follows.
+        "sweep_frontier": NLP,
         "unlearn_realworld": REALWORLD,
         "unlearn_cycles": NLP * in_cycles,
         **UNLEARNING_REPORTS,
@@ -73,20 +73,21 @@ def test_one_method_hyperparameter_reruns_only_that_method(study_copy):
 
 
 def test_an_evaluate_setting_rescores_every_nlp_model(study_copy):
-    # Unlearning jobs score their own models (one process instead of two), so they rerun with
-    # the evaluate rule; the trained models are only re-scored, and the real-world study
-    # (its own settings) stays.
-    methods = len(SMOKE_CONFIG["unlearn"]["run"])
+    # Frontier and cycle jobs score their own models (one process instead of two), so they
+    # rerun with the evaluate rule; the trained models are only re-scored, and the real-world
+    # study (its own settings) stays.
+    methods = len(METHODS)
     retain_sample = SMOKE_CONFIG["evaluate"]["retain_sample"] + 10
     jobs = dry_run(study_copy, f"evaluate:\n  retain_sample: {retain_sample}\n")
     expected = {
         "evaluate": NLP,
         "evaluate_dp": NLP,
-        "unlearn": methods * NLP,
+        "sweep_frontier": methods * NLP,
         "unlearn_cycles": len(CYCLE_METHODS) * NLP,
         "onion_unlearn": NLP,  # reads the original model's metrics
         **UNLEARNING_REPORTS,
         "tabulate_realworld": 0,
+        "tabulate_dp": 1,
         "plot_onion_effect": 1,
         **ALWAYS,
     }
@@ -155,18 +156,18 @@ def test_editing_a_test_only_reference_reruns_nothing(study_copy):
 
 def test_a_fisher_setting_reruns_only_what_reads_the_fisher(study_copy):
     """Gradient ascent and fine-tuning never read the Fisher: they stay."""
-    fisher_methods = [m for m in SMOKE_CONFIG["unlearn"]["run"] if needs_fisher(m)]
-    fisher_cycles = [m for m in CYCLE_METHODS if needs_fisher(m)]
+    fisher_methods = [m for m in METHODS if reads_fisher_settings(m)]
+    fisher_cycles = [m for m in CYCLE_METHODS if reads_fisher_settings(m)]
     jobs = dry_run(study_copy, "fisher:\n  damping: 0.002\n")
     expected = {
         "estimate_fisher": NLP + REALWORLD,
         "fisher_scaling": 1,
         "plot_fisher_scaling": 1,
-        "unlearn": len(fisher_methods) * NLP,
+        "sweep_frontier": len(fisher_methods) * NLP,
         "unlearn_realworld": len(fisher_methods) * REALWORLD,
         "unlearn_cycles": len(fisher_cycles) * NLP,
-        "onion_unlearn": NLP * needs_fisher(SMOKE_CONFIG["onion"]["method"]),
-        "plot_onion_effect": needs_fisher(SMOKE_CONFIG["onion"]["method"]),
+        "onion_unlearn": NLP * reads_fisher_settings(SMOKE_CONFIG["onion"]["method"]),
+        "plot_onion_effect": reads_fisher_settings(SMOKE_CONFIG["onion"]["method"]),
         **UNLEARNING_REPORTS,
         **ALWAYS,
     }
@@ -209,23 +210,24 @@ def test_adding_a_dataset_adds_only_its_jobs(study_copy):
         {"name": "shakespeare", "source": "shakespeare", "kind": "nlp"}
     ]
     jobs = dry_run(study_copy, yaml.safe_dump({"datasets": datasets}))
-    methods = len(SMOKE_CONFIG["unlearn"]["run"])
+    methods = len(METHODS)
     epsilons = len(SMOKE_CONFIG["train_dp"]["epsilons"])
     cycles = len(CYCLE_METHODS)
     expected = {
         "prepare_corpus": 1,
         "inject_canaries": 1,
         "finetune": 1,
-        "retrain": 1,
+        "retrain": 2,  # the target and its twin
         "train_dp": epsilons,
         "estimate_fisher": 1,
-        "unlearn": methods,
+        "sweep_frontier": methods,
         "unlearn_cycles": cycles,
         "onion_unlearn": 1,
         "evaluate": 1,
         "evaluate_dp": 1,
         **UNLEARNING_REPORTS,
         "tabulate_realworld": 0,
+        "tabulate_dp": 1,
         "plot_onion_effect": 1,
         **ALWAYS,
     }

@@ -4,10 +4,10 @@ import re
 from pathlib import Path
 
 from unlearnbench.import_graph import files_of, script_closure
-from unlearnbench.method_names import needs_fisher
+from unlearnbench.method_names import needs_fisher, reads_fisher_settings
 from unlearnbench.planner import memory_request_mb
 from unlearnbench.reporting import paths
-from unlearnbench.settings import eps_label
+from unlearnbench.settings import eps_label, without
 
 
 def canonical(value):
@@ -27,7 +27,21 @@ DATASETS = list(DATASET)
 # Only general-text datasets get injected canaries; realworld ones are studied as they are.
 NLP_DATASETS = [name for name, ds in DATASET.items() if ds["kind"] == "nlp"]
 REALWORLD_DATASETS = [name for name, ds in DATASET.items() if ds["kind"] == "realworld"]
+# The datasets the claims are judged on (the others are breadth: in the tables only).
+VERDICT_DATASETS = config["claims"]["datasets"] or NLP_DATASETS
 REPLICATES = config["replicates"]
+
+
+def study_replicates(block, key="replicates"):
+    """The replicate seeds a side study runs on: its own subset, or every replicate."""
+    chosen = config[block][key]
+    return REPLICATES if chosen is None else [seed for seed in REPLICATES if seed in chosen]
+
+
+DP_REPLICATES = study_replicates("train_dp")
+CYCLE_REPLICATES = study_replicates("unlearn", "cycle_replicates")
+ONION_REPLICATES = study_replicates("onion")
+REALWORLD_REPLICATES = study_replicates("realworld")
 SPLITS = ["train", "validation", "test"]
 
 
@@ -41,12 +55,16 @@ DP_MODELS = [f"dp_eps~{label}" for label in EPSILON]
 METHODS = config["unlearn"]["run"]
 REQUESTS = config["canaries"]["requests"]
 UNLEARNED_MODELS = [f"unlearned~{method}" for method in METHODS]
+# The real-world study's methods: its own list, or every method of unlearn.run.
+REALWORLD_METHODS = config["realworld"]["methods"] or METHODS
+# The retrained model (the target) and its twin with another data order (the noise floor).
+RETRAINED_MODELS = ["retrained", "retrained_reorder"]
 
 
 def fisher_settings(method):
     """The fisher block for a method that reads the Fisher, else nothing: a change of the
     Fisher's settings then reruns only the Fisher-based methods."""
-    return config["fisher"] if needs_fisher(method) else {}
+    return config["fisher"] if reads_fisher_settings(method) else {}
 
 
 # What every unlearning job passes to its method (unlearn, unlearn_realworld, unlearn_cycles).
@@ -143,6 +161,10 @@ def fisher_input(wc, method=None):
 EVALUATE_DATA = {
     "tokenizer": TOKENIZER,
     "test": "results/data/{dataset}/test.parquet",
+    "validation": "results/data/{dataset}/validation.parquet",
+    # the retrained model (KL to it) and the base model (membership inference's reference)
+    "retrained": model_files("results/models/{dataset}/seed~{seed}/retrained"),
+    "base": model_files("results/models/base"),
     "train": "results/canaries/{dataset}/seed~{seed}/train.parquet",
     "forget": "results/canaries/{dataset}/seed~{seed}/forget_set.json",
     "retain": "results/canaries/{dataset}/seed~{seed}/retain_set.json",

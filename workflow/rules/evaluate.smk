@@ -1,31 +1,34 @@
 # Evaluation: one function scores every model of a dataset and replicate the same way. The
-# rules here run it on the trained models; unlearn and unlearn_cycles run it on the models
-# they make, in their own process. At the default size a process spends ~10 s
-# importing torch and transformers, more than scoring a model (~5 s), so each job here scores
-# a group of models: the original with the retrained model (they change together: same recipe,
-# same canaries), and all DP-SGD models (adding an epsilon rescores its siblings, ~5 s each,
-# and leaves the original's metrics, which the onion study and the main table read, alone).
+# rules here run it on the trained models; sweep_frontier and unlearn_cycles run it on the
+# models they make, in their own process. At the default size a process spends ~10 s
+# importing torch and transformers, more than scoring a model (~2 s), so each job here scores
+# a group of models: the retrained model (first: the others are compared with it), the
+# original and the retrain's twin (they change together: same recipe, same canaries), and all
+# DP-SGD models (adding an epsilon rescores its siblings and leaves the original's metrics,
+# which the frontiers and the main table read, alone).
 
-# The models of an nlp replicate that the evaluate rules score.
-TRAINED_MODELS = ["original", "retrained", *DP_MODELS]
+# The models of an nlp replicate that the evaluate rules score, the retrained model first.
+SCORED_FIRST = ["retrained", "original", "retrained_reorder"]
+TRAINED_MODELS = [*SCORED_FIRST, *DP_MODELS]
 
 
 rule evaluate:
-    """Perplexity (test, D+ sample, D-), exposure of every canary (exact and/or extrapolated)
-    and greedy extraction of its secret, for the original and the retrained model, each to
+    """Every metric of evaluation.score_model (perplexity incl. validation, KL to the retrained
+    model, canary exposure by role, extraction, membership inference, forget quality) for the
+    retrained model, the original and the retrain's twin, each to
     results/eval/{dataset}/seed~{seed}/{model}.json."""
     input:
         **EVALUATE_DATA,
         models=[
             path
-            for model in ["original", "retrained"]
+            for model in SCORED_FIRST
             for path in model_files(f"results/models/{{dataset}}/seed~{{seed}}/{model}")
         ],
         code=code("evaluate"),
     output:
         metrics=[
             ensure(f"results/eval/{{dataset}}/seed~{{seed}}/{model}.json", non_empty=True)
-            for model in ["original", "retrained"]
+            for model in SCORED_FIRST
         ],
     log:
         log_path("evaluate", "{dataset}", "seed~{seed}"),
@@ -50,6 +53,7 @@ if DP_MODELS:
     use rule evaluate as evaluate_dp with:
         input:
             **EVALUATE_DATA,
+            retrained_metrics="results/eval/{dataset}/seed~{seed}/retrained.json",
             models=[
                 path
                 for model in DP_MODELS
@@ -78,5 +82,11 @@ rule evaluations:
             "results/eval/{dataset}/seed~{seed}/{model}.json",
             dataset=NLP_DATASETS,
             seed=REPLICATES,
-            model=TRAINED_MODELS,
+            model=SCORED_FIRST,
+        ),
+        expand(
+            "results/eval/{dataset}/seed~{seed}/{model}.json",
+            dataset=NLP_DATASETS,
+            seed=DP_REPLICATES,
+            model=DP_MODELS,
         ),

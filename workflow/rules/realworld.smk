@@ -37,7 +37,7 @@ rule find_secrets:
         runtime=60,
         gpu=0,
     params:
-        realworld=config["realworld"],
+        realworld=without(config["realworld"], "replicates", "methods"),
         seed=lambda wc: int(wc.seed),
     script:
         "../scripts/find_secrets.py"
@@ -76,7 +76,7 @@ rule unlearn_realworld:
         benchmark_path("unlearn_realworld", "{dataset}", "seed~{seed}", "{method}")
     wildcard_constraints:
         dataset=one_of(REALWORLD_DATASETS),
-        method=one_of(METHODS),
+        method=one_of(REALWORLD_METHODS),
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1
@@ -86,7 +86,7 @@ rule unlearn_realworld:
         gpu=0,
     params:
         **UNLEARN_PARAMS,
-        realworld=config["realworld"],
+        realworld=without(config["realworld"], "replicates", "methods"),
     script:
         "../scripts/unlearn_realworld.py"
 
@@ -97,6 +97,6 @@ rule realworld:
         expand(
             "results/realworld/{dataset}/seed~{seed}/secrets_{model}.csv",
             dataset=REALWORLD_DATASETS,
-            seed=REPLICATES,
-            model=UNLEARNED_MODELS,
+            seed=REALWORLD_REPLICATES,
+            model=[f"unlearned~{method}" for method in REALWORLD_METHODS],
         ),

@@ -9,8 +9,9 @@
 report: "../report/workflow.rst"
 
 
-SECOND_ORDER_METHODS = [m for m in METHODS if m.startswith("fisher_")]
 PER_REPLICATE = {"dataset": NLP_DATASETS, "seed": REPLICATES}
+REFERENCE_MODELS = ["original", *RETRAINED_MODELS]
+FRONTIERS = paths.expand_grid(paths.FRONTIER, **PER_REPLICATE, method=METHODS)
 # Real-world case study: a string counts as removed below this score (bits, realworld config);
 # the table shows this many strings (plus every indelible one).
 REMOVED_BELOW_BITS = config["realworld"]["removed_below"]
@@ -24,22 +25,30 @@ COST_WILDCARDS = {
     "method": METHODS,
     "eps": EPSILONS,
 }
+COST_WILDCARDS["retrain"] = RETRAINED_MODELS
+REALWORLD_RUNS = {"dataset": REALWORLD_DATASETS, "seed": REALWORLD_REPLICATES}
+# Rules whose jobs are not every combination: a list of value sets, their jobs' union.
 COST_OVERRIDES = {
-    "prepare_corpus": {"dataset": DATASETS},
-    "finetune": {"dataset": DATASETS},
-    "estimate_fisher": {"dataset": DATASETS},
-    "unlearn_cycles": {"method": config["unlearn"]["cycle_methods"]},
-    "find_secrets": {"dataset": REALWORLD_DATASETS},
-    "unlearn_realworld": {"dataset": REALWORLD_DATASETS},
+    "prepare_corpus": [{"dataset": DATASETS}],
+    "finetune": [{}, REALWORLD_RUNS],
+    # the real-world corpus gets a Fisher only when one of its methods reads it
+    "estimate_fisher": [{}]
+    + ([REALWORLD_RUNS] if any(needs_fisher(m) for m in REALWORLD_METHODS) else []),
+    "train_dp": [{"seed": DP_REPLICATES}],
+    "evaluate_dp": [{"seed": DP_REPLICATES}],
+    "unlearn_cycles": [{"seed": CYCLE_REPLICATES, "method": config["unlearn"]["cycle_methods"]}],
+    "onion_unlearn": [{"seed": ONION_REPLICATES}],
+    "find_secrets": [REALWORLD_RUNS],
+    "unlearn_realworld": [{**REALWORLD_RUNS, "method": REALWORLD_METHODS}],
 }
 
 
 localrules:
     tabulate_results,
+    tabulate_claims,
     tabulate_dp,
     tabulate_cost,
     tabulate_realworld,
-    plot_unlearning_trajectories,
     plot_privacy_utility,
     plot_unlearning_cycles,
     plot_weight_changes,
@@ -49,20 +58,11 @@ localrules:
 
 
 rule tabulate_results:
-    """Main table: exposure, extraction, perplexity and cost per dataset x model."""
+    """Main table: every method at its two operating points (matched erasure, matched
+    utility) beside the original, the retrained model and its twin (noise floor)."""
     input:
-        evaluations=paths.expand_grid(
-            paths.EVALUATION, **PER_REPLICATE, model=["original", "retrained", *UNLEARNED_MODELS]
-        ),
-        manifests=paths.expand_grid(
-            paths.TRAIN_MANIFEST, **PER_REPLICATE, model=["original", "retrained"]
-        )
-        + paths.expand_grid(paths.UNLEARN_MANIFEST, **PER_REPLICATE, model=UNLEARNED_MODELS),
-        fisher=(
-            paths.expand_grid(paths.FISHER_MANIFEST, **PER_REPLICATE)
-            if SECOND_ORDER_METHODS
-            else []
-        ),
+        evaluations=paths.expand_grid(paths.EVALUATION, **PER_REPLICATE, model=REFERENCE_MODELS),
+        frontiers=FRONTIERS,
         code=code("tabulate_results"),
     output:
         **paths.table_outputs("main_results", report),
@@ -76,15 +76,40 @@ rule tabulate_results:
         "../scripts/tabulate_results.py"
 
 
+rule tabulate_claims:
+    """Each claim of config.claims judged on the verdict datasets' replicates: estimate, CI
+    (two-level bootstrap: replicates, then canaries), Holm-corrected p and verdict."""
+    input:
+        frontiers=paths.expand_grid(
+            paths.FRONTIER, dataset=VERDICT_DATASETS, seed=REPLICATES, method=METHODS
+        ),
+        code=code("tabulate_claims"),
+    output:
+        **paths.table_outputs("claims", report),
+    log:
+        log_path("tabulate_claims"),
+    conda:
+        "../../envs/unlearnbench.yaml"
+    params:
+        rules=config["claims"]["rules"],
+        datasets=VERDICT_DATASETS,
+        bootstrap=config["claims"]["bootstrap"],
+    script:
+        "../scripts/tabulate_claims.py"
+
+
 rule tabulate_dp:
-    """DP-SGD at every epsilon beside the unlearning methods: perplexity and exposure."""
+    """DP-SGD at every epsilon beside the original and the retrained models."""
     input:
         evaluations=paths.expand_grid(
-            paths.EVALUATION,
-            **PER_REPLICATE,
-            model=["original", "retrained", *DP_MODELS, *UNLEARNED_MODELS],
+            paths.EVALUATION, dataset=NLP_DATASETS, seed=DP_REPLICATES, model=REFERENCE_MODELS
+        )
+        + paths.expand_grid(
+            paths.EVALUATION, dataset=NLP_DATASETS, seed=DP_REPLICATES, model=DP_MODELS
         ),
-        manifests=paths.expand_grid(paths.TRAIN_MANIFEST, **PER_REPLICATE, model=DP_MODELS),
+        manifests=paths.expand_grid(
+            paths.TRAIN_MANIFEST, dataset=NLP_DATASETS, seed=DP_REPLICATES, model=DP_MODELS
+        ),
         code=code("tabulate_dp"),
     output:
         **paths.table_outputs("dp_privacy_utility", report),
@@ -103,7 +128,7 @@ rule tabulate_cost:
     input:
         benchmarks=lambda wildcards: paths.stage_benchmarks(
             workflow.rules,
-            lambda rule: {**COST_WILDCARDS, **COST_OVERRIDES.get(rule, {})},
+            lambda rule: [{**COST_WILDCARDS, **o} for o in COST_OVERRIDES.get(rule, [{}])],
         ),
         code=code("tabulate_cost"),
     output:
@@ -122,8 +147,8 @@ rule tabulate_realworld:
         secrets=paths.expand_grid(
             paths.SECRETS,
             dataset=REALWORLD_DATASETS,
-            seed=REPLICATES,
-            model=["original", *UNLEARNED_MODELS],
+            seed=REALWORLD_REPLICATES,
+            model=["original", *(f"unlearned~{method}" for method in REALWORLD_METHODS)],
         ),
         code=code("tabulate_realworld"),
     output:
@@ -133,39 +158,23 @@ rule tabulate_realworld:
     conda:
         "../../envs/unlearnbench.yaml"
     params:
-        methods=METHODS,
+        methods=REALWORLD_METHODS,
         removed_below_bits=REMOVED_BELOW_BITS,
         max_rows=MAX_SECRET_ROWS,
     script:
         "../scripts/tabulate_realworld.py"
 
 
-rule plot_unlearning_trajectories:
-    """Removed-canary exposure vs unlearning step, per method and repetition count."""
-    input:
-        unlearn=paths.expand_grid(paths.UNLEARN_MANIFEST, **PER_REPLICATE, model=UNLEARNED_MODELS),
-        original=paths.expand_grid(paths.EVALUATION, **PER_REPLICATE, model=["original"]),
-        code=code("plot_unlearning_trajectories"),
-    output:
-        **paths.figure_outputs("unlearning_trajectories", report),
-    log:
-        log_path("plot_unlearning_trajectories"),
-    conda:
-        "../../envs/unlearnbench.yaml"
-    params:
-        methods=METHODS,
-    script:
-        "../scripts/plot_unlearning_trajectories.py"
-
-
 rule plot_privacy_utility:
-    """Exposure vs test perplexity for every unlearning method and every DP epsilon."""
+    """The privacy-utility plane: every method's frontier (removed-canary exposure against test
+    perplexity) with its two operating points, the retrained model with the noise-floor band
+    of its twin, the original and the DP-SGD models."""
     input:
-        evaluations=paths.expand_grid(
-            paths.EVALUATION,
-            **PER_REPLICATE,
-            model=["original", "retrained", *DP_MODELS, *UNLEARNED_MODELS],
+        evaluations=paths.expand_grid(paths.EVALUATION, **PER_REPLICATE, model=REFERENCE_MODELS)
+        + paths.expand_grid(
+            paths.EVALUATION, dataset=NLP_DATASETS, seed=DP_REPLICATES, model=DP_MODELS
         ),
+        frontiers=FRONTIERS,
         code=code("plot_privacy_utility"),
     output:
         **paths.figure_outputs("privacy_utility", report),
@@ -183,7 +192,10 @@ rule plot_unlearning_cycles:
     """Test perplexity and exposure after each of K sequential unlearning requests."""
     input:
         evaluations=paths.expand_grid(
-            paths.EVALUATION, **PER_REPLICATE, model=["original", *CYCLE_MODELS]
+            paths.EVALUATION,
+            dataset=NLP_DATASETS,
+            seed=CYCLE_REPLICATES,
+            model=["original", *CYCLE_MODELS],
         ),
         code=code("plot_unlearning_cycles"),
     output:
@@ -199,13 +211,11 @@ rule plot_unlearning_cycles:
 
 
 rule plot_weight_changes:
-    """Histograms of theta' - theta per method and layer type (first replicate)."""
+    """Histograms of theta' - theta per method and layer type, at each method's matched-utility
+    point (first replicate)."""
     input:
-        unlearn=paths.expand_grid(
-            paths.UNLEARN_MANIFEST,
-            dataset=NLP_DATASETS,
-            seed=REPLICATES[:1],
-            model=UNLEARNED_MODELS,
+        frontiers=paths.expand_grid(
+            paths.FRONTIER, dataset=NLP_DATASETS, seed=REPLICATES[:1], method=METHODS
         ),
         code=code("plot_weight_changes"),
     output:
@@ -223,7 +233,12 @@ rule plot_weight_changes:
 rule plot_onion_effect:
     """Control-canary exposure change after targeted vs random removal."""
     input:
-        onion=paths.expand_grid(paths.ONION, **PER_REPLICATE, selection=paths.ONION_SELECTIONS),
+        onion=paths.expand_grid(
+            paths.ONION,
+            dataset=NLP_DATASETS,
+            seed=ONION_REPLICATES,
+            selection=paths.ONION_SELECTIONS,
+        ),
         code=code("plot_onion_effect"),
     output:
         **paths.figure_outputs("onion_effect", report),
@@ -254,10 +269,10 @@ rule tables_and_figures:
     """Target: every table and figure (then: snakemake --report results/report.html)."""
     input:
         rules.tabulate_results.output,
+        rules.tabulate_claims.output,
         rules.tabulate_dp.output,
         rules.tabulate_cost.output,
         rules.tabulate_realworld.output,
-        rules.plot_unlearning_trajectories.output,
         rules.plot_privacy_utility.output,
         rules.plot_unlearning_cycles.output,
         rules.plot_weight_changes.output,

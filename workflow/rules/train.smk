@@ -65,7 +65,9 @@ rule finetune:
 
 
 rule retrain:
-    """The gold standard: the same recipe from the same base on D+ only."""
+    """The gold standard: the same recipe from the same base on D+ only. retrained_reorder is a
+    second retrain with another data order: how far two retrains land from each other is the
+    yardstick for "close to retraining" (the noise floor)."""
     input:
         base=model_files("results/models/base"),
         tokenizer=TOKENIZER,
@@ -73,14 +75,15 @@ rule retrain:
         retain="results/canaries/{dataset}/seed~{seed}/retain_set.json",
         code=code("retrain"),
     output:
-        model=model_files("results/models/{dataset}/seed~{seed}/retrained"),
-        manifest=ensure("results/models/{dataset}/seed~{seed}/retrained/train.json", non_empty=True),
+        model=model_files("results/models/{dataset}/seed~{seed}/{retrain}"),
+        manifest=ensure("results/models/{dataset}/seed~{seed}/{retrain}/train.json", non_empty=True),
     log:
-        log_path("retrain", "{dataset}", "seed~{seed}"),
+        log_path("retrain", "{dataset}", "seed~{seed}", "{retrain}"),
     benchmark:
-        benchmark_path("retrain", "{dataset}", "seed~{seed}")
+        benchmark_path("retrain", "{dataset}", "seed~{seed}", "{retrain}")
     wildcard_constraints:
         dataset=one_of(NLP_DATASETS),
+        retrain=one_of(RETRAINED_MODELS),
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1
@@ -91,7 +94,9 @@ rule retrain:
     params:
         recipe=config["train"]["finetune"],
         seed=lambda wc: int(wc.seed),
-        checkpoint="results/checkpoints/retrain/{dataset}/seed~{seed}",
+        # The data-order key: the retrain proper keeps the original's order, its twin another.
+        order=lambda wc: "" if wc.retrain == "retrained" else wc.retrain,
+        checkpoint="results/checkpoints/retrain/{dataset}/seed~{seed}/{retrain}",
     script:
         "../scripts/retrain.py"
 
@@ -124,7 +129,7 @@ rule train_dp:
         runtime=180,
         gpu=0,
     params:
-        recipe={k: v for k, v in config["train_dp"].items() if k != "epsilons"},
+        recipe=without(config["train_dp"], "epsilons", "replicates"),
         epsilon=lambda wc: EPSILON[wc.eps],
         seed=lambda wc: int(wc.seed),
         checkpoint="results/checkpoints/train_dp/{dataset}/seed~{seed}/eps~{eps}",
@@ -139,5 +144,11 @@ rule models:
             "results/models/{dataset}/seed~{seed}/{model}/train.json",
             dataset=NLP_DATASETS,
             seed=REPLICATES,
-            model=["original", "retrained", *DP_MODELS],
+            model=["original", *RETRAINED_MODELS],
+        ),
+        expand(
+            "results/models/{dataset}/seed~{seed}/{model}/train.json",
+            dataset=NLP_DATASETS,
+            seed=DP_REPLICATES,
+            model=DP_MODELS,
         ),

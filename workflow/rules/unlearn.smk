@@ -1,31 +1,30 @@
-# Unlearning: every method of the registry from the original model (one request), the
-# multi-cycle study (K sequential requests) and the onion-effect study. The real-world case
-# study's requests are unlearned by unlearn_realworld (realworld.smk).
+# Unlearning: every method's frontier from the original model (one request, every strength of
+# its grid, its operating points chosen without the evaluation canaries), the multi-cycle
+# study (K sequential requests) and the onion-effect study. The real-world case study's
+# requests are unlearned by unlearn_realworld (realworld.smk).
 
 
-rule unlearn:
-    """One unlearning request on an nlp dataset: the method removes D- from the original model
-    (the manifest holds the exposure/loss trajectory over its steps and the weight-change
-    histograms); the saved model is then scored with the evaluate rule's function and settings
-    (results/eval/.../unlearned~method.json). Scoring in this job, like unlearn_cycles, saves a
-    process per model (~10 s of importing torch and transformers, more than the unlearning
-    itself at the default size); the price is that a change of evaluate settings reruns the
-    unlearning too."""
+rule sweep_frontier:
+    """One method's frontier on an nlp replicate: every point of its grid
+    (unlearn.frontier.<method>) run from the original model and scored like every other model
+    (evaluation.score_model), then its two operating points chosen from the tuning canaries and
+    the validation split only: matched erasure (the weakest point reaching the retrained
+    model's tuning-canary exposure) and matched utility (the strongest within
+    unlearn.selection.utility_budget of the original's validation perplexity). One process
+    for the whole grid: starting Python and torch costs more than a point."""
     input:
         unpack(fisher_input),
         **EVALUATE_DATA,
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
-        code=code("unlearn"),
+        retrained_metrics="results/eval/{dataset}/seed~{seed}/retrained.json",
+        original_metrics="results/eval/{dataset}/seed~{seed}/original.json",
+        code=code("sweep_frontier"),
     output:
-        model=model_files("results/models/{dataset}/seed~{seed}/unlearned~{method}"),
-        manifest=ensure(
-            "results/models/{dataset}/seed~{seed}/unlearned~{method}/unlearn.json", non_empty=True
-        ),
-        metrics=ensure("results/eval/{dataset}/seed~{seed}/unlearned~{method}.json", non_empty=True),
+        frontier=ensure("results/frontier/{dataset}/seed~{seed}/{method}.json", non_empty=True),
     log:
-        log_path("unlearn", "{dataset}", "seed~{seed}", "{method}"),
+        log_path("sweep_frontier", "{dataset}", "seed~{seed}", "{method}"),
     benchmark:
-        benchmark_path("unlearn", "{dataset}", "seed~{seed}", "{method}")
+        benchmark_path("sweep_frontier", "{dataset}", "seed~{seed}", "{method}")
     wildcard_constraints:
         dataset=one_of(NLP_DATASETS),
         method=one_of(METHODS),
@@ -33,14 +32,18 @@ rule unlearn:
         "../../envs/unlearnbench.yaml"
     threads: 1
     resources:
-        mem_mb=mem_mb("unlearn", floor=6000),
-        runtime=60,
+        mem_mb=mem_mb("sweep_frontier", floor=6000),
+        runtime=120,
         gpu=0,
     params:
-        **UNLEARN_PARAMS,
+        hyper=lambda wc: config["unlearn"]["methods"][wc.method],
+        grid=lambda wc: config["unlearn"]["frontier"][wc.method],
+        fisher=lambda wc: fisher_settings(wc.method),
         evaluate=config["evaluate"],
+        utility_budget=config["unlearn"]["selection"]["utility_budget"],
+        seed=lambda wc: int(wc.seed),
     script:
-        "../scripts/unlearn.py"
+        "../scripts/sweep_frontier.py"
 
 
 rule unlearn_cycles:
@@ -51,6 +54,7 @@ rule unlearn_cycles:
         unpack(fisher_input),
         **EVALUATE_DATA,
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
+        retrained_metrics="results/eval/{dataset}/seed~{seed}/retrained.json",
         code=code("unlearn_cycles"),
     output:
         models=[
@@ -92,18 +96,24 @@ rule unlearn_cycles:
 
 
 rule unlearning:
-    """Target: every unlearned model, cycle and onion study, with their metrics."""
+    """Target: every frontier, cycle and onion study, with their metrics."""
     input:
+        expand(
+            "results/frontier/{dataset}/seed~{seed}/{method}.json",
+            dataset=NLP_DATASETS,
+            seed=REPLICATES,
+            method=METHODS,
+        ),
         expand(
             "results/eval/{dataset}/seed~{seed}/{model}.json",
             dataset=NLP_DATASETS,
-            seed=REPLICATES,
-            model=UNLEARNED_MODELS + CYCLE_MODELS,
+            seed=CYCLE_REPLICATES,
+            model=CYCLE_MODELS,
         ),
         expand(
             "results/onion/{dataset}/seed~{seed}/{selection}.json",
             dataset=NLP_DATASETS,
-            seed=REPLICATES,
+            seed=ONION_REPLICATES,
             selection=["targeted", "random"],
         ),
 
@@ -140,7 +150,7 @@ rule onion_unlearn:
         gpu=0,
     params:
         selections=paths.ONION_SELECTIONS,
-        onion=config["onion"],
+        onion=without(config["onion"], "replicates"),
         hyper=config["unlearn"]["methods"][config["onion"]["method"]],
         trajectory=config["unlearn"]["trajectory"],
         fisher=fisher_settings(config["onion"]["method"]),

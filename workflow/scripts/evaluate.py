@@ -1,13 +1,15 @@
 """Adapter of rules evaluate and evaluate_dp (workflow/rules/evaluate.smk; evaluate_dp is
 ``use rule evaluate``): score each model of ``input.models`` into the metrics file at the same
-position of ``output.metrics``."""
+position of ``output.metrics``, with one ScoringData for the job. evaluate scores the retrained
+model first: its canary records are what the others' forget quality is measured against
+(evaluate_dp reads them from the retrained model's metrics file)."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
-from unlearnbench.evaluation import record_metrics
+from unlearnbench.evaluation import EvalConfig, load_scoring_data, record_metrics
 from unlearnbench.replicate import ReplicateFiles
 from unlearnbench.stage import start_stage
 
@@ -19,5 +21,9 @@ model_dirs = list(dict.fromkeys(str(Path(path).parent) for path in snakemake.inp
 frame = start_stage(
     snakemake.log[0], params, threads=snakemake.threads, gpus=snakemake.resources.get("gpu", 0)
 )
+cfg = EvalConfig.from_settings(params["evaluate"], seed=params["seed"])
+data = load_scoring_data(replicate, cfg, frame.device)
 for model_dir, metrics_path in zip(model_dirs, snakemake.output.metrics, strict=True):
-    record_metrics(metrics_path, model_dir, replicate, params["evaluate"], frame)
+    manifest = record_metrics(metrics_path, model_dir, replicate, params["evaluate"], frame, data)
+    if data.reference_records is None and Path(model_dir).name == "retrained":
+        data.reference_records = manifest["canaries"]

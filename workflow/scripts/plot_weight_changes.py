@@ -9,5 +9,5 @@ from unlearnbench.reporting.figures_unlearning import make_weight_change_figure
 
 log = start_log(snakemake.log[0])
 inp, out = snakemake.input, snakemake.output
-make_weight_change_figure(list(inp.unlearn), snakemake.params.methods, out.png, out.pdf)
+make_weight_change_figure(list(inp.frontiers), snakemake.params.methods, out.png, out.pdf)
 log.info("wrote %s and %s", out.png, out.pdf)

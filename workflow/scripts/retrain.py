@@ -5,20 +5,24 @@ from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
+from unlearnbench.seeding import derive_seed
 from unlearnbench.stage import run_stage
 from unlearnbench.texts import retained_texts
 from unlearnbench.training.loop import TrainConfig
 from unlearnbench.training.stages import finetune_from
 
 params = dict(snakemake.params.items())
-recipe = TrainConfig(**params["recipe"], seed=params["seed"], key="train.finetune")
+# Another data order for the retrain's twin: a seed derived from the replicate's and the key.
+order = params["order"]
+seed = derive_seed(params["seed"], "data_order", order) if order else params["seed"]
+recipe = TrainConfig(**params["recipe"], seed=seed, key="train.finetune")
 inp = snakemake.input
 
 run_stage(
     snakemake.output.manifest,
     snakemake.log[0],
     params,
-    {"data_order": params["seed"]},
+    {"data_order": seed},
     lambda frame: finetune_from(
         Path(inp.base[0]).parent,
         Path(inp.tokenizer).parent,

@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
 from unlearnbench.artifacts import describe_files
-from unlearnbench.evaluation import record_metrics
+from unlearnbench.evaluation import EvalConfig, load_scoring_data, record_metrics
 from unlearnbench.fisher.estimation import FisherConfig
 from unlearnbench.replicate import ReplicateFiles
 from unlearnbench.stage import run_stage
@@ -33,8 +33,10 @@ def cycles_then_scores(frame):
         device=frame.device,
     )
     # Each cycle's saved model, reloaded from disk, scored exactly as rule evaluate would.
+    cfg = EvalConfig.from_settings(params["evaluate"], seed=params["seed"])
+    data = load_scoring_data(replicate, cfg, frame.device)
     for cycle, metrics_path in zip(result["cycles"], out.metrics, strict=True):
-        record_metrics(metrics_path, cycle["model"], replicate, params["evaluate"], frame)
+        record_metrics(metrics_path, cycle["model"], replicate, params["evaluate"], frame, data)
     # The cycles' models live under results/models/: recorded here, by relative path.
     return {**result, "files": describe_files(out.models, relative_to=Path(out.manifest).parent)}
 

@@ -158,7 +158,15 @@ def estimates(config: Mapping[str, Any], device: str = "cpu") -> list[Estimate]:
         f"m = {m} gradients of d = {d} parameters ({m * d * 4 / MB:,.0f} MB)",
     )
     batch = config["unlearn"]["trajectory"]["batch_size"]
-    for rule in ("unlearn", "unlearn_cycles", "unlearn_realworld", "onion_unlearn"):
+    points = max((_grid_size(g) for g in config["unlearn"]["frontier"].values()), default=1)
+    add(
+        "sweep_frontier",
+        _train_memory_mb(d, batch, config) + 2 * fisher_mb + 16 * d / MB + text_mb,
+        6 * d * rows * seq * points,
+        "fisher.examples",
+        f"the Fisher (m = {m}, d = {d}), the original weights kept, {points} grid points",
+    )
+    for rule in ("unlearn_cycles", "unlearn_realworld", "onion_unlearn"):
         add(
             rule,
             _train_memory_mb(d, batch, config) + 2 * fisher_mb + 8 * d / MB + text_mb,
@@ -167,7 +175,7 @@ def estimates(config: Mapping[str, Any], device: str = "cpu") -> list[Estimate]:
             f"the Fisher (m = {m}, d = {d}) loaded and re-estimated, the model's copies",
         )
     can, exposure = config["canaries"], config["evaluate"]["exposure"]
-    n_canaries = len(can["repetitions"]) * can["per_repetition"]
+    n_canaries = len(can["repetitions"]) * can["per_repetition"] + can["phantoms"]
     k = can["secret_digits"]
     if exposure["estimator"] == "extrapolated":
         nodes, scored = exposure["extrapolation_samples"] * k, "extrapolated"
@@ -205,6 +213,10 @@ def estimates(config: Mapping[str, Any], device: str = "cpu") -> list[Estimate]:
         f"gradients of m = {largest_m} at width {widths} ({widest} parameters)",
     )
     return out
+
+
+def _grid_size(grid: Mapping[str, Any]) -> int:
+    return math.prod(len(v) for v in grid.values() if v is not None)
 
 
 def memory_request_mb(config: Mapping[str, Any], rule: str, floor: int) -> int:

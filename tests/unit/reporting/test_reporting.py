@@ -1,4 +1,6 @@
-"""Tables and figures from synthetic metrics files: numbers, shapes, files, masking."""
+"""Loaders, the DP-SGD, cost and real-world tables, masking, the figures and the cost inputs,
+from synthetic files with known numbers (the main results and the claims: test_protocol_tables,
+the frontier files: test_frontiers)."""
 
 from __future__ import annotations
 
@@ -9,250 +11,182 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from unlearnbench.reporting import figures_studies, figures_unlearning, loaders, paths, tables
+from matplotlib import pyplot as plt
+from synthetic_study import (
+    ATTACKS,
+    CANARIES,
+    CEILING,
+    DATASETS,
+    EPSILONS,
+    GRID,
+    MEAN_SPREAD,
+    METHODS,
+    ROLES,
+    SEEDS,
+    SPREAD,
+    K,
+    canary_exposures,
+    metrics,
+    point_removed,
+    value,
+)
+from unlearnbench.reporting import (
+    figures_frontier,
+    figures_studies,
+    figures_unlearning,
+    frontiers,
+    loaders,
+    paths,
+    tables,
+)
 from unlearnbench.reporting.render import Table, write_table
-
-DATASETS = ["news", "wiki"]
-SEEDS = [0, 1, 2]
-METHODS = ["fisher_removal", "gradient_ascent"]
-EPSILONS = ["1", "8"]
-K = 2
-SPACE = 10**4
-CEILING = math.log2(SPACE)
-
-
-def value(dataset: str, seed: int, model: str, what: str) -> float:
-    """A distinct, known number for every (dataset, seed, model, metric)."""
-    base = {"test_ppl": 100.0, "forget": 8.0, "forget_max": 12.0, "control": 3.0}[what]
-    return base + 10 * DATASETS.index(dataset) + seed + 0.01 * (sum(map(ord, model)) % 50)
-
-
-def _canaries(dataset, seed, model):
-    records = []
-    for cid in range(6):
-        group = 0 if cid < 2 else 1 + (cid - 2) % K
-        forget = group > 0
-        exposure = (
-            value(dataset, seed, model, "forget") - cid * 0.1
-            if forget
-            else value(dataset, seed, model, "control")
-        )
-        records.append(
-            {
-                "canary_id": cid,
-                "group": group,
-                "in_forget_set": forget,
-                "repetitions": [1, 4][cid % 2],
-                "space_size": SPACE,
-                "estimator": "both",
-                "exposure_exact": exposure,
-                "exposure_extrapolated": exposure + 0.05,
-                "extracted": cid == 3,
-                "rank": 1,
-                "secret_log_perplexity": 10.0,
-            }
-        )
-    return records
-
-
-def _summary(records):
-    out = {}
-    for part, chosen in (
-        ("forget", [r for r in records if r["in_forget_set"]]),
-        ("control", [r for r in records if not r["in_forget_set"]]),
-    ):
-        for key in ("exposure_exact", "exposure_extrapolated"):
-            vals = [r[key] for r in chosen]
-            out[f"{key}_{part}_mean"] = float(np.mean(vals))
-            out[f"{key}_{part}_max"] = float(np.max(vals))
-        out[f"extraction_rate_{part}"] = float(np.mean([r["extracted"] for r in chosen]))
-        out[f"{part}_canaries"] = len(chosen)
-    return out
-
-
-def _provenance():
-    return {"git": {"commit": "abc123def4567890", "dirty": False}, "params": {}, "seeds": {}}
-
-
-def write_eval(root: Path, dataset, seed, model):
-    records = _canaries(dataset, seed, model)
-    ppl = value(dataset, seed, model, "test_ppl")
-    doc = {
-        "dataset": dataset,
-        "seed": seed,
-        "model_name": model,
-        "perplexity": {
-            split: {"perplexity": ppl, "loss": math.log(ppl), "tokens": 100, "examples": 5}
-            for split in ("test", "retain_sample", "forget")
-        },
-        "canaries": records,
-        "summary": _summary(records),
-        "provenance": _provenance(),
-        "cost": {"wall_time_s": 1.0, "peak_memory_mb": 10.0},
-    }
-    path = root / f"results/eval/{dataset}/seed~{seed}/{model}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc))
-    return path
-
-
-def write_manifest(root: Path, dataset, seed, model, name, **extra):
-    path = root / f"results/models/{dataset}/seed~{seed}/{model}/{name}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cost = {"wall_time_s": 10.0 * (seed + 1), "peak_memory_mb": 100.0 + seed}
-    path.write_text(json.dumps({"cost": cost, "provenance": _provenance(), **extra}))
-    return path
-
-
-def write_unlearn(root: Path, dataset, seed, method):
-    """An unlearn.json in the format unlearnbench.unlearning.stage writes."""
-    trajectory = [
-        {
-            "step": step,
-            "forget_loss": 1.0 + step,
-            "retain_loss": 2.0,
-            "canaries": [
-                {"canary_id": c, "role": "removed", "exposure": 10.0 - step - 0.5 * c}
-                for c in range(2, 6)
-            ]
-            + [{"canary_id": 0, "role": "control", "exposure": 3.0}],
-            "exposure_removed_mean": 10.0 - step,
-            "exposure_control_mean": 3.0,
-        }
-        for step in range(4)
-    ]
-    inner = [-(10.0**e) for e in range(0, -9, -1)] + [10.0**e for e in range(-8, 1)]
-    counts = [0] * (len(inner) + 1)
-    counts[8:11] = [5, 80, 5]
-    hist = {"counts": counts, "l2": 0.5, "max_abs": 0.1}
-    delta = {"bin_edges": inner, "overall": hist, "by_type": {"attention": hist, "mlp": hist}}
-    return write_manifest(
-        root,
-        dataset,
-        seed,
-        f"unlearned~{method}",
-        "unlearn.json",
-        method=method,
-        trajectory=trajectory,
-        weight_delta=delta,
-    )
-
-
-@pytest.fixture
-def study(tmp_path):
-    """Every metrics file the report rules read, for 2 datasets x 3 seeds."""
-    files = {k: [] for k in ("evals", "train", "unlearn", "fisher", "dp", "cycles", "onion")}
-    for d in DATASETS:
-        for s in SEEDS:
-            for model in ["original", "retrained"]:
-                files["evals"].append(write_eval(tmp_path, d, s, model))
-                files["train"].append(write_manifest(tmp_path, d, s, model, "train.json"))
-            for m in METHODS:
-                files["evals"].append(write_eval(tmp_path, d, s, f"unlearned~{m}"))
-                files["unlearn"].append(write_unlearn(tmp_path, d, s, m))
-                for k in range(1, K + 1):
-                    files["cycles"].append(write_eval(tmp_path, d, s, f"cycle~{k}~{m}"))
-            for eps in EPSILONS:
-                files["dp"].append(write_eval(tmp_path, d, s, f"dp_eps~{eps}"))
-                files["train"].append(
-                    write_manifest(
-                        tmp_path, d, s, f"dp_eps~{eps}", "train.json",
-                        epsilon=float(eps) * 0.98, target_epsilon=float(eps), delta=1e-5,
-                    )
-                )  # fmt: skip
-            fisher = tmp_path / f"results/fisher/{d}/seed~{s}/manifest.json"
-            fisher.parent.mkdir(parents=True, exist_ok=True)
-            fisher.write_text(json.dumps({"m": 64, "d": 1000, "cost": {"wall_time_s": 5.0}}))
-            files["fisher"].append(fisher)
-            for selection, shift in (("targeted", 1.5), ("random", 0.1)):
-                onion = tmp_path / f"results/onion/{d}/seed~{s}/{selection}.json"
-                onion.parent.mkdir(parents=True, exist_ok=True)
-                before = {str(c): 2.0 + c for c in range(6)}
-                after = {str(c): 2.0 + c + shift for c in range(6)}
-                onion.write_text(
-                    json.dumps(
-                        {
-                            "removed_canary_ids": [4, 5],
-                            "control_before": before,
-                            "control_after": after,
-                        }
-                    )
-                )
-                files["onion"].append(onion)
-    return tmp_path, files
 
 
 def outputs(root: Path, stem: str) -> dict[str, str]:
     return {ext: str(root / f"results/tables/{stem}.{ext}") for ext in ("csv", "md", "tex", "html")}
 
 
-def test_main_table_mean_std_over_seeds(study):
-    root, files = study
-    main_evals = [p for p in files["evals"]]
-    manifests = [p for p in files["train"] if "dp_eps" not in str(p)] + files["unlearn"]
-    out = outputs(root, "main")
-    table = tables.make_main_table(main_evals, manifests, files["fisher"], METHODS, out)
-    data = table.data
-    # One row per dataset x model, in the documented order.
-    assert len(data) == len(DATASETS) * (2 + len(METHODS))
-    assert list(data.loc[data["dataset"] == "news", "model"]) == [
-        "original", "retrained", "unlearned~fisher_removal", "unlearned~gradient_ascent",
-    ]  # fmt: skip
-    row = data[(data["dataset"] == "wiki") & (data["model"] == "retrained")].iloc[0]
-    expected = [value("wiki", s, "retrained", "test_ppl") for s in SEEDS]
-    assert row["test_ppl_mean"] == pytest.approx(np.mean(expected))
-    assert row["test_ppl_std"] == pytest.approx(np.std(expected, ddof=1))
-    assert row["n_seeds"] == 3
-    # Forget exposure mean of the file = mean of canaries 2..5 (value - 0.1 * cid).
-    forget = [value("wiki", s, "retrained", "forget") - 0.35 for s in SEEDS]
-    assert row["exposure_forget_mean_mean"] == pytest.approx(np.mean(forget))
-    assert row["extraction_forget_mean"] == pytest.approx(0.25)
-    assert row["wall_time_s_mean"] == pytest.approx(20.0)  # 10, 20, 30 s
-    assert row["ceiling_bits"] == pytest.approx(CEILING)
-    # The Fisher estimate is charged to second-order methods only.
-    fisher = data.set_index(["dataset", "model"])["fisher_time_s_mean"]
-    assert fisher[("news", "unlearned~fisher_removal")] == pytest.approx(5.0)
-    assert math.isnan(fisher[("news", "unlearned~gradient_ascent")])
-    for ext, path in out.items():
-        assert Path(path).stat().st_size > 0, ext
-    csv = pd.read_csv(out["csv"])
-    assert len(csv) == len(data)
-    md = Path(out["md"]).read_text()
-    assert f"{np.mean(expected):.1f} ± {np.std(expected, ddof=1):.1f}" in md
-    assert "\\toprule" in Path(out["tex"]).read_text()
-    assert "<table" in Path(out["html"]).read_text()
-    assert "abc123def4567890" in md
+# ---- loaders --------------------------------------------------------------------------------
 
 
-def test_one_seed_shows_mean_without_std(study):
-    _, files = study
-    evals = [p for p in files["evals"] if "seed~0" in str(p)]
-    manifests = [p for p in files["train"] if "seed~0" in str(p)]
-    table = tables.main_table(
-        loaders.load_evaluations(evals), loaders.load_model_costs(manifests), None, METHODS
+def test_model_metrics_flattens_one_scored_model():
+    out = loaders.model_metrics(metrics("news", 1, "original"))
+    expected_columns = {
+        *(f"{split}_ppl" for split in ("test", "validation", "retain_sample", "forget")),
+        "kl_test",
+        "kl_retain_sample",
+        *(f"exposure_{role}_{stat}" for role in ROLES for stat in ("mean", "max")),
+        *(f"extraction_{role}" for role in ROLES),
+        *(f"mia_{attack}" for attack in ATTACKS),
+        "ks_p_value",
+        "over_unlearning",
+    }
+    assert set(out) == expected_columns
+
+    def v(what: str) -> float:
+        return value("news", 1, "original", what)
+
+    for split in ("test", "validation", "retain_sample", "forget"):
+        assert out[f"{split}_ppl"] == pytest.approx(v(f"{split}_ppl"))
+    assert out["kl_test"] == pytest.approx(v("kl_test"))
+    assert out["kl_retain_sample"] == pytest.approx(v("kl_retain_sample"))
+    for role in ROLES:
+        base = value("news", 1, "original", role)
+        assert out[f"exposure_{role}_mean"] == pytest.approx(base + MEAN_SPREAD)
+        assert out[f"exposure_{role}_max"] == pytest.approx(base + max(SPREAD))
+    # Only the original's second removed canary is extracted.
+    assert out["extraction_removed"] == pytest.approx(0.5)
+    assert out["extraction_tuning"] == out["extraction_control"] == 0.0
+    for i, attack in enumerate(ATTACKS):
+        assert out[f"mia_{attack}"] == pytest.approx(v("mia") + 0.01 * i)
+    assert out["ks_p_value"] == pytest.approx(v("ks"))
+    assert out["over_unlearning"] == 0.0
+    assert loaders.model_metrics(metrics("news", 1, "x", over=True))["over_unlearning"] == 1.0
+    # What a model's metrics lack is NaN, not an error.
+    sparse = loaders.model_metrics({"perplexity": {"test": {"perplexity": 5.0, "kl": None}}})
+    assert sparse["test_ppl"] == 5.0
+    absent = ["validation_ppl", "kl_test", "exposure_removed_mean", "extraction_phantom"]
+    for column in [*absent, "mia_loss", "ks_p_value"]:
+        assert math.isnan(sparse[column]), column
+
+
+def test_load_evaluations_adds_the_model_metrics(study):
+    evals = loaders.load_evaluations(study.references + study.dp)
+    assert len(evals) == len(DATASETS) * len(SEEDS) * (3 + len(EPSILONS))
+    row = evals[(evals["dataset"] == "wiki") & (evals["seed"] == 2)].set_index("model")
+    twin = row.loc["retrained_reorder"]
+    assert twin["family"] == "retrained_reorder"
+    assert twin["exposure_removed_mean"] == pytest.approx(
+        value("wiki", 2, "retrained_reorder", "removed") + MEAN_SPREAD
     )
-    assert (table.data["n_seeds"] == 1).all()
-    assert not table.display["test perplexity"].str.contains("±").any()
+    assert twin["exposure_phantom_max"] == pytest.approx(
+        value("wiki", 2, "retrained_reorder", "phantom") + max(SPREAD)
+    )
+    assert twin["kl_test"] == pytest.approx(value("wiki", 2, "retrained_reorder", "kl_test"))
+    assert twin["test_ppl"] == pytest.approx(value("wiki", 2, "retrained_reorder", "test_ppl"))
+    assert twin["ceiling_bits"] == pytest.approx(CEILING)
+    assert twin["estimator"] == "exact"
+    # The forget set = removed and tuning canaries (the older summary columns stay).
+    forget = np.mean([value("wiki", 2, "retrained_reorder", r) + MEAN_SPREAD
+                      for r in ("removed", "tuning")])  # fmt: skip
+    assert twin["exposure_forget_mean"] == pytest.approx(forget)
+    assert row.loc["dp_eps~8", "epsilon"] == 8.0 and row.loc["dp_eps~8", "family"] == "dp"
+    assert (evals["commit"] == "abc123def4567890").all()
 
 
-def test_dp_table_epsilons_beside_methods(study):
-    root, files = study
-    evals = [p for p in files["evals"] if "retrained" not in str(p)] + files["dp"]
-    dp_manifests = [p for p in files["train"] if "dp_eps" in str(p)]
-    table = tables.make_dp_table(evals, dp_manifests, METHODS, outputs(root, "dp"))
+def test_load_canaries_has_roles(study, tmp_path):
+    canaries = loaders.load_canaries(study.only(study.references, dataset="news", seed=1))
+    assert len(canaries) == 3 * len(CANARIES)
+    original = canaries[canaries["model"] == "original"].set_index("canary_id")
+    assert original["role"].to_dict() == {cid: role for cid, role, _, _ in CANARIES}
+    assert original["exposure"].to_dict() == pytest.approx(canary_exposures("news", 1, "original"))
+    assert original.loc[6, "repetitions"] == 0 and not original.loc[6, "in_forget_set"]
+    # Records written before canaries had roles: forget -> removed, else control.
+    doc = json.loads(study.references[0].read_text())
+    for record in doc["canaries"]:
+        del record["role"]
+    legacy = tmp_path / "results/eval/news/seed~0/original.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(json.dumps(doc))
+    roles = loaders.load_canaries([legacy]).set_index("canary_id")["role"]
+    assert list(roles) == ["removed"] * 4 + ["control"] * 4
+
+
+def test_model_names_parse():
+    assert loaders.parse_model("dp_eps~0.5")["epsilon"] == 0.5
+    assert loaders.parse_model("cycle~3~fisher_forgetting")["cycle"] == 3
+    assert loaders.parse_model("retrained_reorder")["family"] == "retrained_reorder"
+    assert loaders.parse_model("unlearned~npo")["method"] == "npo"
+    for bad in ("mystery", "retrained_twice", "dp_eps~"):
+        with pytest.raises(ValueError, match="model name"):
+            loaders.parse_model(bad)
+
+
+def test_onion_loader_drops_removed_canaries(study):
+    onion = loaders.load_onion(study.onion)
+    assert set(onion["canary_id"]) == {0, 1, 2, 3}
+    by = onion.groupby("selection")["change"].mean()
+    assert by["targeted"] == pytest.approx(1.5) and by["random"] == pytest.approx(0.1)
+
+
+# ---- tables ---------------------------------------------------------------------------------
+
+
+def test_dp_table_epsilons_beside_the_references(study, tmp_path):
+    table = tables.make_dp_table(
+        study.references + study.dp, study.dp_train, METHODS, outputs(tmp_path, "dp")
+    )
     data = table.data
-    assert len(data) == len(DATASETS) * (1 + len(METHODS) + len(EPSILONS))
-    dp = data[data["family"] == "dp"].set_index(["dataset", "model"])
-    assert dp.loc[("news", "dp_eps~8"), "target_epsilon_mean"] == pytest.approx(8.0)
-    assert dp.loc[("news", "dp_eps~8"), "epsilon_spent_mean"] == pytest.approx(7.84)
+    assert len(data) == len(DATASETS) * (3 + len(EPSILONS))
+    # References first, DP rows sorted by epsilon.
+    assert list(data.loc[data["dataset"] == "news", "model"]) == [
+        "original", "retrained", "retrained_reorder", "dp_eps~1", "dp_eps~8",
+    ]  # fmt: skip
+    assert list(table.display.loc[table.display["dataset"] == "news", "model"])[-1] == "DP-SGD ε=8"
+    by = data.set_index(["dataset", "model"])
+    assert by.loc[("news", "dp_eps~8"), "family"] == "dp"
+    assert by.loc[("news", "dp_eps~8"), "target_epsilon_mean"] == pytest.approx(8.0)
+    assert by.loc[("news", "dp_eps~8"), "epsilon_spent_mean"] == pytest.approx(7.84)
+    assert math.isnan(by.loc[("news", "original"), "target_epsilon_mean"])
     orig = [value("news", s, "original", "test_ppl") for s in SEEDS]
     dp8 = [value("news", s, "dp_eps~8", "test_ppl") for s in SEEDS]
     change = [100 * (b / a - 1) for a, b in zip(orig, dp8, strict=True)]
-    assert dp.loc[("news", "dp_eps~8"), "ppl_change_pct_mean"] == pytest.approx(np.mean(change))
-    # DP rows sorted by epsilon, after the unlearning methods.
-    news = list(data.loc[data["dataset"] == "news", "model"])
-    assert news.index("dp_eps~1") < news.index("dp_eps~8")
-    assert news.index("unlearned~gradient_ascent") < news.index("dp_eps~1")
+    assert by.loc[("news", "dp_eps~8"), "ppl_change_pct_mean"] == pytest.approx(np.mean(change))
+    removed = [value("wiki", s, "dp_eps~1", "removed") + MEAN_SPREAD for s in SEEDS]
+    assert by.loc[("wiki", "dp_eps~1"), "exposure_removed_mean_mean"] == pytest.approx(
+        np.mean(removed)
+    )
+    assert by.loc[("wiki", "dp_eps~1"), "exposure_removed_mean_std"] == pytest.approx(
+        np.std(removed, ddof=1)
+    )
+    control = [value("wiki", s, "dp_eps~1", "control") + MEAN_SPREAD for s in SEEDS]
+    assert by.loc[("wiki", "dp_eps~1"), "exposure_control_mean_mean"] == pytest.approx(
+        np.mean(control)
+    )
+    kl = [value("wiki", s, "retrained_reorder", "kl_test") for s in SEEDS]
+    assert by.loc[("wiki", "retrained_reorder"), "kl_test_mean"] == pytest.approx(np.mean(kl))
+    md = Path(outputs(tmp_path, "dp")["md"]).read_text()
+    assert f"{np.mean(removed):.2f} ± {np.std(removed, ddof=1):.2f}" in md
 
 
 def test_cost_table_groups_benchmarks_by_rule(tmp_path):
@@ -387,19 +321,17 @@ def test_unmasked_address_never_reaches_a_table(tmp_path):
         assert not (tmp_path / "results/tables/leak.csv").exists()
 
 
+# ---- figures --------------------------------------------------------------------------------
+
+
 def _assert_figure(png: Path, pdf: Path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 1000
 
 
-def test_figures_written_and_deterministic(study):
-    root, files = study
-    fig_dir = root / "results/figures"
-    originals = [p for p in files["evals"] if p.name == "original.json"]
-    unlearned = [p for p in files["evals"] if "unlearned~" in p.name]
-    dp_and_more = [p for p in files["evals"] if "cycle~" not in p.name] + files["dp"]
+def _scaling_csv(root: Path) -> Path:
     scaling = root / "results/scaling/fisher_scaling.csv"
-    scaling.parent.mkdir(parents=True)
+    scaling.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(
         [
             {"model_label": label, "d": d, "m": m, "gradient_s": m * d * 1e-6,
@@ -408,44 +340,135 @@ def test_figures_written_and_deterministic(study):
             for m in (16, 64, 256)
         ]
     ).to_csv(scaling, index=False)  # fmt: skip
-    jobs = {
-        "trajectory": lambda p, q: figures_unlearning.make_trajectory_figure(
-            files["unlearn"], originals, METHODS, p, q
-        ),
-        "cycles": lambda p, q: figures_unlearning.make_cycles_figure(
-            originals + files["cycles"], METHODS, p, q
-        ),
-        "weights": lambda p, q: figures_unlearning.make_weight_change_figure(
-            [u for u in files["unlearn"] if "seed~0" in str(u)], METHODS, p, q
-        ),
-        "privacy_utility": lambda p, q: figures_studies.make_privacy_utility_figure(
-            dp_and_more + unlearned, METHODS, p, q
-        ),
-        "onion": lambda p, q: figures_studies.make_onion_figure(files["onion"], p, q),
-        "scaling": lambda p, q: figures_studies.make_scaling_figure(scaling, p, q),
-    }
-    for name, job in jobs.items():
-        png, pdf = fig_dir / f"{name}.png", fig_dir / f"{name}.pdf"
-        job(png, pdf)
-        _assert_figure(png, pdf)
-        first = (png.read_bytes(), pdf.read_bytes())
-        job(png, pdf)
-        assert (png.read_bytes(), pdf.read_bytes()) == first, f"{name} is not deterministic"
+    return scaling
 
 
-def test_onion_loader_drops_removed_canaries(study):
-    _, files = study
-    onion = loaders.load_onion(files["onion"])
-    assert set(onion["canary_id"]) == {0, 1, 2, 3}
-    by = onion.groupby("selection")["change"].mean()
-    assert by["targeted"] == pytest.approx(1.5) and by["random"] == pytest.approx(0.1)
+FIGURES = {
+    "privacy_utility": lambda study, root, png, pdf: figures_frontier.make_privacy_utility_figure(
+        study.references + study.dp, study.frontiers, METHODS, png, pdf
+    ),
+    "weight_changes": lambda study, root, png, pdf: figures_unlearning.make_weight_change_figure(
+        study.only(study.frontiers, seed=0), METHODS, png, pdf
+    ),
+    "unlearning_cycles": lambda study, root, png, pdf: figures_unlearning.make_cycles_figure(
+        [p for p in study.references if p.name == "original.json"] + study.cycles,
+        METHODS,
+        png,
+        pdf,
+    ),
+    "onion_effect": lambda study, root, png, pdf: figures_studies.make_onion_figure(
+        study.onion, png, pdf
+    ),
+    "fisher_scaling": lambda study, root, png, pdf: figures_studies.make_scaling_figure(
+        _scaling_csv(root), png, pdf
+    ),
+}
 
 
-def test_model_names_parse():
-    assert loaders.parse_model("dp_eps~0.5")["epsilon"] == 0.5
-    assert loaders.parse_model("cycle~3~fisher_forgetting")["cycle"] == 3
-    with pytest.raises(ValueError, match="model name"):
-        loaders.parse_model("mystery")
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_figure_written_and_deterministic(study, tmp_path, name):
+    png, pdf = tmp_path / f"figures/{name}.png", tmp_path / f"figures/{name}.pdf"
+    FIGURES[name](study, tmp_path, png, pdf)
+    _assert_figure(png, pdf)
+    first = (png.read_bytes(), pdf.read_bytes())
+    FIGURES[name](study, tmp_path, png, pdf)
+    assert (png.read_bytes(), pdf.read_bytes()) == first, f"{name} is not deterministic"
+
+
+def test_privacy_utility_figure_draws_each_frontier(study):
+    points, selected = frontiers.load_frontiers(study.frontiers)
+    evals = loaders.load_evaluations(study.references + study.dp)
+    fig = figures_frontier.privacy_utility_figure(evals, points, selected, METHODS)
+    try:
+        axes = fig.axes
+        assert [ax.get_title() for ax in axes] == DATASETS
+        ax = axes[DATASETS.index("news")]
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        # Fisher Removal: its 3 scored points (the diverged one is left out), weakest first;
+        # x = test perplexity / the same replicate's original's, y = removed exposure, both the
+        # mean over replicates.
+        fr = lines["Fisher Removal"]
+        assert list(fr.get_xdata()) == pytest.approx([1.01, 1.02, 1.04])
+        assert list(fr.get_ydata()) == pytest.approx(
+            [np.mean([point_removed("news", s, "fisher_removal", i) + MEAN_SPREAD for s in SEEDS])
+             for i in range(3)]
+        )  # fmt: skip
+        # Gradient ascent: sorted by strength, not by its order in the file.
+        ga = lines["gradient ascent"]
+        order = sorted(range(3), key=lambda i: GRID["gradient_ascent"][i][1])
+        assert order == [1, 0, 2]
+        assert list(ga.get_xdata()) == pytest.approx([GRID["gradient_ascent"][i][3] for i in order])
+        # The ceiling of the exposure scale.
+        ceiling = [line for label, line in lines.items() if label.startswith("ceiling")]
+        assert list(ceiling[0].get_ydata()) == pytest.approx([CEILING, CEILING])
+    finally:
+        plt.close(fig)
+
+
+def _cycle_figure(study):
+    evaluations = [p for p in study.references if p.name == "original.json"] + study.cycles
+    return figures_unlearning.cycles_figure(
+        loaders.load_canaries(evaluations), loaders.load_evaluations(evaluations), METHODS
+    )
+
+
+def _cycle_mean(dataset: str, method: str, k: int, keep) -> float:
+    model = "original" if k == 0 else f"cycle~{k}~{method}"
+    return np.mean(
+        [
+            canary_exposures(dataset, s, model)[cid]
+            for s in SEEDS
+            for cid, role, group, _ in CANARIES
+            if keep(role, group, k)
+        ]
+    )
+
+
+def test_cycles_figure_shows_the_canaries_removed_so_far(study):
+    fig = _cycle_figure(study)
+    try:
+        col = DATASETS.index("wiki")
+        for i, method in enumerate(METHODS):
+            line = _axes(fig, 1, col).get_lines()[i]
+            assert list(line.get_xdata()) == list(range(1, K + 1))
+            expected = [
+                _cycle_mean("wiki", method, k, lambda role, group, k: 1 <= group <= k)
+                for k in range(1, K + 1)
+            ]
+            assert list(line.get_ydata()) == pytest.approx(expected)
+        # The original model's forget canaries (removed and tuning), for comparison.
+        before = _axes(fig, 1, col).get_lines()[len(METHODS)]
+        assert before.get_label() == "original model, all forget canaries"
+        assert before.get_ydata()[0] == pytest.approx(
+            _cycle_mean("wiki", METHODS[0], 0, lambda role, group, k: group >= 1)
+        )
+    finally:
+        plt.close(fig)
+
+
+def test_cycles_figure_controls_are_the_control_canaries(study):
+    fig = _cycle_figure(study)
+    try:
+        col = DATASETS.index("news")
+        for i, method in enumerate(METHODS):
+            line = _axes(fig, 2, col).get_lines()[i]
+            assert list(line.get_xdata()) == list(range(0, K + 1))
+            expected = [
+                _cycle_mean("news", method, k, lambda role, group, k: role == "control")
+                for k in range(0, K + 1)
+            ]
+            assert list(line.get_ydata()) == pytest.approx(expected)
+    finally:
+        plt.close(fig)
+
+
+def _axes(fig, row: int, col: int):
+    """The axes at (row, col) of a figure made by plotting.subplots."""
+    ncols = len(DATASETS)
+    return fig.axes[row * ncols + col]
+
+
+# ---- paths ----------------------------------------------------------------------------------
 
 
 def test_cost_inputs_cover_every_benchmarked_job():

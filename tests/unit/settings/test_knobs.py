@@ -21,7 +21,7 @@ from unlearnbench.corpora import SplitConfig
 from unlearnbench.evaluation import EvalConfig
 from unlearnbench.fisher.estimation import FisherConfig
 from unlearnbench.models import ModelConfig
-from unlearnbench.settings import load_schema, validate_config
+from unlearnbench.settings import load_schema, validate_config, without
 from unlearnbench.studies.fisher_scaling import ScalingConfig
 from unlearnbench.studies.realworld.stages import RealworldConfig
 from unlearnbench.training.dp import DPConfig
@@ -58,11 +58,11 @@ BUILDERS = {
     "train.pretrain": lambda v: TrainConfig(**v, seed=0, key="train.pretrain"),
     "train.finetune": lambda v: TrainConfig(**v, seed=0, key="train.finetune"),
     "train_dp": lambda v: DPConfig(
-        **{k: x for k, x in v.items() if k != "epsilons"}, target_epsilon=1.0, seed=0
+        **without(v, "epsilons", "replicates"), target_epsilon=1.0, seed=0
     ),
     "fisher": lambda v: FisherConfig(**v, seed=0),
     "unlearn.trajectory": TrajectoryConfig.from_dict,
-    "realworld": lambda v: RealworldConfig(**v, seed=0),
+    "realworld": lambda v: RealworldConfig(**without(v, "replicates", "methods"), seed=0),
     "evaluate": lambda v: EvalConfig.from_settings(v, seed=0),
     "evaluate.exposure": lambda v: EvalConfig.from_settings(
         {**values("evaluate"), "exposure": v}, seed=0
@@ -112,11 +112,17 @@ ADJUST = {
     ("data", "max_example_chars"): {"min_example_chars": 1},
     ("data", "validation_fraction"): {"test_fraction": 0.1},
     ("data", "test_fraction"): {"validation_fraction": 0.1},
-    ("canaries", "per_repetition"): {"forget_per_repetition": 1, "requests": 1},
-    ("canaries", "forget_per_repetition"): {"requests": 1},
+    ("canaries", "per_repetition"): {
+        "forget_per_repetition": 1,
+        "tuning_per_repetition": 0,
+        "requests": 1,
+    },
+    ("canaries", "forget_per_repetition"): {"requests": 1, "tuning_per_repetition": 0},
     ("canaries", "secret_digits"): {
         "per_repetition": 1,
         "forget_per_repetition": 1,
+        "tuning_per_repetition": 0,
+        "phantoms": 0,
         "repetitions": [1],
         "requests": 1,
     },

@@ -64,7 +64,7 @@ BAD_CONFIGS = [
     ({"datasets.0.source": "hub"}, "datasets[0].hub.path", "hub.path"),
     ({"datasets.0.hub": {"path": "x/y"}}, "datasets[0].hub", "source: hub"),
     ({"pretrain.datasets": ["nope"]}, "pretrain.datasets", "nope"),
-    ({"pretrain.datasets": ["usenet"]}, "pretrain.datasets", "realworld"),
+    ({"pretrain.datasets": ["credits"]}, "pretrain.datasets", "realworld"),
     ({"data.validation_fraction": 0.5, "data.test_fraction": 0.45}, "data.test_fraction", "0.9"),
     ({"data.validation_fraction": -0.1}, "data.validation_fraction", "minimum"),
     ({"data.max_examples": 0}, "data.max_examples", "minimum"),
@@ -76,8 +76,8 @@ BAD_CONFIGS = [
     ({"canaries.secret_digits": 2}, "canaries.secret_digits", "too small"),
     ({"canaries.repetitions": [0, 1]}, "canaries.repetitions[0]", "minimum"),
     ({"canaries.repetitions": [2000]}, "canaries.repetitions", "max_examples"),
-    ({"canaries.forget_per_repetition": 4}, "canaries.forget_per_repetition", "per_repetition"),
-    ({"canaries.requests": 11}, "canaries.requests", "empty"),
+    ({"canaries.forget_per_repetition": 5}, "canaries.forget_per_repetition", "per_repetition"),
+    ({"canaries.requests": 13}, "canaries.requests", "empty"),
     ({"replicates": []}, "replicates", "non-empty"),
     ({"canaries.secret_digits": 8}, "evaluate.exposure.estimator", "max_exact_space"),
     ({"evaluate.exposure.estimator": "guess"}, "evaluate.exposure.estimator", "guess"),
@@ -99,7 +99,7 @@ BAD_CONFIGS = [
     ({"unlearn.methods.gradient_ascent.bogus": 1}, "unlearn.methods.gradient_ascent", "bogus"),
     ({"fisher.damping": 0}, "fisher.damping", "minimum"),
     ({"fisher.blocks": "diagonal"}, "fisher.blocks", "diagonal"),
-    ({"onion.remove": 15}, "onion.remove", "control"),
+    ({"onion.remove": 16}, "onion.remove", "control"),
     ({"onion.method": "forget_all"}, "onion.method", "forget_all"),
 ]
 
@@ -153,3 +153,16 @@ def test_schema_method_names_equal_the_registry_names():
     assert unlearn["cycle_methods"]["items"]["enum"] == list(METHODS)
     onion = load_schema()["properties"]["onion"]["properties"]["method"]
     assert onion["enum"] == list(METHODS)
+    realworld = load_schema()["properties"]["realworld"]["properties"]["methods"]
+    assert realworld["items"]["enum"] == list(METHODS)
+    assert set(unlearn["frontier"]["properties"]) == set(METHODS)
+
+
+def test_frontier_defaults_are_the_embedded_grids():
+    """A config that names no frontier gets the embedded default's grids (so a minimal config
+    still has a frontier to compare on), and a knob the default does not sweep stays null."""
+    grids = config_of("config.yaml")["unlearn"]["frontier"]
+    schema = load_schema()["properties"]["unlearn"]["properties"]["frontier"]["properties"]
+    for method, knobs in schema.items():
+        for knob, spec in knobs["properties"].items():
+            assert spec["default"] == grids[method].get(knob), f"{method}.{knob}"

@@ -1,5 +1,5 @@
-"""Figures of the side studies: privacy-utility plane (unlearning vs DP-SGD), the onion
-effect, and how Fisher estimation scales."""
+"""Figures of the side studies: the onion effect and how Fisher estimation scales (the
+privacy-utility plane: ``figures_frontier``)."""
 
 from __future__ import annotations
 
@@ -13,69 +13,12 @@ from matplotlib.ticker import NullFormatter
 
 from . import loaders
 from .plotting import (
-    ceiling_line,
-    color,
     commits_footer,
     empty_panel,
     footer,
     save_figure,
     subplots,
 )
-from .tables import model_label, model_order
-
-_DP_COLORS = ["#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b"]
-
-
-def privacy_utility_figure(evals: pd.DataFrame, methods: Sequence[str]) -> Figure:
-    """One panel per dataset: removed-canary exposure (privacy, lower is better) against test
-    perplexity (utility, lower is better) for every model; error bars = std over seeds."""
-    datasets = sorted(evals["dataset"].unique())
-    fig, axes = subplots(1, max(len(datasets), 1), width=4.2, height=3.6)
-    for col, dataset in enumerate(datasets):
-        ax = axes[0][col]
-        ev = evals[evals["dataset"] == dataset]
-        dp_models = model_order(ev.loc[ev["family"] == "dp", "model"])
-        for model in model_order(ev["model"], methods):
-            points = ev[ev["model"] == model]
-            family = points["family"].iloc[0]
-            if family == "dp":
-                shade = _DP_COLORS[min(dp_models.index(model), len(_DP_COLORS) - 1)]
-                style = {"color": shade, "marker": "^", "markeredgecolor": "#08306b"}
-            elif family == "unlearned":
-                style = {"color": color(points["method"].iloc[0]), "marker": "o"}
-            else:
-                style = {"color": color(model), "marker": "*" if model == "original" else "s"}
-            ax.errorbar(
-                points["test_ppl"].mean(),
-                points["exposure_forget_mean"].mean(),
-                xerr=points["test_ppl"].std() if len(points) > 1 else None,
-                yerr=points["exposure_forget_mean"].std() if len(points) > 1 else None,
-                linestyle="none",
-                markersize=8,
-                capsize=2,
-                label=model_label(model),
-                **style,
-            )
-        ceiling_line(ax, ev["ceiling_bits"].max())
-        ax.set_ylim(bottom=0)
-        ax.set_title(dataset)
-        ax.set_xlabel("test perplexity (lower = more useful)")
-        ax.set_xscale("log")
-        ax.set_ylabel("removed-canary exposure (bits)\nlower = more private")
-        ax.legend(loc="best", fontsize=6)
-    if not datasets:
-        empty_panel(axes[0][0], "no evaluations")
-    fig.suptitle("Privacy-utility plane: unlearning methods vs DP-SGD at each ε")
-    return fig
-
-
-def make_privacy_utility_figure(
-    evaluations: Sequence[str | Path], methods: Sequence[str], png: str | Path, pdf: str | Path
-) -> None:
-    fig = privacy_utility_figure(loaders.load_evaluations(evaluations), methods)
-    commits_footer(fig, evaluations)
-    save_figure(fig, png, pdf)
-
 
 SELECTIONS = ("targeted", "random")
 

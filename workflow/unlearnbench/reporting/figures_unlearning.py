@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator, SymmetricalLogLocator
 
-from . import loaders
+from . import frontiers, loaders
 from .plotting import (
     ceiling_line,
     color,
@@ -24,83 +24,6 @@ from .plotting import (
 from .tables import PRETTY
 
 _REPETITION_COLORS = ["#fdae61", "#f46d43", "#d73027", "#a50026", "#67001f", "#3f0010"]
-
-
-def trajectory_figure(
-    steps: pd.DataFrame, per_canary: pd.DataFrame, canaries: pd.DataFrame, methods: Sequence[str]
-) -> Figure:
-    """Rows: datasets; columns: methods. Removed-canary exposure vs step, one line per
-    repetition count, the mean of all removed canaries (black) and of the controls (grey)."""
-    datasets = sorted(steps["dataset"].unique()) if not steps.empty else []
-    fig, axes = subplots(max(len(datasets), 1), max(len(methods), 1))
-    original = canaries[canaries["model"] == "original"]
-    info = original.drop_duplicates(["dataset", "seed", "canary_id"])
-    if not per_canary.empty:
-        per_canary = per_canary.merge(
-            info[["dataset", "seed", "canary_id", "repetitions"]], how="left"
-        )
-    for row, dataset in enumerate(datasets):
-        ceiling = np.log2(info.loc[info["dataset"] == dataset, "space_size"].max())
-        for col, method in enumerate(methods):
-            ax = axes[row][col]
-            mine = steps[(steps["dataset"] == dataset) & (steps["method"] == method)]
-            if mine.empty:
-                empty_panel(ax, "no trajectory")
-                continue
-            curve = mine.groupby("step")[["exposure_removed_mean", "exposure_control_mean"]].mean()
-            if not per_canary.empty:
-                canary_rows = per_canary[
-                    (per_canary["dataset"] == dataset) & (per_canary["method"] == method)
-                ]
-                for i, (reps, group) in enumerate(canary_rows.groupby("repetitions")):
-                    line = group.groupby("step")["exposure"].mean()
-                    ax.plot(
-                        line.index,
-                        line.values,
-                        color=_REPETITION_COLORS[i % len(_REPETITION_COLORS)],
-                        linewidth=1,
-                        label=f"removed, inserted {int(reps)}×",
-                    )
-            ax.plot(
-                curve.index,
-                curve["exposure_removed_mean"],
-                color="black",
-                linewidth=2,
-                label="removed canaries (mean)",
-            )
-            ax.plot(
-                curve.index,
-                curve["exposure_control_mean"],
-                color="grey",
-                linestyle="--",
-                label="control canaries (mean)",
-            )
-            ceiling_line(ax, ceiling)
-            ax.set_ylim(bottom=0)
-            ax.set_title(f"{dataset}: {PRETTY.get(method, method)}")
-            ax.set_xlabel("unlearning step")
-            ax.set_ylabel("exposure (bits)")
-    if not datasets:
-        empty_panel(axes[0][0], "no unlearning trajectories")
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    if handles:
-        axes[0][-1].legend(handles, labels, loc="upper right")
-    fig.suptitle("Exposure of the removed canaries along unlearning (mean over seeds)")
-    return fig
-
-
-def make_trajectory_figure(
-    unlearn_manifests: Sequence[str | Path],
-    original_evals: Sequence[str | Path],
-    methods: Sequence[str],
-    png: str | Path,
-    pdf: str | Path,
-) -> None:
-    steps, per_canary = loaders.load_trajectories(unlearn_manifests)
-    canaries = loaders.load_canaries(original_evals)
-    fig = trajectory_figure(steps, per_canary, canaries, methods)
-    commits_footer(fig, [*unlearn_manifests, *original_evals])
-    save_figure(fig, png, pdf)
 
 
 def cycles_figure(canaries: pd.DataFrame, evals: pd.DataFrame, methods: Sequence[str]) -> Figure:
@@ -133,7 +56,7 @@ def cycles_figure(canaries: pd.DataFrame, evals: pd.DataFrame, methods: Sequence
             line = removed.groupby("cycle")["exposure"].mean()
             axes[1][col].plot(line.index, line.values, **style)
             control = pd.concat([orig_ca.assign(cycle=0), mc])
-            line = control[control["group"] == 0].groupby("cycle")["exposure"].mean()
+            line = control[control["role"] == "control"].groupby("cycle")["exposure"].mean()
             axes[2][col].plot(line.index, line.values, **style)
         before = orig_ca[orig_ca["in_forget_set"]]["exposure"].mean()
         axes[1][col].axhline(
@@ -224,11 +147,12 @@ def weight_change_figure(deltas: pd.DataFrame, methods: Sequence[str]) -> Figure
 
 
 def make_weight_change_figure(
-    unlearn_manifests: Sequence[str | Path],
+    frontier_files: Sequence[str | Path],
     methods: Sequence[str],
     png: str | Path,
     pdf: str | Path,
 ) -> None:
-    fig = weight_change_figure(loaders.load_weight_deltas(unlearn_manifests), methods)
-    commits_footer(fig, unlearn_manifests)
+    """The histograms at each method's matched-utility point (its frontier file)."""
+    fig = weight_change_figure(frontiers.weight_deltas_at(frontier_files), methods)
+    commits_footer(fig, frontier_files)
     save_figure(fig, png, pdf)

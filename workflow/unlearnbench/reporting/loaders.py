@@ -10,17 +10,18 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..provenance import read_json
 
 # Model names of results/eval/{dataset}/seed~{seed}/{model}.json.
 _MODEL_RE = re.compile(
-    r"^(?:(?P<reference>original|retrained)"
+    r"^(?:(?P<reference>original|retrained|retrained_reorder)"
     r"|dp_eps~(?P<eps>[0-9.]+)"
     r"|unlearned~(?P<method>[a-z0-9_]+)"
     r"|cycle~(?P<cycle>\d+)~(?P<cycle_method>[a-z0-9_]+))$"
@@ -38,8 +39,8 @@ def parse_model(name: str) -> dict[str, Any]:
     match = _MODEL_RE.match(name)
     if not match:
         raise ValueError(
-            f"model name {name!r}: not one of original, retrained, dp_eps~<eps>, "
-            "unlearned~<method>, cycle~<k>~<method>"
+            f"model name {name!r}: not one of original, retrained, retrained_reorder, "
+            "dp_eps~<eps>, unlearned~<method>, cycle~<k>~<method>"
         )
     g = match.groupdict()
     if g["reference"]:
@@ -84,6 +85,39 @@ def exposure_of(record: dict[str, Any]) -> tuple[float, str]:
     return math.nan, "none"
 
 
+ROLES = ("removed", "tuning", "control", "phantom")
+ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference")
+
+
+def model_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The scalar columns of one scored model (``evaluation.score_model``'s output)."""
+    ppl = metrics["perplexity"]
+    records = metrics.get("canaries", [])
+    out: dict[str, Any] = {}
+    for split in ("test", "validation", "retain_sample", "forget"):
+        entry = ppl.get(split) or {}
+        out[f"{split}_ppl"] = _num(entry.get("perplexity"))
+        if split in ("test", "retain_sample"):
+            out[f"kl_{split}"] = _num(entry.get("kl"))
+    for role in ROLES:
+        values = [exposure_of(r)[0] for r in records if r.get("role") == role]
+        out[f"exposure_{role}_mean"] = float(np.mean(values)) if values else math.nan
+        out[f"exposure_{role}_max"] = float(np.max(values)) if values else math.nan
+        extracted = [bool(r.get("extracted")) for r in records if r.get("role") == role]
+        out[f"extraction_{role}"] = float(np.mean(extracted)) if extracted else math.nan
+    membership = metrics.get("membership") or {}
+    for attack in ATTACKS:
+        out[f"mia_{attack}"] = _num(membership.get(attack))
+    quality = metrics.get("forget_quality") or {}
+    out["ks_p_value"] = _num(quality.get("ks_p_value"))
+    over = metrics.get("over_unlearning") or {}
+    # No test (no phantoms, or no removed canaries scored) is unknown, not "not over-unlearned".
+    out["over_unlearning"] = (
+        math.nan if over.get("p_value") is None else float(bool(over.get("flag")))
+    )
+    return out
+
+
 def load_evaluations(paths: Iterable[str | Path]) -> pd.DataFrame:
     """One row per evaluated model (results/eval/.../{model}.json)."""
     rows = []
@@ -112,6 +146,7 @@ def load_evaluations(paths: Iterable[str | Path]) -> pd.DataFrame:
                 "estimator": estimator,
                 "ceiling_bits": math.log2(max(spaces)) if spaces else math.nan,
                 "commit": commit_of(doc),
+                **model_metrics(doc),
             }
         )
     return pd.DataFrame(rows)
@@ -133,6 +168,7 @@ def load_canaries(paths: Iterable[str | Path]) -> pd.DataFrame:
                     "canary_id": int(record["canary_id"]),
                     "group": int(record.get("group", 0)),
                     "in_forget_set": bool(record["in_forget_set"]),
+                    "role": record.get("role", "removed" if record["in_forget_set"] else "control"),
                     "repetitions": int(record["repetitions"]),
                     "space_size": int(record["space_size"]),
                     "exposure": exposure,
@@ -168,62 +204,6 @@ def load_model_costs(paths: Iterable[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def load_fisher_costs(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Fisher estimation per replicate (results/fisher/{dataset}/seed~{seed}/manifest.json)."""
-    rows = []
-    for path in paths:
-        where = locate(path)
-        doc = read_json(path)
-        cost = doc.get("cost", {})
-        rows.append(
-            {
-                "dataset": where["dataset"],
-                "seed": where["seed"],
-                "m": doc.get("m"),
-                "d": doc.get("d"),
-                "fisher_time_s": _num(cost.get("wall_time_s")),
-                "fisher_memory_mb": _num(cost.get("peak_memory_mb")),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def load_trajectories(paths: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Unlearning trajectories (results/models/.../unlearned~{method}/unlearn.json).
-
-    Returns (one row per step, one row per step and removed canary).
-    """
-    steps, canaries = [], []
-    for path in paths:
-        where = locate(path)
-        doc = read_json(path)
-        method = doc.get("method") or parse_model(where["rest"][0])["method"]
-        base = {"dataset": where["dataset"], "seed": where["seed"], "method": method}
-        for point in doc.get("trajectory", []):
-            steps.append(
-                {
-                    **base,
-                    "step": int(point["step"]),
-                    "forget_loss": _num(point.get("forget_loss")),
-                    "retain_loss": _num(point.get("retain_loss")),
-                    "exposure_removed_mean": _num(point.get("exposure_removed_mean")),
-                    "exposure_control_mean": _num(point.get("exposure_control_mean")),
-                }
-            )
-            for canary in point.get("canaries") or []:
-                if canary.get("role") != "removed":
-                    continue
-                canaries.append(
-                    {
-                        **base,
-                        "step": int(point["step"]),
-                        "canary_id": int(canary["canary_id"]),
-                        "exposure": _num(canary.get("exposure")),
-                    }
-                )
-    return pd.DataFrame(steps), pd.DataFrame(canaries)
-
-
 def histogram_edges(inner_edges: list[float], max_abs: float) -> list[float]:
     """The unlearning manifests bin theta' - theta at fixed inner edges with two open-ended
     outer bins; close those at the largest change (at least one decade past the last edge)."""
@@ -231,33 +211,25 @@ def histogram_edges(inner_edges: list[float], max_abs: float) -> list[float]:
     return [-outer, *inner_edges, outer]
 
 
-def load_weight_deltas(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Histograms of weight changes: one row per (file, layer type, incl. "all"), bins (edges)
-    and counts as lists."""
-    rows = []
-    for path in paths:
-        where = locate(path)
-        doc = read_json(path)
-        method = doc.get("method") or parse_model(where["rest"][0])["method"]
-        delta = doc.get("weight_delta") or {}
-        if not delta:
-            continue
-        inner = [float(b) for b in delta["bin_edges"]]
-        kinds = {"all": delta["overall"], **delta.get("by_type", {})}
-        for layer_type, hist in kinds.items():
-            rows.append(
-                {
-                    "dataset": where["dataset"],
-                    "seed": where["seed"],
-                    "method": method,
-                    "layer_type": layer_type,
-                    "bins": histogram_edges(inner, float(hist.get("max_abs") or 0.0)),
-                    "counts": [float(c) for c in hist["counts"]],
-                    "l2": _num(hist.get("l2")),
-                    "max_abs": _num(hist.get("max_abs")),
-                }
-            )
-    return pd.DataFrame(rows)
+def weight_delta_rows(where: Mapping[str, Any], method: str, delta: Mapping) -> list[dict]:
+    """One row per layer type (incl. "all") of a weight-change histogram: bins and counts."""
+    if not delta:
+        return []
+    inner = [float(b) for b in delta["bin_edges"]]
+    kinds = {"all": delta["overall"], **delta.get("by_type", {})}
+    return [
+        {
+            "dataset": where["dataset"],
+            "seed": where["seed"],
+            "method": method,
+            "layer_type": layer_type,
+            "bins": histogram_edges(inner, float(hist.get("max_abs") or 0.0)),
+            "counts": [float(c) for c in hist["counts"]],
+            "l2": _num(hist.get("l2")),
+            "max_abs": _num(hist.get("max_abs")),
+        }
+        for layer_type, hist in kinds.items()
+    ]
 
 
 def load_benchmarks(paths: Iterable[str | Path]) -> pd.DataFrame:

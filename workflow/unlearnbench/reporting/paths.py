@@ -14,6 +14,7 @@ from typing import Any
 EVALUATION = "results/eval/{dataset}/seed~{seed}/{model}.json"
 TRAIN_MANIFEST = "results/models/{dataset}/seed~{seed}/{model}/train.json"
 UNLEARN_MANIFEST = "results/models/{dataset}/seed~{seed}/{model}/unlearn.json"
+FRONTIER = "results/frontier/{dataset}/seed~{seed}/{method}.json"
 FISHER_MANIFEST = "results/fisher/{dataset}/seed~{seed}/manifest.json"
 ONION = "results/onion/{dataset}/seed~{seed}/{selection}.json"
 SECRETS = "results/realworld/{dataset}/seed~{seed}/secrets_{model}.csv"
@@ -65,13 +66,14 @@ def figure_outputs(name: str, report: Callable[..., Any]) -> dict[str, Any]:
 
 def stage_benchmarks(
     rules: Iterable[Any],
-    values_of: Callable[[str], Mapping[str, Sequence[Any]]],
+    values_of: Callable[[str], Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]],
 ) -> list[str]:
     """The benchmark file of every job of every rule with ``benchmark:`` (report rules aside).
 
     ``values_of(rule_name)`` gives the values of each wildcard of that rule's benchmark path
-    (its jobs are all their combinations). An unknown wildcard is an error naming the rule,
-    raised while the DAG is built.
+    (its jobs are all their combinations), or a list of such value sets (the union of their
+    jobs: a rule that runs on some seeds for one kind of dataset and all for another). An
+    unknown wildcard is an error naming the rule, raised while the DAG is built.
     """
     from snakemake.io import strip_wildcard_constraints  # {dataset,news|wiki} -> {dataset}
 
@@ -81,7 +83,9 @@ def stage_benchmarks(
             continue
         try:
             pattern = strip_wildcard_constraints(str(rule.benchmark))
-            files += expand_grid(pattern, **values_of(rule.name))
+            sets = values_of(rule.name)
+            for values in [sets] if isinstance(sets, Mapping) else sets:
+                files += expand_grid(pattern, **values)
         except ValueError as err:
             raise ValueError(
                 f"report.smk: rule {rule.name}'s benchmark path has a wildcard the cost table "

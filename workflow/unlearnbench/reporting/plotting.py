@@ -40,10 +40,14 @@ STYLE = {
 METHOD_COLORS = {
     "fisher_removal": "#1f77b4",
     "fisher_forgetting": "#2ca02c",
+    "fisher_removal_identity": "#17becf",
     "gradient_ascent": "#d62728",
+    "grad_diff": "#e377c2",
+    "npo": "#8c564b",
     "finetune_retain": "#9467bd",
     "original": "#000000",
     "retrained": "#ff7f0e",
+    "retrained_reorder": "#ffbb78",
 }
 SECOND_ORDER = ("fisher_removal", "fisher_forgetting")
 _FALLBACK = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]

@@ -1,4 +1,5 @@
-"""The study's tables: main results, DP-SGD privacy-utility, cost per stage, real-world case.
+"""The study's tables: DP-SGD privacy-utility, cost per stage, real-world case (the main results
+and the claims: ``protocol_tables``).
 
 Each ``*_table`` function takes tidy frames (see ``loaders``) and returns a ``render.Table``;
 each ``make_*`` function is what a report rule calls: input paths in, four files out.
@@ -18,13 +19,24 @@ from .render import MISSING, Table, fmt, fmt_mean_std, write_table
 
 PRETTY = {
     "original": "original",
-    "retrained": "retrained (gold standard)",
+    "retrained": "retrained (the target)",
+    "retrained_reorder": "retrained, other data order",
     "fisher_removal": "Fisher Removal",
     "fisher_forgetting": "Fisher Forgetting",
+    "fisher_removal_identity": "Fisher Removal, F = λI",
     "gradient_ascent": "gradient ascent",
+    "grad_diff": "GradDiff",
+    "npo": "NPO",
     "finetune_retain": "fine-tune on D+",
 }
-_FAMILY_ORDER = {"original": 0, "retrained": 1, "unlearned": 2, "dp": 3, "cycle": 4}
+_FAMILY_ORDER = {
+    "original": 0,
+    "retrained": 1,
+    "retrained_reorder": 2,
+    "unlearned": 3,
+    "dp": 4,
+    "cycle": 5,
+}
 
 
 def model_label(model: str) -> str:
@@ -81,66 +93,14 @@ def _provenance_note(commits: Sequence[str]) -> str:
     return "Code commit(s) of the inputs: " + (", ".join(commits) if commits else "not recorded")
 
 
-MAIN_METRICS = {
-    "exposure_forget_mean": ("removed exposure mean (bits)", 2),
-    "exposure_forget_max": ("removed exposure max (bits)", 2),
-    "exposure_control_mean": ("control exposure mean (bits)", 2),
-    "extraction_forget": ("removed extracted (rate)", 2),
-    "test_ppl": ("test perplexity", 1),
-    "wall_time_s": ("time (s)", 1),
-    "peak_memory_mb": ("peak memory (MB)", 0),
-    "fisher_time_s": ("+ Fisher estimate (s)", 1),
-}
-SECOND_ORDER = ("fisher_removal", "fisher_forgetting")
-
-
-def main_table(
-    evals: pd.DataFrame,
-    costs: pd.DataFrame,
-    fisher: pd.DataFrame | None = None,
-    methods: Sequence[str] = (),
-) -> Table:
-    """Per dataset × model: privacy (exposure, extraction), utility, cost; mean ± std."""
-    frame = evals.merge(
-        costs[["dataset", "seed", "model", "wall_time_s", "peak_memory_mb"]],
-        on=["dataset", "seed", "model"],
-        how="left",
-    )
-    frame["fisher_time_s"] = math.nan
-    if fisher is not None and not fisher.empty:
-        frame = frame.drop(columns="fisher_time_s").merge(
-            fisher[["dataset", "seed", "fisher_time_s"]], on=["dataset", "seed"], how="left"
-        )
-        frame.loc[~frame["method"].isin(SECOND_ORDER), "fisher_time_s"] = math.nan
-    agg = _sorted(aggregate(frame, ["dataset", "model"], list(MAIN_METRICS)), methods)
-    agg.insert(2, "label", agg["model"].map(model_label))
-    ceiling = evals.groupby("dataset")["ceiling_bits"].max()
-    agg.insert(3, "ceiling_bits", agg["dataset"].map(ceiling))
-    display = _display(
-        agg, {"dataset": "dataset", "label": "model", "n_seeds": "seeds"}, MAIN_METRICS
-    )
-    estimators = ", ".join(sorted(evals["estimator"].unique()))
-    notes = [
-        "Exposure in bits (0 = not memorised; ceiling log2|R| = "
-        + ", ".join(f"{d}: {c:.2f}" for d, c in ceiling.items())
-        + f"); estimator: {estimators}. Removed = canaries in the forget set D−; control = "
-        "canaries kept in D+. Values are mean ± sample std over seeds.",
-        "Time and memory: the stage that produced the model (fine-tuning, retraining or "
-        "unlearning); Fisher Removal/Forgetting also need the Fisher estimate, shown apart.",
-        _provenance_note(sorted(evals["commit"].unique())),
-    ]
-    return Table(
-        "Main results: privacy, utility and cost per dataset and model", agg, display, notes
-    )
-
-
 DP_METRICS = {
     "target_epsilon": ("target ε", 1),
     "epsilon_spent": ("spent ε", 2),
     "test_ppl": ("test perplexity", 1),
     "ppl_change_pct": ("Δ perplexity vs original (%)", 1),
-    "exposure_forget_mean": ("removed exposure mean (bits)", 2),
+    "exposure_removed_mean": ("removed exposure mean (bits)", 2),
     "exposure_control_mean": ("control exposure mean (bits)", 2),
+    "kl_test": ("KL to retrained (nats/token)", 3),
 }
 
 
@@ -163,12 +123,18 @@ def dp_table(evals: pd.DataFrame, dp_costs: pd.DataFrame, methods: Sequence[str]
     )
     notes = [
         "DP-SGD models are trained with Opacus on all of D (canaries included) at the target ε "
-        "(δ from the config); spent ε is what the accountant reports. Unlearning rows start "
-        "from the original model. A good trade-off has low removed exposure and small Δ "
-        "perplexity. Values are mean ± sample std over seeds.",
+        "(δ from the config); spent ε is what the accountant reports; the original and the "
+        "retrained models are the references (every method at its operating points: the main "
+        "results). A good trade-off has low removed exposure and small Δ perplexity. Values "
+        "are mean ± sample std over seeds.",
         _provenance_note(sorted(evals["commit"].unique())),
     ]
-    return Table("DP-SGD privacy-utility trade-off beside unlearning", agg, display, notes)
+    return Table(
+        "DP-SGD privacy-utility trade-off beside the original and retrained models",
+        agg,
+        display,
+        notes,
+    )
 
 
 def cost_table(benchmarks: pd.DataFrame) -> Table:
@@ -308,20 +274,6 @@ def _write(table: Table, outputs: dict[str, str]) -> Table:
     return table
 
 
-def make_main_table(
-    evaluations: Sequence[str | Path],
-    manifests: Sequence[str | Path],
-    fisher_manifests: Sequence[str | Path],
-    methods: Sequence[str],
-    outputs: Mapping[str, str],
-) -> Table:
-    fisher = loaders.load_fisher_costs(fisher_manifests) if fisher_manifests else None
-    table = main_table(
-        loaders.load_evaluations(evaluations), loaders.load_model_costs(manifests), fisher, methods
-    )
-    return _write(table, outputs)
-
-
 def make_dp_table(
     evaluations: Sequence[str | Path],
     dp_manifests: Sequence[str | Path],
@@ -349,4 +301,4 @@ def make_realworld_table(
     return _write(table, outputs)
 
 
-__all__ = ["MISSING", "aggregate", "cost_table", "dp_table", "main_table", "realworld_table"]
+__all__ = ["MISSING", "aggregate", "cost_table", "dp_table", "realworld_table"]

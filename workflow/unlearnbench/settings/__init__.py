@@ -33,7 +33,14 @@ __all__ = [
     "max_train_examples",
     "read_config_file",
     "validate_config",
+    "without",
 ]
+
+
+def without(block: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """A config block minus the keys that only choose jobs (which replicates run a study), not
+    what a job computes: the rest is the job's params, so changing those keys reruns nothing."""
+    return {key: value for key, value in block.items() if key not in keys}
 
 
 def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict:

@@ -57,13 +57,16 @@ def check_config(config: dict[str, Any]) -> None:
             f"use names from datasets: {', '.join(names)}",
         )
         _fail_if(
-            kinds[name] != "nlp",
+            kinds[name] == "realworld",
             "pretrain.datasets",
             f"{name!r} is a realworld dataset: pretraining on it would let the base model see the "
             "very strings the unintended-memorisation study measures",
             "pretrain on nlp datasets only",
         )
     _check_data(config["data"])
+    _check_frontier(config["unlearn"])
+    _check_study_replicates(config)
+    _check_claims(config)
     _check_model(config["model"])
     _check_fisher(config)
     model = config["model"]
@@ -112,9 +115,16 @@ def max_train_examples(data: dict[str, Any]) -> int:
 
 
 def _check_canaries(can: dict[str, Any], data: dict[str, Any]) -> None:
-    n_canaries = len(can["repetitions"]) * can["per_repetition"]
+    n_canaries = len(can["repetitions"]) * can["per_repetition"] + can["phantoms"]
     n_forget = len(can["repetitions"]) * can["forget_per_repetition"]
     space = 10 ** can["secret_digits"]
+    _fail_if(
+        can["tuning_per_repetition"] >= can["forget_per_repetition"],
+        "canaries.tuning_per_repetition",
+        f"{can['tuning_per_repetition']} of {can['forget_per_repetition']} forget canaries per "
+        "count would leave no evaluation canary",
+        "keep it below canaries.forget_per_repetition",
+    )
     _fail_if(
         can["forget_per_repetition"] > can["per_repetition"],
         "canaries.forget_per_repetition",
@@ -203,6 +213,72 @@ def _check_epsilons(epsilons: list[float]) -> None:
             "give epsilons that differ in their first 6 significant digits",
         )
         labels[label] = epsilon
+
+
+STUDY_REPLICATES = (
+    ("train_dp", "replicates"),
+    ("unlearn", "cycle_replicates"),
+    ("onion", "replicates"),
+    ("realworld", "replicates"),
+)
+
+
+def _check_study_replicates(config: dict[str, Any]) -> None:
+    for block, key in STUDY_REPLICATES:
+        chosen = config[block][key]
+        extra = sorted(set(chosen or []) - set(config["replicates"]))
+        _fail_if(
+            bool(extra),
+            f"{block}.{key}",
+            f"seeds {extra} are not among replicates {config['replicates']}",
+            "choose a subset of replicates (or null for all of them)",
+        )
+
+
+def _check_claims(config: dict[str, Any]) -> None:
+    nlp = [d["name"] for d in config["datasets"] if d["kind"] == "nlp"]
+    chosen = config["claims"]["datasets"] or []
+    unknown = sorted(set(chosen) - set(nlp))
+    _fail_if(
+        bool(unknown),
+        "claims.datasets",
+        f"{unknown} are not nlp datasets of this config",
+        f"choose among {', '.join(nlp)} (or null for all)",
+    )
+    seen: set[str] = set()
+    for i, rule in enumerate(config["claims"]["rules"]):
+        _fail_if(
+            rule["id"] in seen,
+            f"claims.rules[{i}].id",
+            f"{rule['id']!r} names two claims",
+            "give every claim its own id",
+        )
+        seen.add(rule["id"])
+        for side in ("a", "b"):
+            _fail_if(
+                rule[side] not in config["unlearn"]["run"],
+                f"claims.rules[{i}].{side}",
+                f"{rule[side]!r} is not among unlearn.run, so it has no frontier to judge",
+                "add it to unlearn.run or change the claim",
+            )
+        _fail_if(
+            rule["a"] == rule["b"],
+            f"claims.rules[{i}].b",
+            "compares a method with itself",
+            "name two different methods",
+        )
+
+
+def _check_frontier(unlearn: dict[str, Any]) -> None:
+    """Every method that runs has a grid: its frontier is what it is compared on."""
+    for method in unlearn["run"]:
+        grid = {k: v for k, v in unlearn["frontier"][method].items() if v is not None}
+        _fail_if(
+            not grid,
+            f"unlearn.frontier.{method}",
+            "no knob has values, so the method has no frontier to be compared on",
+            "give the values of its strength knob(s), e.g. gamma: [0.01, 0.1, 1]",
+        )
 
 
 def _check_model(model: dict[str, Any]) -> None:

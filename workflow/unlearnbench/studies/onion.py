@@ -31,6 +31,8 @@ def original_exposures(eval_path: str | Path) -> dict[int, float]:
     records = read_json(eval_path)["canaries"]
     exposures = {}
     for record in records:
+        if record.get("role") == "phantom":
+            continue  # never inserted: neither removable nor a control of this study
         value = record.get("exposure_exact")
         if value is None:
             value = record.get("exposure_extrapolated")
@@ -81,6 +83,10 @@ def write_request(
     table = canaries.copy()
     table["in_forget_set"] = table["canary_id"].isin(removed)
     table["group"] = table["in_forget_set"].astype(int)
+    phantom = table["role"] == "phantom"
+    table["role"] = np.where(
+        phantom, "phantom", np.where(table["in_forget_set"], "removed", "control")
+    )
     table.to_csv(paths["canaries"], index=False)
     return paths
 
