@@ -7,7 +7,11 @@ import re
 
 import pandas as pd
 import pytest
-from snakemake_runner import SMOKE, job_counts, run_snakemake
+from snakemake_runner import SMOKE, config_of, job_counts, run_snakemake
+
+# Canaries of a replicate on the smoke config: every role, phantoms included.
+_CANARIES = config_of("config.yaml", "smoke.yaml")["canaries"]
+N_CANARIES = len(_CANARIES["repetitions"]) * _CANARIES["per_repetition"] + _CANARIES["phantoms"]
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +40,7 @@ def test_canaries_inserted_exactly_and_nowhere_else(smoke_study):
             ]
         ]
         table = pd.read_csv(out / "canaries.csv", dtype={"secret": str})
-        assert len(table) == 4  # smoke: 2 repetition counts x 2 canaries
+        assert len(table) == N_CANARIES
         for row in table.itertuples():
             assert re.fullmatch(r"\d{4}", row.secret)
             assert sum(text.count(row.text) for text in train) == row.repetitions

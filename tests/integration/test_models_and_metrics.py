@@ -6,7 +6,12 @@ import json
 import math
 
 import pytest
+from snakemake_runner import config_of
 from unlearnbench.models import fingerprint, load_model
+
+# Canaries of a replicate on the smoke config: every role, phantoms included.
+_CANARIES = config_of("config.yaml", "smoke.yaml")["canaries"]
+N_CANARIES = len(_CANARIES["repetitions"]) * _CANARIES["per_repetition"] + _CANARIES["phantoms"]
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +44,7 @@ def test_metrics_cover_every_canary(smoke_study, dataset, model):
     metrics = json.loads((smoke_study / f"results/eval/{dataset}/seed~0/{model}.json").read_text())
     for split in ("test", "retain_sample", "forget"):
         assert math.isfinite(metrics["perplexity"][split]["perplexity"])
-    assert len(metrics["canaries"]) == 4
+    assert len(metrics["canaries"]) == N_CANARIES
     for record in metrics["canaries"]:
         assert record["space_size"] == 10**4
         assert 0 <= record["exposure_exact"] <= math.log2(10**4)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from snakemake_runner import job_counts, run_snakemake
+from snakemake_runner import config_of, job_counts, run_snakemake
+
+DEFAULT = config_of("config.yaml")
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +119,7 @@ BAD = [
     ("unknown_key", "canaries:\n  bogus: 1\n", "canaries", "bogus"),
     (
         "realworld_pretraining",
-        "pretrain:\n  datasets: [usenet]\n",
+        "pretrain:\n  datasets: [credits]\n",
         "pretrain.datasets",
         "realworld",
     ),
@@ -129,7 +131,7 @@ BAD = [
         "evaluate.exposure.estimator",
         "guess",
     ),
-    ("onion_removes_all", "onion:\n  remove: 15\n", "onion.remove", "control"),
+    ("onion_removes_all", "onion:\n  remove: 16\n", "onion.remove", "control"),
 ]
 
 
@@ -180,4 +182,5 @@ def test_a_config_without_realworld_datasets_plans(workflow_copy):
     proc = run_snakemake(workflow_copy, "-n", "--cores", "1", "--configfile", "nlp_only.yaml")
     jobs = job_counts(proc.stdout)
     assert "find_secrets" not in jobs and "unlearn_realworld" not in jobs
-    assert jobs["unlearn"] == 4 and jobs["evaluate"] == 1
+    methods, seeds = len(DEFAULT["unlearn"]["run"]), len(DEFAULT["replicates"])
+    assert jobs["sweep_frontier"] == methods * seeds and jobs["evaluate"] == seeds

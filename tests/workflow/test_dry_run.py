@@ -29,10 +29,19 @@ REPORT_RULES = [
 
 
 def expected(
-    datasets, nlp, realworld, replicates, epsilons, methods, cycle_methods, side_replicates
+    datasets,
+    nlp,
+    realworld,
+    replicates,
+    epsilons,
+    methods,
+    cycle_methods,
+    side_replicates,
+    realworld_methods,
 ):
     """``side_replicates``: how many replicates the DP, cycle, onion and real-world studies
-    run on (their own `replicates` subsets)."""
+    run on (their own `replicates` subsets); ``realworld_methods``: the real-world study's
+    methods (its Fisher is estimated because Fisher Removal is among them)."""
     runs, side = nlp * replicates, nlp * side_replicates
     real_runs = realworld * side_replicates
     return {
@@ -45,7 +54,7 @@ def expected(
         "train_dp": epsilons * side,
         "estimate_fisher": runs + real_runs,
         "sweep_frontier": methods * runs,
-        "unlearn_realworld": methods * real_runs,
+        "unlearn_realworld": realworld_methods * real_runs,
         "unlearn_cycles": cycle_methods * side,
         "onion_unlearn": side,  # both selections in one job
         "find_secrets": real_runs,
@@ -67,16 +76,18 @@ EXPECTED = {
         methods=7,
         cycle_methods=2,
         side_replicates=1,
+        realworld_methods=4,
     ),
     ("config/smoke.yaml",): expected(
         datasets=3,
         nlp=2,
         realworld=1,
-        replicates=1,
+        replicates=2,
         epsilons=2,
         methods=7,
         cycle_methods=2,
         side_replicates=1,
+        realworld_methods=4,
     ),
     ("config/paper.yaml",): expected(
         datasets=6,
@@ -87,6 +98,7 @@ EXPECTED = {
         methods=7,
         cycle_methods=2,
         side_replicates=3,
+        realworld_methods=7,
     ),
 }
 

@@ -26,6 +26,21 @@ NLP = sum(d["kind"] == "nlp" for d in SMOKE_CONFIG["datasets"])
 REALWORLD = sum(d["kind"] == "realworld" for d in SMOKE_CONFIG["datasets"])
 CYCLE_METHODS = SMOKE_CONFIG["unlearn"]["cycle_methods"]
 METHODS = SMOKE_CONFIG["unlearn"]["run"]
+REALWORLD_METHODS = SMOKE_CONFIG["realworld"]["methods"] or METHODS
+SEEDS = len(SMOKE_CONFIG["replicates"])
+
+
+def side_seeds(block: str, key: str = "replicates") -> int:
+    """How many replicates a side study runs on (its own subset, or all)."""
+    chosen = SMOKE_CONFIG[block].get(key)
+    return SEEDS if chosen is None else len(set(chosen) & set(SMOKE_CONFIG["replicates"]))
+
+
+RUNS = NLP * SEEDS  # nlp replicates: every frontier, Fisher and evaluate job is one per run
+DP_RUNS = NLP * side_seeds("train_dp")
+CYCLE_RUNS = NLP * side_seeds("unlearn", "cycle_replicates")
+ONION_RUNS = NLP * side_seeds("onion")
+REALWORLD_RUNS = REALWORLD * side_seeds("realworld")
 # Tables and figures that read unlearning results (all but the DP, onion and scaling ones).
 UNLEARNING_REPORTS = {
     "tabulate_results": 1,
@@ -63,9 +78,9 @@ def test_one_method_hyperparameter_reruns_only_that_method(study_copy):
     in_cycles = "gradient_ascent" in CYCLE_METHODS
     expected = {
         # Each job scores the models it makes: no evaluate job follows.
-        "sweep_frontier": NLP,
-        "unlearn_realworld": REALWORLD,
-        "unlearn_cycles": NLP * in_cycles,
+        "sweep_frontier": RUNS,
+        "unlearn_realworld": REALWORLD_RUNS * ("gradient_ascent" in REALWORLD_METHODS),
+        "unlearn_cycles": CYCLE_RUNS * in_cycles,
         **UNLEARNING_REPORTS,
         **ALWAYS,
     }
@@ -80,11 +95,11 @@ def test_an_evaluate_setting_rescores_every_nlp_model(study_copy):
     retain_sample = SMOKE_CONFIG["evaluate"]["retain_sample"] + 10
     jobs = dry_run(study_copy, f"evaluate:\n  retain_sample: {retain_sample}\n")
     expected = {
-        "evaluate": NLP,
-        "evaluate_dp": NLP,
-        "sweep_frontier": methods * NLP,
-        "unlearn_cycles": len(CYCLE_METHODS) * NLP,
-        "onion_unlearn": NLP,  # reads the original model's metrics
+        "evaluate": RUNS,
+        "evaluate_dp": DP_RUNS,
+        "sweep_frontier": methods * RUNS,
+        "unlearn_cycles": len(CYCLE_METHODS) * CYCLE_RUNS,
+        "onion_unlearn": ONION_RUNS,  # reads the original model's metrics
         **UNLEARNING_REPORTS,
         "tabulate_realworld": 0,
         "tabulate_dp": 1,
@@ -97,7 +112,7 @@ def test_an_evaluate_setting_rescores_every_nlp_model(study_copy):
 def test_editing_a_module_reruns_exactly_its_importers(study_copy):
     module = study_copy / "workflow/unlearnbench/studies/onion.py"
     module.write_text(module.read_text() + "\n# an edit\n")
-    expected = {"onion_unlearn": NLP, "plot_onion_effect": 1, **ALWAYS}
+    expected = {"onion_unlearn": ONION_RUNS, "plot_onion_effect": 1, **ALWAYS}
     assert dry_run(study_copy) == expected
 
 
@@ -158,15 +173,16 @@ def test_a_fisher_setting_reruns_only_what_reads_the_fisher(study_copy):
     """Gradient ascent and fine-tuning never read the Fisher: they stay."""
     fisher_methods = [m for m in METHODS if reads_fisher_settings(m)]
     fisher_cycles = [m for m in CYCLE_METHODS if reads_fisher_settings(m)]
+    realworld_fisher = [m for m in REALWORLD_METHODS if reads_fisher_settings(m)]
     jobs = dry_run(study_copy, "fisher:\n  damping: 0.002\n")
     expected = {
-        "estimate_fisher": NLP + REALWORLD,
+        "estimate_fisher": RUNS + REALWORLD_RUNS * bool(realworld_fisher),
         "fisher_scaling": 1,
         "plot_fisher_scaling": 1,
-        "sweep_frontier": len(fisher_methods) * NLP,
-        "unlearn_realworld": len(fisher_methods) * REALWORLD,
-        "unlearn_cycles": len(fisher_cycles) * NLP,
-        "onion_unlearn": NLP * reads_fisher_settings(SMOKE_CONFIG["onion"]["method"]),
+        "sweep_frontier": len(fisher_methods) * RUNS,
+        "unlearn_realworld": len(realworld_fisher) * REALWORLD_RUNS,
+        "unlearn_cycles": len(fisher_cycles) * CYCLE_RUNS,
+        "onion_unlearn": ONION_RUNS * reads_fisher_settings(SMOKE_CONFIG["onion"]["method"]),
         "plot_onion_effect": reads_fisher_settings(SMOKE_CONFIG["onion"]["method"]),
         **UNLEARNING_REPORTS,
         **ALWAYS,
@@ -185,8 +201,8 @@ def test_adding_an_epsilon_adds_only_its_jobs(study_copy):
     epsilons = [*SMOKE_CONFIG["train_dp"]["epsilons"], 3]
     jobs = dry_run(study_copy, f"train_dp:\n  epsilons: {epsilons}\n")
     expected = {
-        "train_dp": NLP,
-        "evaluate_dp": NLP,  # rescores the replicate's DP models; the original's metrics stay
+        "train_dp": DP_RUNS,
+        "evaluate_dp": DP_RUNS,  # rescores the replicate's DP models; the original's metrics stay
         "tabulate_dp": 1,
         "plot_privacy_utility": 1,
         **ALWAYS,
@@ -198,7 +214,7 @@ def test_adding_a_method_to_the_cycle_study_adds_only_its_jobs(study_copy):
     added = next(m for m in SMOKE_CONFIG["unlearn"]["run"] if m not in CYCLE_METHODS)
     jobs = dry_run(study_copy, f"unlearn:\n  cycle_methods: {[*CYCLE_METHODS, added]}\n")
     expected = {
-        "unlearn_cycles": NLP,  # scores its own cycle models: no evaluate job
+        "unlearn_cycles": CYCLE_RUNS,  # scores its own cycle models: no evaluate job
         "plot_unlearning_cycles": 1,
         **ALWAYS,
     }
@@ -215,16 +231,16 @@ def test_adding_a_dataset_adds_only_its_jobs(study_copy):
     cycles = len(CYCLE_METHODS)
     expected = {
         "prepare_corpus": 1,
-        "inject_canaries": 1,
-        "finetune": 1,
-        "retrain": 2,  # the target and its twin
-        "train_dp": epsilons,
-        "estimate_fisher": 1,
-        "sweep_frontier": methods,
-        "unlearn_cycles": cycles,
-        "onion_unlearn": 1,
-        "evaluate": 1,
-        "evaluate_dp": 1,
+        "inject_canaries": SEEDS,
+        "finetune": SEEDS,
+        "retrain": 2 * SEEDS,  # the target and its twin
+        "train_dp": epsilons * side_seeds("train_dp"),
+        "estimate_fisher": SEEDS,
+        "sweep_frontier": methods * SEEDS,
+        "unlearn_cycles": cycles * side_seeds("unlearn", "cycle_replicates"),
+        "onion_unlearn": side_seeds("onion"),
+        "evaluate": SEEDS,
+        "evaluate_dp": side_seeds("train_dp"),
         **UNLEARNING_REPORTS,
         "tabulate_realworld": 0,
         "tabulate_dp": 1,

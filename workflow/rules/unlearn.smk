@@ -9,7 +9,7 @@ rule sweep_frontier:
     (unlearn.frontier.<method>) run from the original model and scored like every other model
     (evaluation.score_model), then its two operating points chosen from the tuning canaries and
     the validation split only: matched erasure (the weakest point reaching the retrained
-    model's tuning-canary exposure) and matched utility (the strongest within
+    model's tuning-canary exposure, within the distance to its twin) and matched utility (the strongest within
     unlearn.selection.utility_budget of the original's validation perplexity). One process
     for the whole grid: starting Python and torch costs more than a point."""
     input:
@@ -17,6 +17,7 @@ rule sweep_frontier:
         **EVALUATE_DATA,
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
         retrained_metrics="results/eval/{dataset}/seed~{seed}/retrained.json",
+        twin_metrics="results/eval/{dataset}/seed~{seed}/retrained_reorder.json",
         original_metrics="results/eval/{dataset}/seed~{seed}/original.json",
         code=code("sweep_frontier"),
     output:

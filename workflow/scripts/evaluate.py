@@ -11,7 +11,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, als
 
 from unlearnbench.evaluation import EvalConfig, load_scoring_data, record_metrics
 from unlearnbench.replicate import ReplicateFiles
-from unlearnbench.stage import start_stage
+from unlearnbench.stage import logged_failures, start_stage
 
 params = dict(snakemake.params.items())
 replicate = ReplicateFiles.from_inputs(snakemake.input, snakemake.wildcards.dataset, params["seed"])
@@ -22,7 +22,8 @@ frame = start_stage(
     snakemake.log[0], params, threads=snakemake.threads, gpus=snakemake.resources.get("gpu", 0)
 )
 cfg = EvalConfig.from_settings(params["evaluate"], seed=params["seed"])
-data = load_scoring_data(replicate, cfg, frame.device)
+with logged_failures(frame.log):  # data shared by every model of the job, read once
+    data = load_scoring_data(replicate, cfg, frame.device)
 for model_dir, metrics_path in zip(model_dirs, snakemake.output.metrics, strict=True):
     manifest = record_metrics(metrics_path, model_dir, replicate, params["evaluate"], frame, data)
     if data.reference_records is None and Path(model_dir).name == "retrained":

@@ -31,6 +31,7 @@ run_stage(
         params["utility_budget"],
         inp.original_metrics,
         device=frame.device,
+        twin_metrics=inp.twin_metrics,
     ),
     threads=snakemake.threads,
     gpus=snakemake.resources.get("gpu", 0),

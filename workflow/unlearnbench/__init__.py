@@ -26,15 +26,20 @@ Models and training
 
 Second-order information and unlearning
     ``fisher/``         per-example gradients and the inverse empirical Fisher (Woodbury)
-    ``unlearning/``     the methods (Fisher Removal, Fisher Forgetting, baselines), one request
+    ``unlearning/``     the methods (Fisher Removal, Fisher Forgetting, F = lambda I, gradient
+                        ascent, GradDiff, NPO, fine-tuning), each method's frontier and its
+                        operating points chosen on tuning canaries; one request
 
 Measurement
     ``exposure/``       canary exposure (exact digit-tree rank, extrapolated), extraction
-    ``evaluation``      every model scored the same way: perplexity, exposure, extraction
+    ``evaluation/``     every model scored the same way: perplexity and KL to the retrained
+                        model, exposure and extraction by canary role, membership inference,
+                        forget quality, over-unlearning
 
 Studies and reporting
     ``studies/``        unlearning cycles, the onion effect, Fisher scaling, real-world strings
-    ``reporting/``      tables and figures from the metrics files (no torch)
+    ``reporting/``      the claims' verdicts (bootstrap, Holm), tables and figures from the
+                        metrics and frontier files (no torch)
 """
 
 __version__ = "0.1.0"

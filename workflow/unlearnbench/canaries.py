@@ -10,7 +10,8 @@ for the multi-cycle study.
 Every canary has a ``role``:
 - ``removed``: in the forget set; the evaluation canaries every verdict is measured on;
 - ``tuning``: in the forget set too, but used only to choose a method's operating point (the
-  strength whose tuning canaries reach the retrained model's level), never to judge it;
+  strength whose tuning canaries reach the retrained model's level within its noise floor),
+  never to judge it;
 - ``control``: inserted and kept (in D+);
 - ``phantom``: never inserted (repetitions 0), same templates: the null distribution of
   exposure and the non-members of membership inference.

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +86,17 @@ def start_stage(
     return frame
 
 
+@contextmanager
+def logged_failures(log: logging.Logger) -> Iterator[None]:
+    """Log an exception to the job's log before it propagates: the rule's log then says why the
+    job failed (e.g. which input file was damaged), not only Snakemake's console."""
+    try:
+        yield
+    except Exception as err:
+        log.error("failed: %s: %s", type(err).__name__, err)
+        raise
+
+
 def record_stage(
     manifest_path: str,
     params: dict[str, Any],
@@ -100,13 +112,8 @@ def record_stage(
     jobs score several models).
     """
     log = frame.log
-    with measure() as cost:
-        try:
-            result = work(frame)
-        except Exception as err:
-            # The rule's log then says why the job failed, not only Snakemake's console.
-            log.error("failed: %s: %s", type(err).__name__, err)
-            raise
+    with measure() as cost, logged_failures(log):
+        result = work(frame)
     log.info("done in %.1f s, peak memory %.0f MB", cost["wall_time_s"], cost["peak_memory_mb"])
     manifest = {
         **result,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
-from unlearnbench import membership
+from unlearnbench.evaluation import membership
 from unlearnbench.evaluation.membership import (
     TokenStats,
     attack_aucs,

@@ -10,7 +10,12 @@ import pandas as pd
 import pytest
 from unlearnbench.evaluation.canary_scores import exposures_of
 from unlearnbench.fisher.estimation import FisherConfig
-from unlearnbench.unlearning.frontier import grid_points, select_operating_points, strength
+from unlearnbench.unlearning.frontier import (
+    erasure_target,
+    grid_points,
+    select_operating_points,
+    strength,
+)
 from unlearnbench.unlearning.frontier_stage import frontier_stage
 
 EVALUATE = {
@@ -46,6 +51,17 @@ def test_selection_rule_takes_the_weakest_erasure_and_the_strongest_utility():
     none = select_operating_points([3.0, 2.5], [120.0, 130.0], 1.0, 110.0)
     assert none["matched_erasure"]["index"] is None and none["matched_utility"]["index"] is None
     assert "erases" in none["matched_erasure"]["reason"]
+
+
+def test_erasure_target_is_the_retrained_level_plus_the_noise_floor():
+    assert erasure_target(0.5, 1.25) == {
+        "tuning_exposure": 1.25,
+        "retrained_tuning_exposure": 0.5,
+        "twin_tuning_exposure": 1.25,
+        "noise_floor": 0.75,
+    }
+    assert erasure_target(1.25, 0.5)["tuning_exposure"] == 2.0  # the floor is a distance
+    assert erasure_target(0.5, None)["tuning_exposure"] == 0.5  # no twin: the bare level
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +129,22 @@ def test_operating_points_are_blind_to_evaluation_canaries_and_the_test_split(ta
     assert any(evaluation(b)[1] != evaluation(a)[1] for b, a in pairs)  # so did the canaries
     tuning = [exposures_of(p["metrics"]["canaries"], "tuning") for p in before["points"]]
     assert tuning == [exposures_of(p["metrics"]["canaries"], "tuning") for p in after["points"]]
+
+
+def test_the_twin_widens_the_erasure_target_by_its_distance(targets, tmp_path):
+    replicate, original = targets
+    table = pd.read_csv(replicate.canaries)
+    twin = tmp_path / "retrained_reorder.json"
+    twin.write_text(json.dumps({"canaries": [
+        {"canary_id": int(c), "role": "tuning", "exposure_exact": 4.5}
+        for c in table[table["role"] == "tuning"].canary_id
+    ]}))  # fmt: skip
+    grid = {"gamma": [0.001, 0.01]}
+    alone = sweep(replicate, original, "fisher_removal", grid)
+    paired = frontier_stage(
+        "fisher_removal", {}, grid, replicate, FISHER, EVALUATE, 1.5, original, twin_metrics=twin
+    )
+    assert alone["target"]["tuning_exposure"] == 3.5
+    assert paired["target"]["noise_floor"] == 1.0
+    assert paired["target"]["tuning_exposure"] == 4.5
+    assert [p["metrics"] for p in paired["points"]] == [p["metrics"] for p in alone["points"]]

@@ -21,14 +21,14 @@ OVER_UNLEARNING_ALPHA = 0.05
 
 
 def forget_quality(removed: Sequence[float], reference_removed: Sequence[float]) -> dict[str, Any]:
-    if not removed or not reference_removed:
+    if len(removed) == 0 or len(reference_removed) == 0:  # len: arrays are welcome too
         return {"ks_statistic": None, "ks_p_value": None}
     result = stats.ks_2samp(list(removed), list(reference_removed))
     return {"ks_statistic": float(result.statistic), "ks_p_value": float(result.pvalue)}
 
 
 def over_unlearning(removed: Sequence[float], phantoms: Sequence[float]) -> dict[str, Any]:
-    if not removed or not phantoms:
+    if len(removed) == 0 or len(phantoms) == 0:
         return {"p_value": None, "flag": False, "removed_minus_phantom_mean": None}
     test = stats.mannwhitneyu(list(removed), list(phantoms), alternative="less")
     gap = sum(removed) / len(removed) - sum(phantoms) / len(phantoms)

@@ -64,11 +64,19 @@ def perplexity(
             ref_logp, _ = target_log_probs(reference, batch)
             kl = (logp.exp() * (logp - ref_logp)).sum(dim=1)
             kl_total += float(kl.double().sum())
-    mean = total / max(count, 1)
+    if count == 0:  # only one-token sequences: nothing is predicted, as for no sequences
+        return {
+            "perplexity": None,
+            "loss": None,
+            "tokens": 0,
+            "examples": len(sequences),
+            "kl": None,
+        }
+    mean = total / count
     return {
         "perplexity": math.exp(mean),
         "loss": mean,
         "tokens": count,
         "examples": len(sequences),
-        "kl": kl_total / max(count, 1) if reference is not None else None,
+        "kl": kl_total / count if reference is not None else None,
     }

@@ -82,7 +82,8 @@ def protocol_table(
         "Operating points chosen per method and replicate on the tuning canaries and the "
         "validation split only (never the evaluation canaries or the test split): matched "
         "erasure = the weakest grid point whose tuning canaries reach the retrained model's "
-        "exposure; matched utility = the strongest within the validation-perplexity budget. "
+        "exposure, within its distance to its twin (the noise floor); matched utility = the "
+        "strongest within the validation-perplexity budget. "
         "'replicates' = how many replicates reached the point.",
         "Exposure in bits of the removed (evaluation) canaries, the controls kept in D+ and the "
         "phantoms (never inserted: chance). KL: per token on the test split. MIA AUC: loss "

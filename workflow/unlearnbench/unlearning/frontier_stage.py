@@ -4,7 +4,8 @@ Every point starts from the original model (the stored Fisher belongs to those w
 scored exactly as every other model (``evaluation.score_model``: canaries of every role,
 perplexity including the validation split, KL to the retrained model, membership inference,
 forget quality), and the two operating points are chosen from the tuning canaries and the
-validation split only (``frontier.select_operating_points``).
+validation split only (``frontier.select_operating_points``), against the retrained model
+and its twin (``frontier.erasure_target``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..fisher.estimation import FisherConfig
 from ..provenance import read_json
 from ..replicate import ReplicateFiles
 from .base import UnlearnContext
-from .frontier import grid_points, select_operating_points, strength
+from .frontier import erasure_target, grid_points, select_operating_points, strength
 from .registry import make_method, method_class
 from .stage import load_fisher, setup_replicate
 from .weight_delta import snapshot, weight_delta
@@ -66,8 +67,10 @@ def frontier_stage(
     utility_budget: float,
     original_metrics: str | Path,
     device: str = "cpu",
+    twin_metrics: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run and score every point of ``method``'s grid; choose its operating points."""
+    """Run and score every point of ``method``'s grid; choose its operating points
+    (``twin_metrics``: the retrained twin's metrics, for the noise floor of the target)."""
     cls = method_class(method)
     base = make_method(method, base_hyper).hyper
     grid = {k: v for k, v in grid.items() if v is not None}
@@ -157,18 +160,23 @@ def frontier_stage(
                     "metrics": None,
                 }
 
-    reference = read_json(replicate.retrained_metrics)
-    target = _mean(exposures_of(reference["canaries"], "tuning"))
+    retrained = _mean(exposures_of(read_json(replicate.retrained_metrics)["canaries"], "tuning"))
     budget = utility_budget * read_json(original_metrics)["perplexity"]["validation"]["perplexity"]
-    if target is None:
+    if retrained is None:
         raise ValueError(
             f"{replicate.retrained_metrics}: no tuning canary; set canaries.tuning_per_repetition "
             ">= 1 so operating points can be chosen without the evaluation canaries"
         )
+    twin = (
+        _mean(exposures_of(read_json(twin_metrics)["canaries"], "tuning"))
+        if twin_metrics is not None
+        else None
+    )
+    target = erasure_target(retrained, twin)
     selection = select_operating_points(
         [_tuning_mean(r) for r in records],
         [_validation(r) for r in records],
-        target_tuning_exposure=target,
+        target_tuning_exposure=target["tuning_exposure"],
         validation_budget=budget,
     )
     return {
@@ -178,7 +186,7 @@ def frontier_stage(
         "strength_knobs": list(cls.STRENGTH),
         "points": records,
         "selection": selection,
-        "target": {"tuning_exposure": target, "validation_perplexity_budget": budget},
+        "target": {**target, "validation_perplexity_budget": budget},
         "seconds": round(time.perf_counter() - start, 3),
     }
 

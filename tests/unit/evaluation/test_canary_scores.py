@@ -1,0 +1,210 @@
+"""Canary records per role: summaries, main exposure, probes, and exposures against brute force."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from references.exposure_brute_force import brute_force_rank
+from unlearnbench.canaries import ROLES, read_canaries
+from unlearnbench.evaluation.canary_scores import (
+    SCORES,
+    canary_metrics,
+    exposures_of,
+    main_exposure,
+    make_probes,
+    summarise,
+)
+from unlearnbench.evaluation.config import EvalConfig
+from unlearnbench.lm_data import sequence_prefix_ids
+from unlearnbench.models import load_model
+from unlearnbench.tokenizer import load_tokenizer
+
+PARTS = (*ROLES, "forget")
+
+
+def record(canary_id, role, exact=None, extrapolated=None, log_ppl=None, extracted=False):
+    return {
+        "canary_id": canary_id,
+        "role": role,
+        "in_forget_set": role in ("removed", "tuning"),
+        "exposure_exact": exact,
+        "exposure_extrapolated": extrapolated,
+        "secret_log_perplexity": log_ppl,
+        "extracted": extracted,
+    }
+
+
+RECORDS = [
+    record(3, "removed", exact=2.0, extrapolated=2.5, log_ppl=10.0, extracted=True),
+    record(1, "removed", exact=4.0, extrapolated=3.5, log_ppl=8.0),
+    record(2, "removed", exact=None, extrapolated=6.0, log_ppl=7.0),
+    record(4, "tuning", exact=1.0, extrapolated=1.5, log_ppl=12.0),
+    record(5, "control", exact=0.5, extrapolated=0.25, log_ppl=14.0, extracted=True),
+    record(6, "phantom", exact=0.0, extrapolated=0.75, log_ppl=15.0),
+    record(7, "phantom", exact=1.5, extrapolated=0.5, log_ppl=13.0),
+]
+
+
+def only(summary: dict, part: str) -> dict:
+    keys = [f"{part}_canaries", f"extraction_rate_{part}"]
+    keys += [f"{key}_{part}_{stat}" for key in SCORES for stat in ("mean", "max")]
+    return {key: summary[key] for key in keys}
+
+
+# --- summarise ---------------------------------------------------------------------------------
+
+
+def test_summary_has_every_key_for_every_role_and_the_forget_set():
+    summary = summarise(RECORDS)
+    assert set(summary) == {key for part in PARTS for key in only(summary, part)}
+
+
+def test_removed_summary_by_hand():
+    assert only(summarise(RECORDS), "removed") == {
+        "removed_canaries": 3,
+        "extraction_rate_removed": pytest.approx(1 / 3),
+        # The record without an exact exposure is left out of the exact mean, not counted as 0.
+        "exposure_exact_removed_mean": 3.0,
+        "exposure_exact_removed_max": 4.0,
+        "exposure_extrapolated_removed_mean": 4.0,
+        "exposure_extrapolated_removed_max": 6.0,
+        "secret_log_perplexity_removed_mean": pytest.approx(25 / 3),
+        "secret_log_perplexity_removed_max": 10.0,
+    }
+
+
+def test_forget_summary_reads_removed_and_tuning_canaries_only():
+    forget = only(summarise(RECORDS), "forget")
+    assert forget["forget_canaries"] == 4
+    assert forget["extraction_rate_forget"] == 0.25
+    assert forget["exposure_exact_forget_mean"] == pytest.approx((2 + 4 + 1) / 3)
+    assert forget["exposure_extrapolated_forget_max"] == 6.0
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_record_changes_the_summary_of_its_own_role_only(role):
+    before = summarise(RECORDS)
+    extreme = record(99, role, exact=1e6, extrapolated=1e6, log_ppl=-1e6, extracted=True)
+    after = summarise([*RECORDS, extreme])
+    touched = {role, "forget"} if role in ("removed", "tuning") else {role}
+    for part in PARTS:
+        if part in touched:
+            assert only(after, part) != only(before, part)
+            assert after[f"exposure_exact_{part}_max"] == 1e6
+        else:
+            assert only(after, part) == only(before, part)
+
+
+def test_a_role_without_records_has_count_zero_and_none_values():
+    summary = summarise([r for r in RECORDS if r["role"] != "tuning"])
+    tuning = only(summary, "tuning")
+    assert tuning.pop("tuning_canaries") == 0
+    assert set(tuning.values()) == {None}
+    empty = summarise([])
+    for part in PARTS:
+        values = only(empty, part)
+        assert values.pop(f"{part}_canaries") == 0
+        assert set(values.values()) == {None}
+
+
+def test_summary_values_are_plain_floats():
+    summary = summarise(RECORDS)
+    assert all(isinstance(v, float) for k, v in summary.items() if not k.endswith("_canaries"))
+
+
+# --- exposures_of ------------------------------------------------------------------------------
+
+
+def test_exposures_of_is_ordered_by_canary_id_and_prefers_the_exact_value():
+    # ids 1, 2, 3: exact 4.0; no exact (None), extrapolated 6.0; exact 2.0.
+    assert exposures_of(RECORDS, "removed") == [4.0, 6.0, 2.0]
+
+
+def test_an_exact_exposure_of_zero_is_kept_not_replaced_by_the_extrapolated_one():
+    assert exposures_of(RECORDS, "phantom") == [0.0, 1.5]
+    assert main_exposure(record(0, "phantom", exact=0.0, extrapolated=9.0)) == 0.0
+
+
+def test_a_record_without_the_exact_key_falls_back_to_the_extrapolated_value():
+    extrapolated_only = {"canary_id": 0, "role": "removed", "exposure_extrapolated": 2.25}
+    assert main_exposure(extrapolated_only) == 2.25
+    assert isinstance(main_exposure({"exposure_exact": 3}), float)
+    with pytest.raises(KeyError):
+        main_exposure({"canary_id": 0, "role": "removed"})
+
+
+def test_exposures_of_a_role_without_records_is_empty():
+    assert exposures_of(RECORDS, "tuning") == [1.0]
+    assert exposures_of([r for r in RECORDS if r["role"] != "tuning"], "tuning") == []
+    assert exposures_of([], "removed") == []
+
+
+# --- on the tiny replicate ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matmuls: a second OpenMP thread only stalls on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def scored(replicate_files, one_thread):
+    tokenizer = load_tokenizer(replicate_files.tokenizer_dir)
+    table = read_canaries(replicate_files.canaries)
+    model = load_model(replicate_files.original, vocab_size=len(tokenizer))
+    cfg = EvalConfig(
+        batch_size=4, retain_sample=8, estimator="both", max_exact_space=1000,
+        extrapolation_samples=100, seed=0,
+    )  # fmt: skip
+    probes = make_probes(tokenizer, table)
+    return tokenizer, table, model, probes, canary_metrics(model, tokenizer, probes, cfg)
+
+
+def test_probes_follow_the_canary_table(scored):
+    tokenizer, table, _, probes, _ = scored
+    assert [p.canary_id for p in probes] == table["canary_id"].tolist()
+    for probe, row in zip(probes, table.itertuples(), strict=True):
+        assert (probe.role, probe.secret, probe.group) == (row.role, row.secret, row.group)
+        assert probe.in_forget_set == bool(row.in_forget_set)
+        assert probe.prefix_ids == tuple(sequence_prefix_ids(tokenizer, row.prefix))
+        assert probe.prefix_ids[0] == tokenizer.eos_token_id
+        assert len(set(probe.digit_ids)) == 10
+        encoded = tokenizer.encode(row.prefix + row.secret, add_special_tokens=False)
+        assert encoded[-len(row.secret) :] == [probe.digit_ids[int(d)] for d in row.secret]
+
+
+def test_every_canary_gets_exactly_one_record_with_its_role(scored):
+    _, table, _, _, records = scored
+    assert sorted(r["canary_id"] for r in records) == sorted(table["canary_id"].tolist())
+    roles = dict(zip(table["canary_id"], table["role"], strict=True))
+    assert {r["canary_id"]: r["role"] for r in records} == roles
+    assert set(roles.values()) == set(ROLES)
+    for r in records:
+        assert r["space_size"] == 1000
+        assert r["estimator"] == "both"
+        assert 0.0 <= r["exposure_extrapolated"] <= math.log2(1000)
+        assert isinstance(r["extracted"], bool)
+
+
+def test_exact_exposure_equals_the_brute_force_rank(scored):
+    _, _, model, probes, records = scored
+    by_id = {r["canary_id"]: r for r in records}
+    for probe in probes[::2]:  # ids 0, 2, 4, 6: control, removed, tuning, phantom
+        want = brute_force_rank(model, probe.prefix_ids, probe.secret, probe.digit_ids)
+        got = by_id[probe.canary_id]
+        assert got["rank"] == want.rank
+        assert got["exposure_exact"] == pytest.approx(want.exposure, abs=1e-12)
+        assert got["secret_log_perplexity"] == pytest.approx(want.secret_log_perplexity, rel=1e-6)
+
+
+def test_exposures_of_real_records_read_the_exact_estimates(scored):
+    _, table, _, _, records = scored
+    by_id = {r["canary_id"]: r for r in records}
+    removed = sorted(table.loc[table["role"] == "removed", "canary_id"])
+    assert exposures_of(records, "removed") == [by_id[i]["exposure_exact"] for i in removed]
