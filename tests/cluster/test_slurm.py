@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from snakemake_runner import REPO, SMOKE, SNAKEMAKE, copy_workflow, run_snakemake
+from unlearnbench.artifacts import CHECKSUM, content_checksum
 
 pytestmark = pytest.mark.slow
 
@@ -62,8 +63,9 @@ LOCAL_CLUSTER = (
 # (the cluster's stop.sh cancels whatever is left).
 DAG_TIMEOUT_S = 600
 SIGINT_AFTER = ("timeout", "-s", "INT", "-k", "60", str(DAG_TIMEOUT_S))
-# JSON fields that legitimately differ between two runs: where and when a file was made.
-VOLATILE_KEYS = {"provenance", "cost"}
+# JSON fields that legitimately differ between two runs: where and when a file was made, and a
+# result's self-checksum, which covers those fields too (each is checked for validity instead).
+VOLATILE_KEYS = {"provenance", "cost", CHECKSUM}
 VOLATILE_KEY = re.compile(
     r"seconds|per_second|gflops|wall_time|duration|timestamp|peak_memory", re.I
 )
@@ -248,6 +250,10 @@ def _result_files(workdir: Path) -> dict[str, Path]:
 
 def _same_content(a: Path, b: Path) -> bool:
     if a.suffix == ".json":
+        for path in (a, b):
+            result = json.loads(path.read_text())
+            if isinstance(result, dict) and CHECKSUM in result:
+                assert result[CHECKSUM] == content_checksum(result), f"{path}: stale checksum"
         return _canonical_json(json.loads(a.read_text())) == _canonical_json(
             json.loads(b.read_text())
         )
