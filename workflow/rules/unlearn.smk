@@ -48,11 +48,11 @@ rule sweep_frontier:
 
 
 rule unlearn_cycles:
-    """K sequential requests: cycle k removes canary group k from cycle k-1's model (Fisher
-    methods re-estimate F at each cycle's weights); every cycle's model is kept and scored
+    """K sequential requests: cycle k removes canary group k from cycle k-1's model, retaining
+    D minus every group removed so far (Fisher methods estimate F of that set at each cycle's
+    weights, so the stored Fisher is not an input); every cycle's model is kept and scored
     with the evaluate rule's function and settings (results/eval/.../cycle~k~method.json)."""
     input:
-        unpack(fisher_input),
         **EVALUATE_DATA,
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
         retrained_metrics="results/eval/{dataset}/seed~{seed}/retrained.json",
@@ -120,11 +120,11 @@ rule unlearning:
 
 
 rule onion_unlearn:
-    """The onion effect: remove the most exposed canaries (targeted) and, separately, as many
-    random ones with onion.method, recording the exposure of every other canary before and
-    after. Both selections share every setting, so one job (one process) runs the two."""
+    """The onion effect: remove the most exposed canaries (targeted) and, separately, a seeded
+    random set of others with as many training rows, with onion.method, recording the exposure
+    of every other canary before and after (a Fisher method estimates the Fisher of each
+    request's own D+). Both selections share every setting, so one job runs the two."""
     input:
-        unpack(lambda wc: fisher_input(wc, config["onion"]["method"])),
         original_eval="results/eval/{dataset}/seed~{seed}/original.json",
         canaries="results/canaries/{dataset}/seed~{seed}/canaries.csv",
         model=model_files("results/models/{dataset}/seed~{seed}/original"),

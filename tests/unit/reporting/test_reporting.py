@@ -305,6 +305,28 @@ def test_realworld_table_uses_the_stages_own_decisions(tmp_path):
     assert list(data["indelible"]) == [True, False]
 
 
+def test_an_over_unlearned_string_is_flagged_and_not_removed(tmp_path):
+    columns = ["masked", "kind", "occurrences", "exposure", "extracted", "excess", "memorised"]
+    rows = {
+        "original": [[MASKS[0], "email", 4, 1.0, False, 9.0, True]],
+        # pushed far below the held-out strings: the stage flags it and does not remove it
+        "gradient_ascent": [[MASKS[0], "email", 4, 1.0, False, -80.0, True, False, True]],
+    }
+    paths = []
+    for model, data in rows.items():
+        path = tmp_path / f"results/realworld/usenet/seed~0/secrets_{model}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        extra = ["removed", "over_unlearned"] if model != "original" else []
+        pd.DataFrame(data, columns=columns + extra).to_csv(path, index=False)
+        paths.append(path)
+    table = tables.make_realworld_table(
+        paths, 2.0, ["gradient_ascent"], 50, outputs(tmp_path, "rw")
+    )
+    assert list(table.data["over_gradient_ascent"]) == [True]
+    assert list(table.data["indelible"]) == [True]  # over-unlearning is not removal
+    assert "over-unlearned" in (tmp_path / "results/tables/rw.md").read_text()
+
+
 def test_unmasked_address_never_reaches_a_table(tmp_path):
     path = _secrets(
         tmp_path, "usenet", 0, "original", [["jdoe@cs.cmu.edu", "email", 3, 12.0, True]]

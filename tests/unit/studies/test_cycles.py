@@ -21,13 +21,20 @@ def test_cycles_forget_only_their_own_group(replicate_files):
     fisher_paths = (root / "fisher.safetensors", root / "fisher.json")
     estimated = estimate_fisher_stage(replicate_files, FISHER, *fisher_paths)
     assert estimated["m"] == FISHER.examples and estimated["blocks"] > 1
+    # A stored Fisher (of the final D+) is given but must not be used: each request has its own.
     replicate = dataclasses.replace(replicate_files, fisher=fisher_paths)
     out_dirs = [root / "cycle~1", root / "cycle~2"]
     manifest = unlearn_cycles_stage(
         "fisher_removal", {"gamma": 1e-3}, replicate, FISHER, TRAJECTORY.__dict__, 2, out_dirs
     )
     forget = json.loads(replicate.forget.read_text())
+    retain = json.loads(replicate.retain.read_text())["indices"]
     first, second = manifest["cycles"]
+    # Request 1 retains the rows of group 2, still pending (in the training data until request
+    # 2); request 2 retains D+ only.
+    pending = [r for r, g in zip(forget["indices"], forget["groups"], strict=True) if g == 2]
+    assert pending and first["retain_rows"] == len(retain) + len(pending)
+    assert second["retain_rows"] == len(retain)
     for k, cycle in ((1, first), (2, second)):
         own = [r for r, g in zip(forget["indices"], forget["groups"], strict=True) if g == k]
         own_canaries = {c for c, g in zip(forget["canary_ids"], forget["groups"], strict=True)
@@ -36,15 +43,34 @@ def test_cycles_forget_only_their_own_group(replicate_files):
         assert set(cycle["removed_canaries"]) == own_canaries
         assert fingerprint(load_model(out_dirs[k - 1])) == cycle["fingerprint_after"]
     assert second["fingerprint_before"] == first["fingerprint_after"]  # chained
-    assert first["fisher"]["source"] == "artifact" and first["fisher"]["estimates"] == 0
-    assert second["fisher"]["source"] == "estimated" and second["fisher"]["estimates"] == 1
+    for cycle in (first, second):
+        assert cycle["fisher"]["source"] == "estimated" and cycle["fisher"]["estimates"] == 1
     roles = {c["canary_id"]: c["role"] for c in second["trajectory"][0]["canaries"]}
     assert {roles[c] for c in first["removed_canaries"]} == {"earlier"}
     assert {r["role"] for r in first["trajectory"][0]["canaries"]} == {
         "removed", "pending", "control"
     }  # fmt: skip
 
-    # The same artifact no longer matches the unlearned model: refused, naming the file.
+    # The stored artifact does not match the unlearned model: refused, naming the file.
     unlearned = dataclasses.replace(replicate, original=out_dirs[0])
     with pytest.raises(ValueError, match=r"fisher\.json: .*rerun estimate_fisher"):
         unlearn_stage("fisher_removal", {}, unlearned, FISHER, TRAJECTORY.__dict__, root / "no")
+
+
+def test_retained_set_of_a_request_keeps_the_pending_groups():
+    """The slow obvious reading: D minus the rows of every group removed so far."""
+    from unlearnbench.unlearning.stage import ReplicateData
+
+    data = ReplicateData(
+        sequences=[[0]] * 10,
+        forget_rows=[1, 3, 5, 7],
+        forget_groups=[1, 2, 2, 3],
+        retain_rows=[0, 2, 4, 6, 8, 9],
+        probes=[],
+        pad_id=0,
+    )
+    for removed in ([1], [1, 2], [2], [1, 2, 3]):
+        gone = {r for r, g in zip(data.forget_rows, data.forget_groups, strict=True)
+                if g in removed}  # fmt: skip
+        assert data.retained_rows(removed) == [r for r in range(10) if r not in gone]
+    assert data.retained_rows(None) == data.retain_rows

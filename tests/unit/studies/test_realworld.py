@@ -315,7 +315,7 @@ def test_stages_write_masked_tables_and_manifests(tokenizer, tmp_path):
     refs = (paths["s.csv"], paths["h.csv"], paths["u.csv"])
     again = score_secrets_stage(tmp_path / "original", replicate, cfg, *refs)
     rescored = pd.read_csv(paths["u.csv"])
-    assert list(rescored.columns) == [*COLUMNS, "removed"]
+    assert list(rescored.columns) == [*COLUMNS, "removed", "over_unlearned"]
     pd.testing.assert_frame_equal(rescored[COLUMNS], table, check_exact=False, atol=1e-5)
     assert again["requested"] == 2 and again["requested_removed"] == 0
     assert again["memorised_by_original"] == 2
@@ -329,7 +329,7 @@ def test_stages_write_masked_tables_and_manifests(tokenizer, tmp_path):
     score_secrets_stage(tmp_path / "unlearned", replicate, cfg, *refs)
     rescored = pd.read_csv(paths["u.csv"])
     expected = (rescored["excess"] < cfg.removed_below) & ~rescored["extracted"]
-    assert rescored["removed"].tolist() == expected.tolist()
+    assert rescored["removed"].tolist() == (expected & ~rescored["over_unlearned"]).tolist()
 
     written = "\n".join(p.read_text() for p in paths.values()) + json.dumps(manifest)
     for raw in [*RAW, *(r.lower() for r in RAW), PHONE_DIGITS, "412", "555-0187", "smith"]:
@@ -389,3 +389,26 @@ def test_heldout_baseline_is_the_95th_percentile_floored_at_zero():
     assert heldout_baseline(scores) == pytest.approx(95.0)
     assert heldout_baseline(pd.Series([-50.0, -20.0])) == 0.0
     assert heldout_baseline(pd.Series([], dtype=float)) == 0.0
+
+
+def test_over_unlearning_is_flagged_never_counted_as_removal():
+    """A string predicted worse than 95 % of held-out strings is over-unlearned, not removed."""
+    from unlearnbench.studies.realworld import decide_removal, heldout_floor
+
+    heldout = pd.Series(np.linspace(-2.0, 6.0, 50))  # bits over the reference, never trained
+    floor = heldout_floor(heldout)
+    assert floor == pytest.approx(np.quantile(heldout, 0.05))
+    table = pd.DataFrame(
+        {
+            # memorised / forgotten like a held-out string / still extracted / singled out
+            "memorisation": [20.0, 5.0, -1.0, -40.0],
+            "excess": [14.0, -1.0, -7.0, -46.0],
+            "extracted": [False, False, True, False],
+        }
+    )
+    decide_removal(table, floor, removed_below=1.0, over_unlearned_below=1.0)
+    assert list(table["removed"]) == [False, True, False, False]
+    assert list(table["over_unlearned"]) == [False, False, False, True]
+    empty = table.copy()
+    decide_removal(empty, heldout_floor(pd.Series([], dtype=float)), 1.0, 1.0)
+    assert not empty["over_unlearned"].any()

@@ -302,7 +302,7 @@ def load_secrets(paths: Iterable[str | Path]) -> pd.DataFrame:
         model = Path(path).stem.removeprefix("secrets_").removeprefix("unlearned~")
         frame = pd.read_csv(path, dtype={"masked": str, "kind": str})
         check_masked(frame["masked"], str(path))
-        for flag in ("extracted", "memorised", "removed"):
+        for flag in ("extracted", "memorised", "removed", "over_unlearned"):
             if flag in frame:
                 frame[flag] = frame[flag].astype(str).str.lower().isin(["true", "1"])
         frame.insert(0, "model", model)
@@ -314,8 +314,9 @@ def load_secrets(paths: Iterable[str | Path]) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     table = pd.concat(frames, ignore_index=True)
     # find_secrets/unlearn_realworld also write their own decisions (score over the held-out
-    # baseline, memorised, removed); keep them when present.
-    optional = [c for c in ("memorisation", "excess", "memorised", "removed") if c in table]
+    # baseline, memorised, removed, over-unlearned); keep them when present.
+    decisions = ("memorisation", "excess", "memorised", "removed", "over_unlearned")
+    optional = [c for c in decisions if c in table]
     return table[columns + optional]
 
 

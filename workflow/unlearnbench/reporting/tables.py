@@ -194,6 +194,9 @@ def realworld_table(
     if not decided:
         frame["memorised"] = (frame["exposure"] >= threshold_bits) | frame["extracted"]
         frame["removed"] = (frame["exposure"] < threshold_bits) & ~frame["extracted"]
+    if "over_unlearned" not in frame:  # tables written before the flag existed
+        frame["over_unlearned"] = False
+    frame["over_unlearned"] = frame["over_unlearned"].fillna(False).astype(bool)
     per_model = (
         frame.groupby(["dataset", "masked", "kind", "model"], sort=False)
         .agg(
@@ -201,6 +204,7 @@ def realworld_table(
             extracted=("extracted", "any"),
             memorised=("memorised", "all"),
             removed=("removed", "all"),
+            over_unlearned=("over_unlearned", "any"),
             occ=("occurrences", "max"),
         )
         .reset_index()
@@ -217,6 +221,7 @@ def realworld_table(
         rows[f"score_{method}"] = after["score"]
         removed = after["removed"].fillna(False).astype(bool)
         rows[f"removed_{method}"] = removed
+        rows[f"over_{method}"] = after["over_unlearned"].fillna(False).astype(bool)
         removed_by.append(removed)
     rows["indelible"] = ~pd.concat(removed_by, axis=1).any(axis=1) if removed_by else True
     rows = rows.reset_index().sort_values(
@@ -236,18 +241,26 @@ def realworld_table(
     )
     for method in methods:
         display[f"{PRETTY.get(method, method)} ({unit})"] = [
-            fmt(e, 2) + (" removed" if r else " kept")
-            for e, r in zip(kept[f"score_{method}"], kept[f"removed_{method}"], strict=True)
+            fmt(e, 2) + (" over-unlearned" if o else " removed" if r else " kept")
+            for e, r, o in zip(
+                kept[f"score_{method}"],
+                kept[f"removed_{method}"],
+                kept[f"over_{method}"],
+                strict=True,
+            )
         ]
     display["indelible"] = kept["indelible"].map({True: "yes", False: "no"})
     n_indelible = int(rows["indelible"].sum())
+    n_over = int(sum(rows[f"over_{method}"].sum() for method in methods))
     if decided:
         rule = (
             "A string's score is how many bits better the model predicts it than the base model "
             "(which never saw the corpus), minus the 95th percentile of that gain over held-out "
             "strings of the same corpus (never trained) under the same model. Memorised: score "
             "at or above realworld.memorised_above in the original model; removed: score below "
-            "realworld.removed_below and greedy decoding no longer extracts it."
+            "realworld.removed_below and greedy decoding no longer extracts it; over-unlearned "
+            "(not removed): predicted worse than the 5th percentile of the held-out strings, "
+            "which singles the string out instead of forgetting it."
         )
     else:
         rule = (
@@ -256,7 +269,8 @@ def realworld_table(
         )
     notes = [
         f"{len(rows)} string{'' if len(rows) == 1 else 's'} memorised by the original model, "
-        f"{n_indelible} indelible (removed by no method). {rule} Strings are masked (first "
+        f"{n_indelible} indelible (removed by no method), {n_over} string-method "
+        f"pair{'' if n_over == 1 else 's'} over-unlearned. {rule} Strings are masked (first "
         "character, top-level domain, hash).",
     ]
     if len(rows) > len(kept):

@@ -3,8 +3,10 @@
 The paper's Fisher Forgetting is meant to keep utility over repeated requests; this study chains
 them the way a deployed model meets them ("memory-free": each request updates the latest
 weights, no stored history). Cycle k forgets only the rows of canary group k, starting from
-cycle k-1's model (cycle 1 from the original), and Fisher-based methods re-estimate the Fisher
-at each cycle's starting weights (the stored estimate belongs to the original weights only).
+cycle k-1's model (cycle 1 from the original). Its retained set is D minus every group removed
+so far: the groups still pending are in the model's training data until their own request.
+Fisher-based methods estimate the Fisher of that retained set at each cycle's starting weights,
+cycle 1 included (the stored estimate is of the final D+, which omits the pending groups).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ..fisher.estimation import FisherConfig
 from ..models import save_model
 from ..replicate import ReplicateFiles
 from ..unlearning.registry import make_method
-from ..unlearning.stage import load_fisher, setup_replicate, unlearn_request
+from ..unlearning.stage import setup_replicate, unlearn_request
 from ..unlearning.trajectory import TrajectoryConfig
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,8 @@ def unlearn_cycles_stage(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """K = ``requests`` sequential requests on ``replicate``; cycle k's model is saved to
-    ``out_dirs[k-1]``. ``replicate.fisher`` (the original model's Fisher) may serve cycle 1;
-    later cycles re-estimate the Fisher at their starting weights with ``fisher_cfg``."""
+    ``out_dirs[k-1]``. Every cycle estimates the Fisher of its own retained set at its starting
+    weights with ``fisher_cfg`` (``replicate.fisher`` is not read)."""
     unlearner = make_method(method, hyper)
     trajectory_cfg = TrajectoryConfig.from_dict(dict(trajectory))
     if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
@@ -63,16 +65,13 @@ def unlearn_cycles_stage(
     cycles = []
     for k in range(1, requests + 1):
         log.info("unlearning cycle %d of %d (%s)", k, requests, method)
-        fisher = None
-        if k == 1 and unlearner.needs_fisher:
-            fisher = load_fisher(replicate.fisher, model)
         cycle = unlearn_request(
             model,
             unlearner,
             data,
             [k],
             earlier=list(range(1, k)),
-            fisher=fisher,
+            fisher=None,  # estimated on this request's retained set
             fisher_cfg=fisher_cfg,
             trajectory_cfg=trajectory_cfg,
             seed=replicate.seed,

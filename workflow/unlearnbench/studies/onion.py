@@ -3,13 +3,18 @@ points exposes the layer beneath them.
 
 We remove a subset S of the canaries from the original model with one unlearning method and
 measure how the exposure of every other canary (the controls of this study) changes. S is either
-the ``n`` canaries the original model exposes most ("targeted") or ``n`` drawn at random
-("random"); if targeted removal raises the controls' exposure more than random removal, the
-onion effect is there.
+the ``n`` canaries the original model exposes most ("targeted") or a seeded random draw
+("random") of other canaries matched to it in training rows removed: a random set of ``n``
+canaries would mostly hold fewer copies, so Fisher Removal's step (scaled by |D-|/|D+|) and any
+method's work would differ for that reason alone. The draw is seeded per dataset and replicate.
+If targeted removal raises the controls' exposure more than random removal, the onion effect is
+there. Fisher-based methods estimate the Fisher of the onion request's own D+ (the main study's
+keeps some of S and drops canaries that stay here).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -40,10 +45,26 @@ def original_exposures(eval_path: str | Path) -> dict[int, float]:
     return exposures
 
 
+def canary_rows(train_path: str | Path) -> dict[int, int]:
+    """Training rows per inserted canary (its copies in the training split)."""
+    ids = pd.read_parquet(train_path, columns=["canary_id"])["canary_id"]
+    counts = ids[ids >= 0].value_counts()
+    return {int(i): int(n) for i, n in counts.items()}
+
+
 def select_canaries(
-    exposures: dict[int, float], n: int, selection: str, seed: int, key: str = "onion"
+    exposures: dict[int, float],
+    rows: dict[int, int],
+    n: int,
+    selection: str,
+    seed: int,
+    dataset: str,
+    key: str = "onion",
+    tries: int = 2000,
 ) -> list[int]:
-    """The ``n`` canaries to remove: most exposed first (ties by id), or a seeded random draw."""
+    """The canaries to remove: the ``n`` most exposed (ties by id), or a random set of the
+    others holding as many training rows as those ``n`` (as close as the row counts allow),
+    drawn from a stream seeded by ``seed`` and ``dataset``."""
     if selection not in SELECTIONS:
         raise ValueError(f"{key}: unknown selection {selection!r}; use one of {SELECTIONS}")
     if not 1 <= n < len(exposures):
@@ -52,10 +73,26 @@ def select_canaries(
             f"({len(exposures) - 1}), so that some canaries stay as controls; change onion.remove"
         )
     ids = sorted(exposures)
+    targeted = sorted(sorted(ids, key=lambda i: (-exposures[i], i))[:n])
     if selection == "targeted":
-        return sorted(sorted(ids, key=lambda i: (-exposures[i], i))[:n])
-    chosen = numpy_rng(seed, "unlearn", "onion", "random").choice(ids, size=n, replace=False)
-    return sorted(int(i) for i in chosen)
+        return targeted
+    pool = [i for i in ids if i not in set(targeted)]
+    goal = sum(rows.get(i, 0) for i in targeted)
+    rng = numpy_rng(seed, "unlearn", "onion", "random", dataset)
+    best, best_gap = [], None
+    for _ in range(tries):
+        # A random order, each canary taken while it does not overshoot the goal: every subset
+        # that hits the goal can come out, none is favoured by id.
+        chosen, total = [], 0
+        for i in rng.permutation(pool).tolist():
+            if total + rows.get(i, 0) <= goal:
+                chosen.append(int(i))
+                total += rows.get(i, 0)
+        if best_gap is None or goal - total < best_gap:
+            best, best_gap = chosen, goal - total
+        if total == goal:
+            break
+    return sorted(best)
 
 
 def write_request(
@@ -106,22 +143,28 @@ def onion_stage(
     before and after.
 
     Exposures come from the unlearning trajectory (skew-normal estimate over a fixed candidate
-    sample, the same candidates before and after), so the change is measured on one scale. The
-    Fisher-based methods reuse the stored Fisher of the study's D+ at the original weights:
-    the onion's retained set differs from it by a few canary rows out of hundreds.
+    sample, the same candidates before and after), so the change is measured on one scale.
+    Fisher-based methods estimate the Fisher of this request's D+ (``replicate.fisher``, the
+    main study's, is not read).
     """
     from ..unlearning import unlearn_stage  # torch-heavy; keeps selection importable alone
 
     replicate.require("canaries")
     exposures = original_exposures(original_eval_path)
-    removed = select_canaries(exposures, n_remove, selection, replicate.seed)
+    rows = canary_rows(replicate.train)
+    removed = select_canaries(
+        exposures, rows, n_remove, selection, replicate.seed, replicate.dataset
+    )
     with tempfile.TemporaryDirectory(prefix="onion-") as tmp:
         folder = Path(tmp)
         request = write_request(removed, read_canaries(replicate.canaries), replicate.train, folder)
         manifest = unlearn_stage(
             method,
             hyper,
-            replicate.with_request(request["forget"], request["retain"], request["canaries"]),
+            dataclasses.replace(
+                replicate.with_request(request["forget"], request["retain"], request["canaries"]),
+                fisher=None,
+            ),
             fisher_cfg=fisher_cfg,
             trajectory=trajectory,
             out_dir=folder / "model",
@@ -134,6 +177,7 @@ def onion_stage(
         "method": method,
         "estimator": "extrapolated",
         "removed_canary_ids": removed,
+        "removed_rows": sum(rows.get(i, 0) for i in removed),
         "removed_original_exposure": {str(i): exposures[i] for i in removed},
         "control_before": {str(i): before[i] for i in controls},
         "control_after": {str(i): after[i] for i in controls},

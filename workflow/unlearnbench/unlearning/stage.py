@@ -66,6 +66,20 @@ class ReplicateData:
         wanted = set(groups)
         return [r for r, g in zip(self.forget_rows, self.forget_groups, strict=True) if g in wanted]
 
+    def retained_rows(self, removed_so_far: Sequence[int] | None) -> list[int]:
+        """D+ of a request: every row that no request so far has removed (None: all removed).
+
+        In a sequence of requests the rows of the groups still pending are in the model's
+        training data until their own request comes, so they belong to the retained set of
+        every earlier request (and to the Fisher estimated on it)."""
+        if removed_so_far is None:
+            return list(self.retain_rows)
+        gone = set(removed_so_far)
+        pending = [
+            r for r, g in zip(self.forget_rows, self.forget_groups, strict=True) if g not in gone
+        ]
+        return sorted([*self.retain_rows, *pending])
+
 
 def load_replicate(tokenizer, files: ReplicateFiles, max_length: int) -> ReplicateData:
     """The replicate's training split as token sequences, its request and its canary probes."""
@@ -147,7 +161,8 @@ def unlearn_request(
         raise ValueError("unlearn: the request has no forget rows; check forget_set.json")
     removed = data.groups if groups is None else sorted(set(groups))
     forget = [data.sequences[i] for i in rows]
-    retain = [data.sequences[i] for i in data.retain_rows]
+    retained = data.retained_rows(None if groups is None else [*removed, *earlier])
+    retain = [data.sequences[i] for i in retained]
     sample = retain_sample_rows(len(retain), trajectory_cfg.retain_sample, seed)
     probes = [
         CanaryProbe(**{**p.__dict__, "role": canary_role(p.group, removed, earlier)})
@@ -219,6 +234,7 @@ def unlearn_request(
         "groups": removed,
         "earlier_groups": sorted(set(earlier)),
         "forget_rows": rows,
+        "retain_rows": len(retained),
         "removed_canaries": sorted(p.canary_id for p in probes if p.role == "removed"),
         "control_canaries": sorted(p.canary_id for p in probes if p.role == "control"),
         "steps": int(result["steps"]),

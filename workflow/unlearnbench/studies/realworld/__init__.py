@@ -19,7 +19,9 @@ from .scoring import (
 from .stages import (
     COLUMNS,
     RealworldConfig,
+    decide_removal,
     find_secrets_stage,
+    heldout_floor,
     score_secrets_stage,
     select_request,
 )
@@ -34,7 +36,9 @@ __all__ = [
     "Secret",
     "build_probe",
     "candidate_log_perplexities",
+    "decide_removal",
     "find_secrets_stage",
+    "heldout_floor",
     "memorisation_bits",
     "reference_log_perplexities",
     "score_probes",
