@@ -207,3 +207,11 @@ def test_newton_step_from_full_optimum_lands_on_retained_optimum():
     assert torch.allclose(newton_dense, a_r, atol=1e-10)
     assert torch.allclose(newton_woodbury, a_r, atol=1e-10)
     assert not torch.allclose(theta_star, a_r, atol=1e-2)  # the step does move theta
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_empirical_diagonal_equals_the_dense_one(shape):
+    G = correlated_gradients(SHAPES[shape], D)
+    fisher = small_tiles(G, 1e-3, None)
+    dense = (G.double().T @ G.double() / G.shape[0]).diagonal()
+    assert rel_err(fisher.diag_empirical(), dense) < 1e-12

@@ -32,7 +32,7 @@ TRAJECTORY = TrajectoryConfig(samples=20, retain_sample=10, batch_size=16)
 FISHER = FisherConfig(examples=12, damping=1e-2, blocks="layer", seed=0)
 HYPER = {  # small settings for speed; every method must still move the weights
     "finetune_retain": {"epochs": 1, "batch_size": 8, "lr": 1e-3},
-    "fisher_forgetting": {"gamma": 1e-3, "mu": 1e-4, "sigma": 1e-3, "iterations": 2},
+    "fisher_forgetting": {"gamma": 1e-3, "noise": 1.0, "iterations": 2},
     "fisher_removal": {"gamma": 1e-3, "iterations": 2, "refresh_fisher": True},
     "fisher_removal_identity": {"gamma": 1e-3},
     "gradient_ascent": {"lr": 1e-2, "batch_size": 4, "max_steps": 3, "eval_every": 2},
@@ -134,8 +134,9 @@ def test_unknown_method_is_refused_listing_the_known_ones():
         ("fisher_removal", {"iterations": 0}, r"iterations: must be >= 1"),
         ("fisher_removal", {"refresh_fisher": "yes"}, r"refresh_fisher: must be true or false"),
         ("fisher_forgetting", {"newton": 1}, r"newton: must be true or"),
-        ("fisher_forgetting", {"mu": -1e-6}, r"mu: must be >= 0"),
-        ("fisher_forgetting", {"sigma": float("nan")}, r"sigma: must be fin"),
+        ("fisher_forgetting", {"noise": -1e-6}, r"noise: must be >= 0"),
+        ("fisher_forgetting", {"noise_floor": 0}, r"noise_floor: must be > 0"),
+        ("fisher_forgetting", {"noise": float("nan")}, r"noise: must be fin"),
         ("gradient_ascent", {"lr": None}, r"lr: must be set"),
         ("gradient_ascent", {"exposure_threshold": -1}, r"exposure_threshold: must be >= 0"),
         ("gradient_ascent", {"batch_size": True}, r"batch_size: must be a n"),
@@ -182,6 +183,64 @@ def test_seed_changes_the_fisher_forgetting_noise():
     _, a = run("fisher_forgetting", seed=3)
     _, b = run("fisher_forgetting", seed=4)
     assert a["fingerprint_after"] != b["fingerprint_after"]
+
+
+def test_fisher_forgetting_without_noise_is_fisher_removal():
+    step = {"gamma": 1e-3, "iterations": 1}
+    with_noise_off = tiny_model()
+    forgetting = unlearn_request(
+        with_noise_off,
+        make_method("fisher_forgetting", {**step, "noise": 0.0}),
+        synthetic_replicate(),
+        None,
+        fisher=None,
+        fisher_cfg=FISHER,
+        trajectory_cfg=TRAJECTORY,
+        seed=3,
+    )
+    removal_model, _ = run_with("fisher_removal", step)
+    assert forgetting["result"]["noise_norms"] == [0.0]
+    for a, b in zip(with_noise_off.parameters(), removal_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+def test_fisher_forgetting_noise_is_sized_by_the_newton_term():
+    _, manifest = run_with("fisher_forgetting", {"gamma": 1e-3, "noise": 2.0, "iterations": 1})
+    result = manifest["result"]
+    ratio = result["noise_norms"][0] / result["newton_norms"][0]
+    assert ratio == pytest.approx(2.0, rel=0.1)  # E||w n|| = 1 for a unit-norm shape w
+    assert result["noise_shape_max_over_min"] > 1.05  # shaped by D+'s curvature, not isotropic
+
+
+def test_noise_shape_matches_an_explicit_loop_and_is_largest_where_curvature_is_least():
+    from unlearnbench.unlearning.fisher_forgetting import noise_shape
+
+    diagonal = torch.tensor([0.0, 1e-6, 0.5, 2.0, 8.0], dtype=torch.float64)
+    floor = 0.01
+    mean = sum(diagonal.tolist()) / len(diagonal)
+    raw = [(d + floor * mean) ** -0.25 for d in diagonal.tolist()]
+    norm = sum(r * r for r in raw) ** 0.5
+    torch.testing.assert_close(noise_shape(diagonal, floor), torch.tensor(raw) / norm,
+                               check_dtype=False)  # fmt: skip
+    shape = noise_shape(diagonal, floor).tolist()
+    assert shape == sorted(shape, reverse=True)
+    flat = noise_shape(torch.zeros(4, dtype=torch.float64), floor)
+    torch.testing.assert_close(flat, torch.full((4,), 0.5, dtype=torch.float64))
+
+
+def run_with(method: str, hyper: dict, seed: int = 3) -> tuple[torch.nn.Module, dict]:
+    model = tiny_model()
+    manifest = unlearn_request(
+        model,
+        make_method(method, hyper),
+        synthetic_replicate(),
+        None,
+        fisher=None,
+        fisher_cfg=FISHER,
+        trajectory_cfg=TRAJECTORY,
+        seed=seed,
+    )
+    return model, manifest
 
 
 def test_trajectory_uses_the_same_candidates_at_every_step():

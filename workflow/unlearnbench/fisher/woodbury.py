@@ -220,6 +220,15 @@ class WoodburyFisher:
             y[a:b] /= self.lam
         return y.to(x.dtype)
 
+    def diag_empirical(self) -> torch.Tensor:
+        """diag(G^T G / m): the undamped empirical Fisher's diagonal (float64), one pass over G
+        column chunk by column chunk (no d x d and no m x d copy)."""
+        G = self.gradients
+        out = torch.empty(self.d, dtype=torch.float64, device=G.device)
+        for cols in column_chunks(0, self.d, self.chunk_columns):
+            out[cols] = G[:, cols].double().square().mean(0)
+        return out
+
     def diag_inverse(self) -> torch.Tensor:
         """diag(F^{-1}), computed on first call and cached: per dual block
         (1 - colsum(Q^2)) / lam with Q = L^{-1} G, one pass over G."""
