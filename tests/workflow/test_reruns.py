@@ -17,6 +17,7 @@ import yaml
 from snakemake_runner import REPO, SMOKE, config_of, job_counts, run_snakemake
 from unlearnbench import import_graph
 from unlearnbench.method_names import reads_fisher_settings
+from unlearnbench.settings import dp_epsilons
 
 pytestmark = pytest.mark.slow
 
@@ -210,6 +211,13 @@ def test_adding_an_epsilon_adds_only_its_jobs(study_copy):
     assert jobs == expected
 
 
+def test_the_noise_free_dp_control_is_one_more_dp_model(study_copy):
+    assert SMOKE_CONFIG["train_dp"]["noise_free_control"]  # the smoke study runs it
+    jobs = dry_run(study_copy, "train_dp:\n  noise_free_control: false\n")
+    # Taking it away retrains nothing; the DP tables and figure are rebuilt without it.
+    assert jobs == {"tabulate_dp": 1, "plot_privacy_utility": 1, **ALWAYS}
+
+
 def test_adding_a_method_to_the_cycle_study_adds_only_its_jobs(study_copy):
     added = next(m for m in SMOKE_CONFIG["unlearn"]["run"] if m not in CYCLE_METHODS)
     jobs = dry_run(study_copy, f"unlearn:\n  cycle_methods: {[*CYCLE_METHODS, added]}\n")
@@ -227,7 +235,7 @@ def test_adding_a_dataset_adds_only_its_jobs(study_copy):
     ]
     jobs = dry_run(study_copy, yaml.safe_dump({"datasets": datasets}))
     methods = len(METHODS)
-    epsilons = len(SMOKE_CONFIG["train_dp"]["epsilons"])
+    epsilons = len(dp_epsilons(SMOKE_CONFIG["train_dp"]))  # with the noise-free control
     cycles = len(CYCLE_METHODS)
     expected = {
         "prepare_corpus": 1,

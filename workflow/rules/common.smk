@@ -7,7 +7,7 @@ from unlearnbench.import_graph import files_of, script_closure
 from unlearnbench.method_names import needs_fisher, reads_fisher_settings
 from unlearnbench.planner import memory_request_mb
 from unlearnbench.reporting import paths
-from unlearnbench.settings import eps_label, without
+from unlearnbench.settings import dp_epsilons, without
 
 
 def canonical(value):
@@ -45,8 +45,9 @@ REALWORLD_REPLICATES = study_replicates("realworld")
 SPLITS = ["train", "validation", "test"]
 
 
-# DP-SGD target epsilons by path label; the models are named dp_eps~<label>.
-EPSILON = {eps_label(e): e for e in config["train_dp"]["epsilons"]}
+# DP-SGD target epsilons by path label; the models are named dp_eps~<label> (None: the
+# noise-free control, dp_eps~inf).
+EPSILON = dp_epsilons(config["train_dp"])
 EPSILONS = list(EPSILON)
 DP_MODELS = [f"dp_eps~{label}" for label in EPSILON]
 

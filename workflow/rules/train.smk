@@ -103,7 +103,8 @@ rule retrain:
 
 rule train_dp:
     """DP-SGD (Opacus, Poisson sampling, per-sample clipping) from the base model on the same
-    data as the original, at one target epsilon; the manifest reports the epsilon spent."""
+    data as the original, at one target epsilon (eps~inf: the same recipe without noise); the
+    manifest reports the epsilon spent."""
     input:
         base=model_files("results/models/base"),
         tokenizer=TOKENIZER,
@@ -129,7 +130,7 @@ rule train_dp:
         runtime=180,
         gpu=0,
     params:
-        recipe=without(config["train_dp"], "epsilons", "replicates"),
+        recipe=without(config["train_dp"], "epsilons", "replicates", "noise_free_control"),
         epsilon=lambda wc: EPSILON[wc.eps],
         seed=lambda wc: int(wc.seed),
         checkpoint="results/checkpoints/train_dp/{dataset}/seed~{seed}/eps~{eps}",

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .settings.rules import dp_epsilons
 from .settings.schema import ConfigError
 
 MB = 2**20
@@ -181,7 +182,7 @@ def estimates(config: Mapping[str, Any], device: str = "cpu") -> list[Estimate]:
         nodes, scored = exposure["extrapolation_samples"] * k, "extrapolated"
     else:
         nodes, scored = (10**k - 1) // 9, "exact"  # every inner node of the digit tree
-    models = {"evaluate": 2, "evaluate_dp": len(config["train_dp"]["epsilons"])}
+    models = {"evaluate": 2, "evaluate_dp": len(dp_epsilons(config["train_dp"]))}
     for rule, count in models.items():
         add(
             rule,

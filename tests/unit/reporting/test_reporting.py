@@ -519,3 +519,12 @@ def test_cost_inputs_cover_every_benchmarked_job():
     assert not any("plot_" in f for f in files)
     with pytest.raises(ValueError, match=r"rule odd.*COST_WILDCARDS"):
         paths.stage_benchmarks([Rule("odd", "b/{mystery}.tsv")], lambda r: values)
+
+
+def test_the_noise_free_dp_control_is_named_and_ordered_last():
+    assert tables.model_label("dp_eps~inf") == "DP-SGD recipe, no noise (ε=∞)"
+    order = tables.model_order(["dp_eps~inf", "dp_eps~8", "original", "dp_eps~1"])
+    assert order == ["original", "dp_eps~1", "dp_eps~8", "dp_eps~inf"]
+    from unlearnbench.reporting.render import fmt, latex_escape
+
+    assert fmt(float("inf"), 1) == "∞" and latex_escape("ε=∞") == r"$\varepsilon$=$\infty$"

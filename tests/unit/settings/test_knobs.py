@@ -58,7 +58,7 @@ BUILDERS = {
     "train.pretrain": lambda v: TrainConfig(**v, seed=0, key="train.pretrain"),
     "train.finetune": lambda v: TrainConfig(**v, seed=0, key="train.finetune"),
     "train_dp": lambda v: DPConfig(
-        **without(v, "epsilons", "replicates"), target_epsilon=1.0, seed=0
+        **without(v, "epsilons", "replicates", "noise_free_control"), target_epsilon=1.0, seed=0
     ),
     "fisher": lambda v: FisherConfig(**v, seed=0),
     "unlearn.trajectory": TrajectoryConfig.from_dict,

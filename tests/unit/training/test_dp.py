@@ -4,6 +4,7 @@ accounting against an independent accountant, determinism and bitwise-equal resu
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import pytest
@@ -176,6 +177,24 @@ def test_training_is_deterministic_and_returns_a_plain_model(reference):
     assert not model.training and not hasattr(model, "autograd_grad_sample_hooks")
     assert not any(hasattr(p, "grad_sample") for p in model.parameters())
     assert not any(name.startswith("_module.") for name in model.state_dict())
+
+
+def test_noise_free_control_clips_without_noise_and_claims_no_guarantee(reference):
+    """target_epsilon None (the DAG's dp_eps~inf): the same Poisson batches, clipping and step
+    budget, no noise; no epsilon is claimed, and the record stays plain JSON."""
+    ref_fingerprint, ref_history = reference
+    cfg = DPConfig(**{**RECIPE, "target_epsilon": None})
+    assert noise_multiplier(cfg, 12) == 0.0
+    model = tiny_model()
+    history = train_dp(model, data(), cfg, pad_id=EOS)
+    assert history["noise_multiplier"] == 0.0 and history["noise_free"]
+    assert history["epsilon"] is None and history["target_epsilon"] is None
+    assert history["steps"] == ref_history["steps"] and history["empty_batches"] == 2
+    assert json.loads(json.dumps(history, allow_nan=False)) == history
+    assert fingerprint(model) != ref_fingerprint  # the noise is what the DP model adds
+    again = tiny_model()
+    train_dp(again, data(), cfg, pad_id=EOS)
+    assert fingerprint(again) == fingerprint(model)
 
 
 def test_poisson_batches_are_a_pure_function_of_the_step():

@@ -10,6 +10,7 @@ twin's distance (another data order: the noise floor); the original model; the D
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -128,7 +129,7 @@ def privacy_utility_figure(
                 zorder=3,
             )
             ax.annotate(
-                f"ε={eps:g}",
+                "ε=∞" if math.isinf(eps) else f"ε={eps:g}",
                 (group["rel"].mean(), group["exposure_removed_mean"].mean()),
                 fontsize=6,
                 xytext=(4, 3 - 7 * i),

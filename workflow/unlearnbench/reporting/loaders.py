@@ -22,7 +22,7 @@ from ..provenance import read_json
 # Model names of results/eval/{dataset}/seed~{seed}/{model}.json.
 _MODEL_RE = re.compile(
     r"^(?:(?P<reference>original|retrained|retrained_reorder)"
-    r"|dp_eps~(?P<eps>[0-9.]+)"
+    r"|dp_eps~(?P<eps>[0-9.e+-]+|inf)"
     r"|unlearned~(?P<method>[a-z0-9_]+)"
     r"|cycle~(?P<cycle>\d+)~(?P<cycle_method>[a-z0-9_]+))$"
 )

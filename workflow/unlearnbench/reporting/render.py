@@ -32,6 +32,8 @@ class Table:
 def fmt(value: float, digits: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
+    if isinstance(value, float) and math.isinf(value):
+        return "∞" if value > 0 else "−∞"  # the noise-free DP control's epsilon
     return f"{value:.{digits}f}"
 
 
@@ -83,6 +85,8 @@ _LATEX_SPECIAL = {
     "±": r"$\pm$",
     "–": "--",
     "ε": r"$\varepsilon$",
+    "∞": r"$\infty$",
+    "−": r"$-$",
     "Δ": r"$\Delta$",
     "≥": r"$\geq$",
     "<": r"$<$",

@@ -42,6 +42,8 @@ _FAMILY_ORDER = {
 def model_label(model: str) -> str:
     info = loaders.parse_model(model)
     if info["family"] == "dp":
+        if math.isinf(info["epsilon"]):
+            return "DP-SGD recipe, no noise (ε=∞)"
         return f"DP-SGD ε={info['epsilon']:g}"
     if info["family"] == "cycle":
         return f"{PRETTY.get(info['method'], info['method'])}, cycle {info['cycle']}"
@@ -123,7 +125,9 @@ def dp_table(evals: pd.DataFrame, dp_costs: pd.DataFrame, methods: Sequence[str]
     )
     notes = [
         "DP-SGD models are trained with Opacus on all of D (canaries included) at the target ε "
-        "(δ from the config); spent ε is what the accountant reports; the original and the "
+        "(δ from the config); spent ε is what the accountant reports; ε=∞ is the same recipe "
+        "(Poisson sampling, clipping, steps) without noise, which separates the cost of "
+        "clipping from the cost of noise; the original and the "
         "retrained models are the references (every method at its operating points: the main "
         "results). A good trade-off has low removed exposure and small Δ perplexity. Values "
         "are mean ± sample std over seeds.",

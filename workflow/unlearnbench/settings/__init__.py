@@ -18,15 +18,24 @@ from typing import Any
 
 from .files import check_config_files, read_config_file
 from .offline import check_offline
-from .rules import MIN_SPACE_PER_CANARY, check_config, eps_label, max_train_examples
+from .rules import (
+    MIN_SPACE_PER_CANARY,
+    NOISE_FREE_LABEL,
+    check_config,
+    dp_epsilons,
+    eps_label,
+    max_train_examples,
+)
 from .schema import ConfigError, load_schema, schema_errors
 
 __all__ = [
     "MIN_SPACE_PER_CANARY",
+    "NOISE_FREE_LABEL",
     "ConfigError",
     "check_config",
     "check_config_files",
     "check_offline",
+    "dp_epsilons",
     "eps_label",
     "exit_on_config_error",
     "load_schema",

@@ -23,6 +23,19 @@ def eps_label(epsilon: float) -> str:
     return f"{epsilon:g}"
 
 
+NOISE_FREE_LABEL = "inf"  # dp_eps~inf: the DP recipe without noise (epsilon = infinity)
+
+
+def dp_epsilons(train_dp: dict[str, Any]) -> dict[str, float | None]:
+    """The DP-SGD models by path label: one per target epsilon, plus (``noise_free_control``)
+    the same recipe without noise, as ``None``: the control that separates what clipping and
+    Poisson sampling cost from what the noise costs."""
+    models: dict[str, float | None] = {eps_label(e): e for e in train_dp["epsilons"]}
+    if train_dp.get("noise_free_control"):
+        models[NOISE_FREE_LABEL] = None
+    return models
+
+
 def check_config(config: dict[str, Any]) -> None:
     """Cross-field rules; raises ConfigError naming the first broken rule."""
     names = [d["name"] for d in config["datasets"]]

@@ -82,7 +82,7 @@ class DPConfig:
     epochs: int
     batch_size: int  # expected Poisson batch size
     lr: float
-    target_epsilon: float
+    target_epsilon: float | None  # None: no noise (epsilon = infinity), the clipping-only control
     seed: int
     delta: float | None = None  # None: 1/N, N = number of training sequences
     max_grad_norm: float = 1.0  # per-sample clipping bound C
@@ -98,7 +98,7 @@ class DPConfig:
             ("lr", 0 < self.lr <= 1, "must be in (0, 1]", "use a positive rate of at most 1"),
             (
                 "epsilons",
-                self.target_epsilon > 0,
+                self.target_epsilon is None or self.target_epsilon > 0,
                 "target epsilon must be > 0",
                 "list positive epsilons (e.g. 1, 2, 4, 8)",
             ),
@@ -230,7 +230,10 @@ def _calibrate(epsilon: float, delta: float, q: float, steps: int, accountant: s
 
 def noise_multiplier(cfg: DPConfig, n: int) -> float:
     """The smallest noise multiplier (to Opacus's tolerance) that keeps the whole run within
-    (target_epsilon, delta); a readable error if no sensible one exists."""
+    (target_epsilon, delta); a readable error if no sensible one exists. 0 for the noise-free
+    control (target_epsilon None)."""
+    if cfg.target_epsilon is None:
+        return 0.0
     delta = resolve_delta(cfg, n)
     q = sample_rate(n, cfg.batch_size)
     steps = steps_per_epoch(n, cfg.batch_size) * cfg.epochs
@@ -421,12 +424,14 @@ def train_dp(
         dp_optimizer.zero_grad(set_to_none=True)
         hooks.cleanup()  # the caller gets a plain model back, also after an error
     model.eval()
-    epsilon = engine.accountant.get_epsilon(delta=delta)
+    # Without noise nothing is guaranteed (epsilon = infinity): recorded as null.
+    epsilon = engine.accountant.get_epsilon(delta=delta) if noise > 0 else None
     if checkpoint_dir:
         clear_checkpoint(checkpoint_dir)
     return {
         "epsilon": epsilon,
         "target_epsilon": cfg.target_epsilon,
+        "noise_free": noise == 0,
         "delta": delta,
         "noise_multiplier": noise,
         "sample_rate": q,
