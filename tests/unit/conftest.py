@@ -14,6 +14,17 @@ TINY = ModelConfig(n_layer=1, n_embd=16, n_head=2, n_positions=32)
 
 
 @pytest.fixture(scope="module")
+def one_thread():
+    """The tiny models' matmuls are too small to split; on a shared 2-core machine a second
+    OpenMP thread only adds synchronisation stalls (measured: 5x slower under load). Request it
+    by name, or for a whole module with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
 def replicate_files(tmp_path_factory) -> ReplicateFiles:
     """A tokenizer, a canary-injected split with K = 2 request groups and an untrained model on
     disk, as the replicate bundle the stages take (its files live in ``train.parent``)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 from references.exposure_brute_force import brute_force_rank
 from unlearnbench.canaries import ROLES, read_canaries
 from unlearnbench.evaluation.canary_scores import (
@@ -142,15 +141,6 @@ def test_exposures_of_a_role_without_records_is_empty():
 
 
 # --- on the tiny replicate ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny matmuls: a second OpenMP thread only stalls on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

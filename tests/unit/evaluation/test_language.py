@@ -7,21 +7,12 @@ import types
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from tiny_lm import PAD, VOCAB, tiny_gpt2
+from transformers import GPT2LMHeadModel
 from unlearnbench.evaluation.language import perplexity, target_log_probs
 from unlearnbench.lm_data import HEAD_ON_BASE_OUTPUT, collate
 
-VOCAB, PAD = 50, 0  # PAD stands for <|endoftext|>: the pad id is the eos id (ScoringData.pad_id)
 LENGTHS = (2, 7, 3, 12, 5, 5, 9, 1)  # a length-1 sequence predicts nothing
-
-
-def tiny_gpt2(seed: int) -> GPT2LMHeadModel:
-    torch.manual_seed(seed)
-    config = GPT2Config(
-        n_layer=1, n_embd=16, n_head=2, n_positions=32, vocab_size=VOCAB,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=PAD, eos_token_id=PAD,
-    )  # fmt: skip
-    return GPT2LMHeadModel(config).eval()
 
 
 class PlainHead(torch.nn.Module):

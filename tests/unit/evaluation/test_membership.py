@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from tiny_lm import PAD, VOCAB, tiny_gpt2
 from unlearnbench.evaluation import membership
 from unlearnbench.evaluation.membership import (
     TokenStats,
@@ -24,17 +24,6 @@ from unlearnbench.evaluation.membership import (
     zlib_score,
 )
 from unlearnbench.lm_data import collate, mean_loss
-
-VOCAB, PAD = 50, 0
-
-
-def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
-    torch.manual_seed(seed)
-    config = GPT2Config(
-        n_layer=1, n_embd=16, n_head=2, n_positions=32, vocab_size=VOCAB,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=PAD, eos_token_id=PAD,
-    )  # fmt: skip
-    return GPT2LMHeadModel(config).eval()
 
 
 def random_sequences(lengths, seed: int) -> list[list[int]]:

@@ -6,7 +6,6 @@ import copy
 import dataclasses
 
 import pytest
-import torch
 from unlearnbench.evaluation.canary_scores import exposures_of, summarise
 from unlearnbench.evaluation.config import EvalConfig
 from unlearnbench.evaluation.distance import over_unlearning
@@ -22,15 +21,6 @@ KEYS = {
     "fingerprint", "perplexity", "canaries", "summary", "over_unlearning", "forget_quality",
     "membership",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny matmuls: a second OpenMP thread only stalls on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -26,14 +26,7 @@ PREFIX = [1, 5, 9, 33, 2]
 MEMORISED = "2718"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's matmuls are too small to split; on a shared 2-core machine a second
-    OpenMP thread only adds synchronisation stalls (measured: 5x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_model(seed: int = 0) -> GPT2LMHeadModel:

@@ -46,12 +46,7 @@ RAW = ["alice.smith@example.org", "Alice.Smith@Example.org", "bob_jones@mail.exa
 PHONE_DIGITS = "4125550187"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

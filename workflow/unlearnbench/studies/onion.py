@@ -76,7 +76,8 @@ def select_canaries(
     targeted = sorted(sorted(ids, key=lambda i: (-exposures[i], i))[:n])
     if selection == "targeted":
         return targeted
-    pool = [i for i in ids if i not in set(targeted)]
+    taken = set(targeted)
+    pool = [i for i in ids if i not in taken]
     goal = sum(rows.get(i, 0) for i in targeted)
     rng = numpy_rng(seed, "unlearn", "onion", "random", dataset)
     best, best_gap = [], None
