@@ -22,7 +22,10 @@ BAD = [
     ("width_1e5", "model:\n  n_embd: 100000\n  n_head: 4\n", "model.n_embd", "MB"),
     (
         "canaries_1e12",
-        "canaries:\n  per_repetition: 200000000000\n  secret_digits: 14\n" + EXTRAPOLATED,
+        # delta null: the default's 1e-4 would (rightly) be refused first, as above 1/N
+        "canaries:\n  per_repetition: 200000000000\n  secret_digits: 14\n"
+        + "train_dp:\n  delta: null\n"
+        + EXTRAPOLATED,
         "canaries.per_repetition",
         "MB",
     ),

@@ -38,19 +38,28 @@ def expected(
     cycle_methods,
     side_replicates,
     realworld_methods,
+    requests=2,
 ):
     """``side_replicates``: how many replicates the DP, cycle, onion and real-world studies
     run on (their own `replicates` subsets); ``realworld_methods``: the real-world study's
-    methods (its Fisher is estimated because Fisher Removal is among them)."""
+    methods (its Fisher is estimated because Fisher Removal is among them); ``requests``: the
+    cycle study's K."""
     runs, side = nlp * replicates, nlp * side_replicates
     real_runs = realworld * side_replicates
-    return {
+    counts = {
         "prepare_corpus": datasets,
         "train_tokenizer": 1,
         "inject_canaries": runs,
         "pretrain_base": 1,
         "finetune": runs + real_runs,
-        "retrain": 2 * runs,
+        # the retrained model and its twin; each cycle request's but the last; the onion
+        # study's two subsets
+        "retrain": 2 * runs + (requests - 1) * side + 2 * side,
+        "cycle_request": (requests - 1) * side,
+        "onion_request": 2 * side,
+        "evaluate_cycle_retrains": side if requests > 1 else 0,
+        "evaluate_onion_retrains": side,
+        "retrain_realworld": real_runs,
         "train_dp": epsilons * side,
         "estimate_fisher": runs + real_runs,
         "sweep_frontier": methods * runs,
@@ -64,6 +73,7 @@ def expected(
         **dict.fromkeys(REPORT_RULES, 1),
         "all": 1,
     }
+    return {rule: n for rule, n in counts.items() if n}  # a rule without jobs is not listed
 
 
 EXPECTED = {
@@ -88,6 +98,7 @@ EXPECTED = {
         cycle_methods=2,
         side_replicates=1,
         realworld_methods=4,
+        requests=1,
     ),
     ("config/paper.yaml",): expected(
         datasets=6,
@@ -99,6 +110,7 @@ EXPECTED = {
         cycle_methods=2,
         side_replicates=3,
         realworld_methods=7,
+        requests=3,
     ),
 }
 

@@ -60,6 +60,30 @@ UNLEARNED_MODELS = [f"unlearned~{method}" for method in METHODS]
 REALWORLD_METHODS = config["realworld"]["methods"] or METHODS
 # The retrained model (the target) and its twin with another data order (the noise floor).
 RETRAINED_MODELS = ["retrained", "retrained_reorder"]
+# The side studies' gold standards, trained like the retrained model on their own D+: cycle
+# request k < K (D minus groups 1..k; after request K every group is gone, and the retrained
+# model is its gold standard) and the onion study's D minus each selection's subset.
+CYCLE_RETRAINS = [f"retrained_request~{k}" for k in range(1, REQUESTS)]
+ONION_RETRAINS = [f"onion~{selection}" for selection in paths.ONION_SELECTIONS]
+ONION_REQUEST_FILES = {
+    "forget": "forget_set.json",
+    "retain": "retain_set.json",
+    "canaries": "canaries.csv",
+    "manifest": "manifest.json",
+}
+
+
+def retain_set(wc):
+    """The D+ a retrain trains on: the replicate's, a cycle request's or an onion subset's."""
+    if wc.retrain.startswith("retrained_request~"):
+        request = wc.retrain.split("~", 1)[1]
+        folder = paths.CYCLE_REQUEST.format(dataset=wc.dataset, seed=wc.seed, request=request)
+        return f"{folder}/retain_set.json"
+    if wc.retrain.startswith("onion~"):
+        selection = wc.retrain.split("~", 1)[1]
+        folder = paths.ONION_REQUEST.format(dataset=wc.dataset, seed=wc.seed, selection=selection)
+        return f"{folder}/retain_set.json"
+    return f"{replicate_dir('canaries', wc)}/retain_set.json"
 
 
 def fisher_settings(method):
@@ -171,3 +195,25 @@ EVALUATE_DATA = {
     "retain": "results/canaries/{dataset}/seed~{seed}/retain_set.json",
     "canaries": "results/canaries/{dataset}/seed~{seed}/canaries.csv",
 }
+
+
+def scored_after_retrained(models):
+    """The inputs of a job that scores ``models`` of a replicate after the retrained model
+    (whose metrics the KL and forget-quality columns compare with)."""
+    return {
+        **EVALUATE_DATA,
+        "retrained_metrics": "results/eval/{dataset}/seed~{seed}/retrained.json",
+        "models": [
+            path
+            for model in models
+            for path in model_files(f"results/models/{{dataset}}/seed~{{seed}}/{model}")
+        ],
+        "code": code("evaluate"),
+    }
+
+
+def metrics_of(models):
+    return [
+        ensure(f"results/eval/{{dataset}}/seed~{{seed}}/{model}.json", non_empty=True)
+        for model in models
+    ]

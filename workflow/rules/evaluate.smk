@@ -52,19 +52,9 @@ if DP_MODELS:
 
     use rule evaluate as evaluate_dp with:
         input:
-            **EVALUATE_DATA,
-            retrained_metrics="results/eval/{dataset}/seed~{seed}/retrained.json",
-            models=[
-                path
-                for model in DP_MODELS
-                for path in model_files(f"results/models/{{dataset}}/seed~{{seed}}/{model}")
-            ],
-            code=code("evaluate"),
+            **scored_after_retrained(DP_MODELS),
         output:
-            metrics=[
-                ensure(f"results/eval/{{dataset}}/seed~{{seed}}/{model}.json", non_empty=True)
-                for model in DP_MODELS
-            ],
+            metrics=metrics_of(DP_MODELS),
         log:
             log_path("evaluate_dp", "{dataset}", "seed~{seed}"),
         benchmark:
@@ -73,6 +63,41 @@ if DP_MODELS:
             mem_mb=mem_mb("evaluate_dp", floor=3000),
             runtime=60,
             gpu=0,
+
+
+# The side studies' gold standards, one job each per replicate (a change of the onion settings
+# leaves the cycle retrains' metrics alone): every cycle request's retrained model but the
+# last, and the onion study's retrains.
+if CYCLE_RETRAINS:
+
+    use rule evaluate as evaluate_cycle_retrains with:
+        input:
+            **scored_after_retrained(CYCLE_RETRAINS),
+        output:
+            metrics=metrics_of(CYCLE_RETRAINS),
+        log:
+            log_path("evaluate_cycle_retrains", "{dataset}", "seed~{seed}"),
+        benchmark:
+            benchmark_path("evaluate_cycle_retrains", "{dataset}", "seed~{seed}")
+        resources:
+            mem_mb=mem_mb("evaluate", floor=3000),
+            runtime=60,
+            gpu=0,
+
+
+use rule evaluate as evaluate_onion_retrains with:
+    input:
+        **scored_after_retrained(ONION_RETRAINS),
+    output:
+        metrics=metrics_of(ONION_RETRAINS),
+    log:
+        log_path("evaluate_onion_retrains", "{dataset}", "seed~{seed}"),
+    benchmark:
+        benchmark_path("evaluate_onion_retrains", "{dataset}", "seed~{seed}")
+    resources:
+        mem_mb=mem_mb("evaluate", floor=3000),
+        runtime=60,
+        gpu=0,
 
 
 rule evaluations:

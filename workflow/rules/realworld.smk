@@ -5,6 +5,11 @@
 # Strings appear only masked with a short hash in every output.
 
 
+# What the stages read of realworld.* (indelible_margin is the table's: changing it reruns
+# only tabulate_realworld).
+REALWORLD_STAGE_SETTINGS = without(config["realworld"], "replicates", "methods", "indelible_margin")
+
+
 rule find_secrets:
     """Score the e-mail addresses and phone numbers of the training split under the original
     model against the base model, calibrated on held-out strings (validation/test, never
@@ -37,7 +42,7 @@ rule find_secrets:
         runtime=60,
         gpu=0,
     params:
-        realworld=without(config["realworld"], "replicates", "methods"),
+        realworld=REALWORLD_STAGE_SETTINGS,
         seed=lambda wc: int(wc.seed),
     script:
         "../scripts/find_secrets.py"
@@ -86,9 +91,53 @@ rule unlearn_realworld:
         gpu=0,
     params:
         **UNLEARN_PARAMS,
-        realworld=without(config["realworld"], "replicates", "methods"),
+        realworld=REALWORLD_STAGE_SETTINGS,
     script:
         "../scripts/unlearn_realworld.py"
+
+
+rule retrain_realworld:
+    """The case study's gold standard: the finetune recipe from the base model on the request's
+    D+ (retain_set.json: every row holding a requested string gone), its strings then scored
+    like an unlearned model's. A string is indelible for a method when its excess memorisation
+    under the unlearned model stays above that under this model."""
+    input:
+        base=model_files("results/models/base"),
+        retain="results/realworld/{dataset}/seed~{seed}/retain_set.json",
+        reference="results/realworld/{dataset}/seed~{seed}/secrets_original.csv",
+        heldout_reference="results/realworld/{dataset}/seed~{seed}/heldout_original.csv",
+        tokenizer=TOKENIZER,
+        train="results/data/{dataset}/train.parquet",
+        validation="results/data/{dataset}/validation.parquet",
+        test="results/data/{dataset}/test.parquet",
+        code=code("retrain_realworld"),
+    output:
+        model=model_files("results/models/{dataset}/seed~{seed}/retrained"),
+        manifest=ensure("results/models/{dataset}/seed~{seed}/retrained/train.json", non_empty=True),
+        secrets="results/realworld/{dataset}/seed~{seed}/secrets_retrained.csv",
+        scored=ensure(
+            "results/realworld/{dataset}/seed~{seed}/scored_retrained.json", non_empty=True
+        ),
+    log:
+        log_path("retrain_realworld", "{dataset}", "seed~{seed}"),
+    benchmark:
+        benchmark_path("retrain_realworld", "{dataset}", "seed~{seed}")
+    wildcard_constraints:
+        dataset=one_of(REALWORLD_DATASETS),
+    conda:
+        "../../envs/unlearnbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("retrain", floor=3000),
+        runtime=120,
+        gpu=0,
+    params:
+        recipe=config["train"]["finetune"],
+        realworld=REALWORLD_STAGE_SETTINGS,
+        seed=lambda wc: int(wc.seed),
+        checkpoint="results/checkpoints/retrain/{dataset}/seed~{seed}/retrained",
+    script:
+        "../scripts/retrain_realworld.py"
 
 
 rule realworld:
@@ -98,5 +147,5 @@ rule realworld:
             "results/realworld/{dataset}/seed~{seed}/secrets_{model}.csv",
             dataset=REALWORLD_DATASETS,
             seed=REALWORLD_REPLICATES,
-            model=[f"unlearned~{method}" for method in REALWORLD_METHODS],
+            model=["retrained", *(f"unlearned~{method}" for method in REALWORLD_METHODS)],
         ),

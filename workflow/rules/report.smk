@@ -34,6 +34,14 @@ COST_OVERRIDES = {
     # the real-world corpus gets a Fisher only when one of its methods reads it
     "estimate_fisher": [{}]
     + ([REALWORLD_RUNS] if any(needs_fisher(m) for m in REALWORLD_METHODS) else []),
+    "retrain": [
+        {},
+        {"seed": CYCLE_REPLICATES, "retrain": CYCLE_RETRAINS},
+        {"seed": ONION_REPLICATES, "retrain": ONION_RETRAINS},
+    ],
+    "retrain_realworld": [REALWORLD_RUNS],
+    "evaluate_cycle_retrains": [{"seed": CYCLE_REPLICATES}],
+    "evaluate_onion_retrains": [{"seed": ONION_REPLICATES}],
     "train_dp": [{"seed": DP_REPLICATES}],
     "evaluate_dp": [{"seed": DP_REPLICATES}],
     "unlearn_cycles": [{"seed": CYCLE_REPLICATES, "method": config["unlearn"]["cycle_methods"]}],
@@ -77,11 +85,55 @@ rule tabulate_results:
 
 
 rule tabulate_claims:
-    """Each claim of config.claims judged on the verdict datasets' replicates: estimate, CI
-    (two-level bootstrap: replicates, then canaries), Holm-corrected p and verdict."""
+    """Each claim of config.claims judged: the fair protocol's on the verdict datasets'
+    replicates, the side studies' (claims.studies) on theirs: estimate, CI (two-level
+    bootstrap: replicates, then canaries or strings), Holm-corrected p and verdict."""
     input:
         frontiers=paths.expand_grid(
             paths.FRONTIER, dataset=VERDICT_DATASETS, seed=REPLICATES, method=METHODS
+        ),
+        # The side studies' files (claims.studies): every study model's metrics beside the
+        # original and retrained ones of its replicates, the onion requests and unlearning
+        # results, the case study's scored strings.
+        study_evaluations=sorted(
+            set(
+                paths.expand_grid(
+                    paths.EVALUATION,
+                    dataset=NLP_DATASETS,
+                    seed=CYCLE_REPLICATES,
+                    model=["retrained", *CYCLE_RETRAINS, *CYCLE_MODELS],
+                )
+                + paths.expand_grid(
+                    paths.EVALUATION,
+                    dataset=NLP_DATASETS,
+                    seed=ONION_REPLICATES,
+                    model=["original", *ONION_RETRAINS],
+                )
+                + paths.expand_grid(
+                    paths.EVALUATION,
+                    dataset=NLP_DATASETS,
+                    seed=DP_REPLICATES,
+                    model=["original", "retrained", *DP_MODELS],
+                )
+            )
+        ),
+        onion_requests=paths.expand_grid(
+            f"{paths.ONION_REQUEST}/manifest.json",
+            dataset=NLP_DATASETS,
+            seed=ONION_REPLICATES,
+            selection=paths.ONION_SELECTIONS,
+        ),
+        onion_unlearned=paths.expand_grid(
+            paths.ONION,
+            dataset=NLP_DATASETS,
+            seed=ONION_REPLICATES,
+            selection=paths.ONION_SELECTIONS,
+        ),
+        secrets=paths.expand_grid(
+            paths.SECRETS,
+            dataset=REALWORLD_DATASETS,
+            seed=REALWORLD_REPLICATES,
+            model=["retrained", *(f"unlearned~{method}" for method in REALWORLD_METHODS)],
         ),
         code=code("tabulate_claims"),
     output:
@@ -92,6 +144,7 @@ rule tabulate_claims:
         "../../envs/unlearnbench.yaml"
     params:
         rules=config["claims"]["rules"],
+        studies=config["claims"]["studies"],
         datasets=VERDICT_DATASETS,
         bootstrap=config["claims"]["bootstrap"],
     script:
@@ -119,6 +172,7 @@ rule tabulate_dp:
         "../../envs/unlearnbench.yaml"
     params:
         methods=METHODS,
+        repetitions=sorted(set(config["canaries"]["repetitions"])),
     script:
         "../scripts/tabulate_dp.py"
 
@@ -142,13 +196,18 @@ rule tabulate_cost:
 
 
 rule tabulate_realworld:
-    """Memorised real-world strings (masked), what each method removed, the indelible ones."""
+    """Memorised real-world strings (masked), what each method removed, the retrained model's
+    score (the gold standard), the indelible ones."""
     input:
         secrets=paths.expand_grid(
             paths.SECRETS,
             dataset=REALWORLD_DATASETS,
             seed=REALWORLD_REPLICATES,
-            model=["original", *(f"unlearned~{method}" for method in REALWORLD_METHODS)],
+            model=[
+                "original",
+                "retrained",
+                *(f"unlearned~{method}" for method in REALWORLD_METHODS),
+            ],
         ),
         code=code("tabulate_realworld"),
     output:
@@ -161,6 +220,7 @@ rule tabulate_realworld:
         methods=REALWORLD_METHODS,
         removed_below_bits=REMOVED_BELOW_BITS,
         max_rows=MAX_SECRET_ROWS,
+        indelible_margin=config["realworld"]["indelible_margin"],
     script:
         "../scripts/tabulate_realworld.py"
 
@@ -189,13 +249,14 @@ rule plot_privacy_utility:
 
 
 rule plot_unlearning_cycles:
-    """Test perplexity and exposure after each of K sequential unlearning requests."""
+    """Test perplexity and exposure after each of K sequential unlearning requests, beside
+    each request's retrained model (its gold standard)."""
     input:
         evaluations=paths.expand_grid(
             paths.EVALUATION,
             dataset=NLP_DATASETS,
             seed=CYCLE_REPLICATES,
-            model=["original", *CYCLE_MODELS],
+            model=["original", "retrained", *CYCLE_RETRAINS, *CYCLE_MODELS],
         ),
         code=code("plot_unlearning_cycles"),
     output:
@@ -231,10 +292,23 @@ rule plot_weight_changes:
 
 
 rule plot_onion_effect:
-    """Control-canary exposure change after targeted vs random removal."""
+    """Exposure change of the remaining canaries after targeted vs random removal, by
+    retraining on D minus S and by unlearning S (onion.method)."""
     input:
         onion=paths.expand_grid(
             paths.ONION,
+            dataset=NLP_DATASETS,
+            seed=ONION_REPLICATES,
+            selection=paths.ONION_SELECTIONS,
+        ),
+        evaluations=paths.expand_grid(
+            paths.EVALUATION,
+            dataset=NLP_DATASETS,
+            seed=ONION_REPLICATES,
+            model=["original", *ONION_RETRAINS],
+        ),
+        requests=paths.expand_grid(
+            f"{paths.ONION_REQUEST}/manifest.json",
             dataset=NLP_DATASETS,
             seed=ONION_REPLICATES,
             selection=paths.ONION_SELECTIONS,

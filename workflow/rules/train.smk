@@ -67,12 +67,14 @@ rule finetune:
 rule retrain:
     """The gold standard: the same recipe from the same base on D+ only. retrained_reorder is a
     second retrain with another data order: how far two retrains land from each other is the
-    yardstick for "close to retraining" (the noise floor)."""
+    yardstick for "close to retraining" (the noise floor). The side studies' gold standards
+    train the same way on their own D+ (retain_set): retrained_request~k for cycle request k,
+    onion~{selection} for the onion study's subsets."""
     input:
         base=model_files("results/models/base"),
         tokenizer=TOKENIZER,
         train="results/canaries/{dataset}/seed~{seed}/train.parquet",
-        retain="results/canaries/{dataset}/seed~{seed}/retain_set.json",
+        retain=retain_set,
         code=code("retrain"),
     output:
         model=model_files("results/models/{dataset}/seed~{seed}/{retrain}"),
@@ -83,7 +85,7 @@ rule retrain:
         benchmark_path("retrain", "{dataset}", "seed~{seed}", "{retrain}")
     wildcard_constraints:
         dataset=one_of(NLP_DATASETS),
-        retrain=one_of(RETRAINED_MODELS),
+        retrain=one_of([*RETRAINED_MODELS, *CYCLE_RETRAINS, *ONION_RETRAINS]),
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1
@@ -94,8 +96,10 @@ rule retrain:
     params:
         recipe=config["train"]["finetune"],
         seed=lambda wc: int(wc.seed),
-        # The data-order key: the retrain proper keeps the original's order, its twin another.
-        order=lambda wc: "" if wc.retrain == "retrained" else wc.retrain,
+        # The data-order key: every retrain keeps the original's order (the replicate seed), so
+        # that it differs from the original only in the rows it leaves out; the twin takes
+        # another (the noise floor).
+        order=lambda wc: wc.retrain if wc.retrain == "retrained_reorder" else "",
         checkpoint="results/checkpoints/retrain/{dataset}/seed~{seed}/{retrain}",
     script:
         "../scripts/retrain.py"

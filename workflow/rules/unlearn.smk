@@ -112,11 +112,89 @@ rule unlearning:
             model=CYCLE_MODELS,
         ),
         expand(
+            "results/eval/{dataset}/seed~{seed}/{model}.json",
+            dataset=NLP_DATASETS,
+            seed=CYCLE_REPLICATES,
+            model=CYCLE_RETRAINS,
+        ),
+        expand(
             "results/onion/{dataset}/seed~{seed}/{selection}.json",
             dataset=NLP_DATASETS,
             seed=ONION_REPLICATES,
-            selection=["targeted", "random"],
+            selection=paths.ONION_SELECTIONS,
         ),
+        expand(
+            "results/eval/{dataset}/seed~{seed}/{model}.json",
+            dataset=NLP_DATASETS,
+            seed=ONION_REPLICATES,
+            model=ONION_RETRAINS,
+        ),
+
+
+# The requests are light (no torch, a second or two): they run where Snakemake runs.
+localrules:
+    onion_request,
+    cycle_request,
+
+
+rule onion_request:
+    """The onion study's subset S of one selection: the onion.remove canaries the original
+    model exposes most (targeted) or a seeded random set of others with as many training rows
+    (random), written as a request. Its retrain (rule retrain, model onion~{selection}) trains
+    on the request's D+, its unlearning arm (onion_unlearn) removes its D-."""
+    input:
+        original_eval="results/eval/{dataset}/seed~{seed}/original.json",
+        canaries="results/canaries/{dataset}/seed~{seed}/canaries.csv",
+        tokenizer=TOKENIZER,
+        train="results/canaries/{dataset}/seed~{seed}/train.parquet",
+        code=code("onion_request"),
+    output:
+        forget=f"{paths.ONION_REQUEST}/forget_set.json",
+        retain=f"{paths.ONION_REQUEST}/retain_set.json",
+        canaries=f"{paths.ONION_REQUEST}/canaries.csv",
+        manifest=ensure(f"{paths.ONION_REQUEST}/manifest.json", non_empty=True),
+    log:
+        log_path("onion_request", "{dataset}", "seed~{seed}", "{selection}"),
+    wildcard_constraints:
+        dataset=one_of(NLP_DATASETS),
+        selection=one_of(paths.ONION_SELECTIONS),
+    conda:
+        "../../envs/unlearnbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        n_remove=config["onion"]["remove"],
+        seed=lambda wc: int(wc.seed),
+    script:
+        "../scripts/onion_request.py"
+
+
+rule cycle_request:
+    """The retained set after the first {request} requests of the cycle study (D minus groups
+    1..{request}; the groups still pending stay): the training set of that request's
+    retrained model (rule retrain, model retrained_request~{request})."""
+    input:
+        forget="results/canaries/{dataset}/seed~{seed}/forget_set.json",
+        retain="results/canaries/{dataset}/seed~{seed}/retain_set.json",
+        code=code("cycle_request"),
+    output:
+        retain=f"{paths.CYCLE_REQUEST}/retain_set.json",
+        manifest=ensure(f"{paths.CYCLE_REQUEST}/manifest.json", non_empty=True),
+    log:
+        log_path("cycle_request", "{dataset}", "seed~{seed}", "request~{request}"),
+    wildcard_constraints:
+        dataset=one_of(NLP_DATASETS),
+        request=r"\d+",
+    conda:
+        "../../envs/unlearnbench.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/cycle_request.py"
 
 
 rule onion_unlearn:
@@ -125,8 +203,15 @@ rule onion_unlearn:
     of every other canary before and after (a Fisher method estimates the Fisher of each
     request's own D+). Both selections share every setting, so one job runs the two."""
     input:
-        original_eval="results/eval/{dataset}/seed~{seed}/original.json",
-        canaries="results/canaries/{dataset}/seed~{seed}/canaries.csv",
+        **{
+            f"request_{name}": paths.expand_grid(
+                f"{paths.ONION_REQUEST}/{file}",
+                dataset=["{dataset}"],
+                seed=["{seed}"],
+                selection=paths.ONION_SELECTIONS,
+            )
+            for name, file in ONION_REQUEST_FILES.items()
+        },
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
         tokenizer=TOKENIZER,
         train="results/canaries/{dataset}/seed~{seed}/train.parquet",
@@ -151,7 +236,7 @@ rule onion_unlearn:
         gpu=0,
     params:
         selections=paths.ONION_SELECTIONS,
-        onion=without(config["onion"], "replicates"),
+        onion=without(config["onion"], "replicates", "remove"),
         hyper=config["unlearn"]["methods"][config["onion"]["method"]],
         trajectory=config["unlearn"]["trajectory"],
         fisher=fisher_settings(config["onion"]["method"]),

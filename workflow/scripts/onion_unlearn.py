@@ -11,18 +11,20 @@ from unlearnbench.studies.onion import onion_stage
 
 params = dict(snakemake.params.items())
 inp, out = snakemake.input, snakemake.output
-replicate = ReplicateFiles.from_inputs(inp, snakemake.wildcards.dataset, params["seed"])
+base = ReplicateFiles.from_inputs(inp, snakemake.wildcards.dataset, params["seed"])
 fisher_cfg = FisherConfig(**params["fisher"], seed=params["seed"]) if params["fisher"] else None
 
 
-def study(selection):
+def study(k):
+    """Selection k's request (rule onion_request's files, in params.selections order)."""
+    replicate = base.with_request(
+        inp.request_forget[k], inp.request_retain[k], inp.request_canaries[k]
+    )
     return lambda frame: onion_stage(
-        selection,
-        params["onion"]["remove"],
+        inp.request_manifest[k],
         params["onion"]["method"],
         params["hyper"],
         replicate,
-        original_eval_path=inp.original_eval,
         fisher_cfg=fisher_cfg,
         trajectory=params["trajectory"],
         device=frame.device,
@@ -34,11 +36,11 @@ def study(selection):
 frame = start_stage(
     snakemake.log[0], params, threads=snakemake.threads, gpus=snakemake.resources.get("gpu", 0)
 )
-for selection, metrics_path in zip(params["selections"], out.metrics, strict=True):
+for k, (selection, metrics_path) in enumerate(zip(params["selections"], out.metrics, strict=True)):
     record_stage(
         metrics_path,
         {**params, "selection": selection},
         {"unlearn": params["seed"], "eval": params["seed"]},
-        study(selection),
+        study(k),
         frame,
     )

@@ -6,15 +6,23 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, als
 
 from unlearnbench.logs import start_log
 from unlearnbench.reporting.protocol_tables import make_claims_table
+from unlearnbench.reporting.study_claims import StudyFiles
 
 log = start_log(snakemake.log[0])
-params = snakemake.params
+params, inp = snakemake.params, snakemake.input
 result = make_claims_table(
-    list(snakemake.input.frontiers),
+    list(inp.frontiers),
     params.rules,
     params.datasets,
     params.bootstrap,
     dict(snakemake.output),
+    study_rules=params.studies,
+    study_files=StudyFiles(
+        evaluations=list(inp.study_evaluations),
+        onion_requests=list(inp.onion_requests),
+        onion_unlearned=list(inp.onion_unlearned),
+        secrets=list(inp.secrets),
+    ),
 )
 for row in result.itertuples():
     log.info("%s: %s (estimate %s, Holm p %s)", row.id, row.verdict, row.estimate, row.p_holm)

@@ -14,5 +14,6 @@ table = make_dp_table(
     list(inp.manifests),
     snakemake.params.methods,
     dict(snakemake.output.items()),
+    snakemake.params.repetitions,
 )
 log.info("DP-SGD table: %d rows", len(table.data))

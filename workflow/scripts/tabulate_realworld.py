@@ -15,5 +15,6 @@ table = make_realworld_table(
     params.methods,
     params.max_rows,
     dict(snakemake.output.items()),
+    params.indelible_margin,
 )
 log.info("real-world table: %d memorised strings shown (masked)", len(table.data))

@@ -323,6 +323,15 @@ def write_onion(root: Path, dataset: str, seed: int, selection: str, shift: floa
     return _write(root / f"results/onion/{dataset}/seed~{seed}/{selection}.json", doc)
 
 
+def write_onion_request(root: Path, dataset: str, seed: int, selection: str) -> Path:
+    """The request manifest of an onion subset: targeted S = the two controls, random S = one
+    removed and one tuning canary."""
+    removed = [4, 5] if selection == "targeted" else [0, 2]
+    doc = {"selection": selection, "removed_canary_ids": removed}
+    folder = root / f"results/onion/{dataset}/seed~{seed}/request~{selection}"
+    return _write(folder / "manifest.json", doc)
+
+
 # ---- the whole study ------------------------------------------------------------------------
 
 
@@ -336,6 +345,9 @@ class Study:
     dp_train: list[Path] = field(default_factory=list)  # train.json of the DP models
     frontiers: list[Path] = field(default_factory=list)
     onion: list[Path] = field(default_factory=list)
+    onion_retrains: list[Path] = field(default_factory=list)  # onion~<selection> metrics
+    onion_requests: list[Path] = field(default_factory=list)
+    cycle_retrains: list[Path] = field(default_factory=list)  # retrained_request~<k> metrics
 
     def only(self, paths: list[Path], **where: Any) -> list[Path]:
         """The paths of one dataset and/or seed."""
@@ -370,4 +382,8 @@ def build_study(root: Path) -> Study:
                     study.cycles.append(write_eval(root, d, s, f"cycle~{k}~{m}"))
             for selection, shift in (("targeted", 1.5), ("random", 0.1)):
                 study.onion.append(write_onion(root, d, s, selection, shift))
+                study.onion_retrains.append(write_eval(root, d, s, f"onion~{selection}"))
+                study.onion_requests.append(write_onion_request(root, d, s, selection))
+            for k in range(1, K):
+                study.cycle_retrains.append(write_eval(root, d, s, f"retrained_request~{k}"))
     return study

@@ -207,7 +207,8 @@ def _claim_diff(dataset: str, seed: int) -> float:
 def test_claims_table_verdicts_from_the_frontiers(study, tmp_path):
     out = outputs(tmp_path, "claims")
     result = protocol_tables.make_claims_table(study.frontiers, RULES, DATASETS, BOOTSTRAP, out)
-    assert list(result.columns) == list(claims.COLUMNS)
+    assert list(result.columns) == [*claims.COLUMNS, "scope"]
+    assert set(result["scope"]) == {"fair protocol"}
     by = result.set_index("id")
     # A clear effect (Fisher Removal's removed canaries 3+ bits lower on every replicate).
     held = by.loc["fr_erases_more"]
@@ -234,13 +235,14 @@ def test_claims_table_verdicts_from_the_frontiers(study, tmp_path):
     for ext, path in out.items():
         assert Path(path).stat().st_size > 0, ext
     csv = pd.read_csv(out["csv"])
-    assert list(csv.columns) == list(claims.COLUMNS)
+    assert list(csv.columns) == [*claims.COLUMNS, "scope"]
     assert list(csv["verdict"]) == ["held", "not held", "inconclusive"]
     md = Path(out["md"]).read_text()
-    assert "| Fisher Removal erases more than gradient ascent at matched utility | \\< 0 |" in md
+    row = "| Fisher Removal erases more than gradient ascent at matched utility | fair protocol |"
+    assert f"{row} \\< 0 |" in md
     assert "inconclusive (no measurements)" in md
     assert f"{held['seeds']} / {held['units']}" in md
-    assert "Verdict datasets: news, wiki" in md
+    assert "Fair protocol: verdict datasets news, wiki" in md
 
 
 def test_claims_use_only_the_verdict_datasets(study, tmp_path):

@@ -154,9 +154,13 @@ def test_onion_loader_drops_removed_canaries(study):
 
 def test_dp_table_epsilons_beside_the_references(study, tmp_path):
     table = tables.make_dp_table(
-        study.references + study.dp, study.dp_train, METHODS, outputs(tmp_path, "dp")
+        study.references + study.dp, study.dp_train, METHODS, outputs(tmp_path, "dp"), [2, 16]
     )
     data = table.data
+    # Group privacy of a canary inserted r times: r x the spent epsilon (7.84 at target 8).
+    group = table.display.set_index(["dataset", "model"])["group ε (canary inserted r times)"]
+    assert group[("news", "DP-SGD ε=8")] == "r=2: 15.7, r=16: 125.4"
+    assert group[("news", "original")] == "–"
     assert len(data) == len(DATASETS) * (3 + len(EPSILONS))
     # References first, DP rows sorted by epsilon.
     assert list(data.loc[data["dataset"] == "news", "model"]) == [
@@ -327,6 +331,42 @@ def test_an_over_unlearned_string_is_flagged_and_not_removed(tmp_path):
     assert "over-unlearned" in (tmp_path / "results/tables/rw.md").read_text()
 
 
+def test_indelible_means_above_the_retrained_model_for_every_method(tmp_path):
+    """With the retrained model scored, a requested string is indelible when every method
+    leaves it more than indelible_margin bits above the retrained model's score; a string
+    that stays in D+ never is (the retrained model learns it too)."""
+    columns = ["masked", "kind", "occurrences", "exposure", "extracted", "excess", "memorised"]
+    columns += ["in_forget_set", "removed", "over_unlearned"]
+    scores = {  # excess of MASKS[0..2]; MASKS[2] was not requested
+        "original": [9.0, 8.0, 7.0],
+        "retrained": [2.0, 1.5, 7.0],
+        "fisher_removal": [5.0, 2.0, 7.0],
+        "gradient_ascent": [3.5, 2.2, 6.5],
+    }
+    paths = []
+    for model, excess in scores.items():
+        path = tmp_path / f"results/realworld/credits/seed~0/secrets_{model}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [
+            [MASKS[i], "email", 3, 1.0, False, e, True, i < 2, False, False]
+            for i, e in enumerate(excess)
+        ]
+        pd.DataFrame(rows, columns=columns).to_csv(path, index=False)
+        paths.append(path)
+    methods = ["fisher_removal", "gradient_ascent"]
+    table = tables.make_realworld_table(paths, 2.0, methods, 50, outputs(tmp_path, "rw"), 1.0)
+    data = table.data.set_index("masked")
+    assert list(data.loc[list(MASKS[:3]), "score_retrained"]) == [2.0, 1.5, 7.0]
+    # MASKS[0]: 3.0 and 1.5 bits above retraining -> indelible; MASKS[1]: 0.5 / 0.7 -> not;
+    # MASKS[2]: not requested -> never.
+    assert list(data.loc[list(MASKS[:3]), "indelible"]) == [True, False, False]
+    assert "retrained (bits over held-out)" in table.display.columns
+    assert (
+        "1 indelible (requested, and every method leaves it more than 1 bits"
+        in (tmp_path / "results/tables/rw.md").read_text()
+    )
+
+
 def test_unmasked_address_never_reaches_a_table(tmp_path):
     path = _secrets(
         tmp_path, "usenet", 0, "original", [["jdoe@cs.cmu.edu", "email", 3, 12.0, True]]
@@ -373,13 +413,15 @@ FIGURES = {
         study.only(study.frontiers, seed=0), METHODS, png, pdf
     ),
     "unlearning_cycles": lambda study, root, png, pdf: figures_unlearning.make_cycles_figure(
-        [p for p in study.references if p.name == "original.json"] + study.cycles,
+        [p for p in study.references if p.name in ("original.json", "retrained.json")]
+        + study.cycle_retrains
+        + study.cycles,
         METHODS,
         png,
         pdf,
     ),
     "onion_effect": lambda study, root, png, pdf: figures_studies.make_onion_figure(
-        study.onion, png, pdf
+        study.onion, study.references + study.onion_retrains, study.onion_requests, png, pdf
     ),
     "fisher_scaling": lambda study, root, png, pdf: figures_studies.make_scaling_figure(
         _scaling_csv(root), png, pdf

@@ -101,6 +101,20 @@ BAD_CONFIGS = [
     ({"fisher.blocks": "diagonal"}, "fisher.blocks", "diagonal"),
     ({"onion.remove": 16}, "onion.remove", "control"),
     ({"onion.method": "forget_all"}, "onion.method", "forget_all"),
+    # side-study claims: an arm the config does not run, a metric of another study, a missing
+    # onion arm, an id taken by a protocol claim
+    ({"claims.studies.0.a": "gradient_ascent"}, "claims.studies[0].a", "cycle"),
+    ({"claims.studies.4.a": "dp_eps~4"}, "claims.studies[4].a", "dp_eps~8"),
+    ({"claims.studies.0.metric": "requested_excess"}, "claims.studies[0].metric", "cycles"),
+    ({"claims.studies.1.point": None}, "claims.studies[1].point", "retrain"),
+    ({"claims.studies.0.point": "retrain"}, "claims.studies[0].point", "only onion"),
+    (
+        {"claims.studies.3.metric": "control_log_perplexity_shift"},
+        "claims.studies[3].metric",
+        "exposure only",
+    ),
+    ({"claims.studies.0.id": "fr_erases_more_than_ga"}, "claims.studies[0].id", "two claims"),
+    ({"claims.studies.6.b": "unlearned~fisher_removal"}, "claims.studies[6].b", "itself"),
 ]
 
 

@@ -74,3 +74,24 @@ def test_retained_set_of_a_request_keeps_the_pending_groups():
                 if g in removed}  # fmt: skip
         assert data.retained_rows(removed) == [r for r in range(10) if r not in gone]
     assert data.retained_rows(None) == data.retain_rows
+
+
+def test_request_retain_set_is_what_the_request_k_retrain_trains_on(tmp_path):
+    """The retain manifest of cycle request k (rule cycle_request) = D minus the rows of groups
+    1..k, the slow obvious way; the last request's is the replicate's D+."""
+    import json
+
+    from unlearnbench.texts import request_retain_set
+
+    forget = {"indices": [1, 3, 5, 7], "canary_ids": [0, 1, 1, 2], "groups": [1, 2, 2, 1]}
+    (tmp_path / "forget_set.json").write_text(json.dumps(forget))
+    (tmp_path / "retain_set.json").write_text(json.dumps({"indices": [0, 2, 4, 6, 8]}))
+    for k in (1, 2):
+        got = request_retain_set(
+            tmp_path / "retain_set.json", tmp_path / "forget_set.json", range(1, k + 1)
+        )
+        gone = {r for r, g in zip(forget["indices"], forget["groups"], strict=True) if g <= k}
+        assert got["indices"] == [r for r in range(9) if r not in gone]
+    assert got["indices"] == [0, 2, 4, 6, 8]
+    with pytest.raises(ValueError, match="groups \\[3\\]"):
+        request_retain_set(tmp_path / "retain_set.json", tmp_path / "forget_set.json", [3])

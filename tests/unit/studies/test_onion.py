@@ -53,3 +53,56 @@ def test_unknown_selection_and_too_many_are_refused():
         select_canaries(EXPOSURES, ROWS, 3, "worst", 0, "news")
     with pytest.raises(ValueError, match=r"onion\.remove"):
         select_canaries(EXPOSURES, ROWS, 16, "targeted", 0, "news")
+
+
+def test_onion_request_writes_the_subset_as_a_request(tmp_path):
+    """Rule onion_request: the forget set is exactly S's copies, the retain set (what the onion
+    retrain trains on) every other row, the canary table marks S removed and the rest
+    controls; the random S is the same draw select_canaries makes."""
+    import json
+
+    from unlearnbench.replicate import ReplicateFiles
+    from unlearnbench.studies.onion import onion_request_stage
+
+    ids = [-1, 0, 1, 1, 2, 2, 2, -1, 3, 3, 3, 3]
+    train = tmp_path / "train.parquet"
+    pd.DataFrame({"text": [f"t{i}" for i in range(len(ids))], "canary_id": ids}).to_parquet(train)
+    canaries = tmp_path / "canaries.csv"
+    pd.DataFrame(
+        {
+            "canary_id": [0, 1, 2, 3, 4],
+            "role": ["control", "removed", "removed", "control", "phantom"],
+            "in_forget_set": [False, True, True, False, False],
+            "group": [0, 1, 1, 0, 0],
+            "template": "my pin code is {secret}",
+            "prefix": "my pin code is",
+            "secret": ["1111", "2222", "3333", "4444", "5555"],
+            "text": [f"my pin code is {d * 4}" for d in "12345"],
+            "repetitions": [1, 2, 3, 4, 0],
+            "randomness_space": 10000,
+        }
+    ).to_csv(canaries, index=False)
+    exposures = {0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0}
+    original = tmp_path / "original.json"
+    records = [
+        {"canary_id": c, "role": "control", "exposure_exact": e} for c, e in exposures.items()
+    ]
+    original.write_text(json.dumps({"canaries": records}))
+    replicate = ReplicateFiles(
+        dataset="news", seed=0, tokenizer_dir=tmp_path, train=train, canaries=canaries
+    )
+    for selection in ("targeted", "random"):
+        out = {n: tmp_path / selection / f"{n}.json" for n in ("forget", "retain")}
+        out["canaries"] = tmp_path / selection / "canaries.csv"
+        result = onion_request_stage(selection, 1, replicate, original, out)
+        rows = {c: sum(i == c for i in ids) for c in exposures}
+        removed = select_canaries(exposures, rows, 1, selection, 0, "news")
+        assert result["removed_canary_ids"] == removed
+        forget = json.loads(out["forget"].read_text())["indices"]
+        retain = json.loads(out["retain"].read_text())["indices"]
+        assert forget == [i for i, c in enumerate(ids) if c in removed]
+        assert retain == [i for i, c in enumerate(ids) if c not in removed]
+        table = pd.read_csv(out["canaries"]).set_index("canary_id")
+        assert set(table.index[table["role"] == "removed"]) == set(removed)
+        assert table.loc[4, "role"] == "phantom"
+        assert result["controls"] == [c for c in exposures if c not in removed]

@@ -22,8 +22,9 @@ Statistics:
   error rate ``alpha``).
 * **Verdict**: ``held`` if the Holm-adjusted p < ``alpha``; else ``not held`` if the interval
   lies strictly on the other side of the threshold (the data contradict the claim); else
-  ``inconclusive``. Claims without data, or with fewer than 2 seeds, are ``inconclusive`` with a
-  ``reason`` and take no part in the Holm correction.
+  ``inconclusive``. Claims without data, or with fewer than 2 seeds (``Claim.min_seeds``: 1
+  for a claim that pools one replicate's units), are ``inconclusive`` with a ``reason`` and
+  take no part in the Holm correction.
 
 Each claim resamples with its own generator, derived from the base seed and a SHA-256 hash of
 the claim id, so that adding, removing or reordering claims never changes another claim's
@@ -269,6 +270,9 @@ class Claim:
     b: str | None = None
     point: str | None = None
     unit: str | None = None
+    # Fewest seeds to resample: 2 for the two-level bootstrap; 1 for a claim whose data pool
+    # one replicate's units under one seed label (a study on one replicate: exploratory).
+    min_seeds: int = MIN_SEEDS
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -323,7 +327,8 @@ def evaluate_claims(
       (``ci_low > threshold`` for a "below" claim, ``ci_high < threshold`` for "above");
     * ``inconclusive``: otherwise.
 
-    A claim without data (absent or empty frame) or with fewer than 2 seeds is
+    A claim without data (absent or empty frame) or with fewer than ``claim.min_seeds`` seeds
+    (2 unless the claim pools units under one seed) is
     ``inconclusive`` with a ``reason``, NaN numbers, and takes no part in the Holm correction
     (it adds no test to the family). ``reason`` is empty for evaluated claims. Malformed data
     (missing columns, NaN values, duplicated units) raise ValueError naming the claim.
@@ -372,9 +377,9 @@ def evaluate_claims(
             raise ValueError(f"claim {claim.id!r}: {err}") from err
         row["seeds"] = len(groups.counts)
         row["units"] = int(groups.counts.sum())
-        if len(groups.counts) < MIN_SEEDS:
+        if len(groups.counts) < claim.min_seeds:
             row["reason"] = (
-                f"{len(groups.counts)} seed; at least {MIN_SEEDS} needed to resample seeds"
+                f"{len(groups.counts)} seed; at least {claim.min_seeds} needed to resample seeds"
             )
             continue
         resampled = two_level_bootstrap(frame, n_resamples, claim_generator(seed, claim.id))
@@ -465,7 +470,7 @@ def claims_markdown(
         f"with replacement, then units within each seed), {level_text} percentile CI, one-sided "
         f"p with Holm correction across claims. Verdict: held if p (Holm) < {alpha_text}; "
         "not held if the CI lies entirely on the other side of the threshold; else inconclusive "
-        "(also when data are missing or come from fewer than 2 seeds; those take no part in "
-        "the Holm correction)."
+        "(also when data are missing or come from fewer than 2 seeds, unless the claim pools "
+        "units; those take no part in the Holm correction)."
     )
     return "\n".join([*lines, "", footnote]) + "\n"

@@ -11,7 +11,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from . import loaders
+from ..study_names import ONION_SELECTIONS
+from . import loaders, study_claims
 from .plotting import (
     commits_footer,
     empty_panel,
@@ -20,48 +21,71 @@ from .plotting import (
     subplots,
 )
 
-SELECTIONS = ("targeted", "random")
+SELECTIONS = ONION_SELECTIONS
+ARMS = {
+    "retrain": "retrained on D minus S (exact exposure)",
+    "unlearn": "unlearned (trajectory estimate)",
+}
 
 
 def onion_figure(onion: pd.DataFrame) -> Figure:
-    """One panel per dataset: change in exposure of the remaining control canaries after
-    removing the most exposed canaries (targeted) vs as many random ones."""
+    """Rows: the study's arms (``arm``: retrained on D minus S, or unlearned with
+    onion.method); columns: datasets. Change in exposure of the remaining canaries after
+    removing the most exposed canaries (targeted) vs a random set of as many rows."""
     datasets = sorted(onion["dataset"].unique()) if not onion.empty else []
-    fig, axes = subplots(1, max(len(datasets), 1), width=3.4, height=3.4)
+    arms = [a for a in ARMS if not onion.empty and a in set(onion["arm"])]
+    fig, axes = subplots(
+        max(len(arms), 1), max(len(datasets), 1), width=3.4, height=3.4, sharey="row"
+    )
     jitter = np.random.default_rng(0)  # fixed: the figure is deterministic
-    for col, dataset in enumerate(datasets):
-        ax = axes[0][col]
-        mine = onion[onion["dataset"] == dataset]
-        present = [s for s in SELECTIONS if s in set(mine["selection"])]
-        present += sorted(set(mine["selection"]) - set(SELECTIONS))
-        values = [mine.loc[mine["selection"] == s, "change"].to_numpy() for s in present]
-        ax.boxplot(values, showfliers=False, widths=0.5)
-        ax.set_xticks(range(1, len(present) + 1))
-        labels = []
-        for i, (selection, vals) in enumerate(zip(present, values, strict=True), start=1):
-            ax.scatter(
-                i + jitter.uniform(-0.12, 0.12, len(vals)),
-                vals,
-                s=10,
-                alpha=0.6,
-                color="#d62728" if selection == "targeted" else "#1f77b4",
-            )
-            ax.plot(i, vals.mean(), marker="D", color="black", markersize=6)
-            removed = int(mine.loc[mine["selection"] == selection, "removed"].max())
-            labels.append(f"{selection}\n({removed} removed,\nmean {vals.mean():+.2f})")
-        ax.set_xticklabels(labels)
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_title(dataset)
-        ax.set_ylabel("Δ control exposure after − before (bits)")
-    if not datasets:
+    for row, arm in enumerate(arms):
+        for col, dataset in enumerate(datasets):
+            ax = axes[row][col]
+            mine = onion[(onion["dataset"] == dataset) & (onion["arm"] == arm)]
+            present = [s for s in SELECTIONS if s in set(mine["selection"])]
+            present += sorted(set(mine["selection"]) - set(SELECTIONS))
+            values = [mine.loc[mine["selection"] == s, "change"].to_numpy() for s in present]
+            if not present:
+                empty_panel(ax, f"no {arm} arm")
+                continue
+            ax.boxplot(values, showfliers=False, widths=0.5)
+            ax.set_xticks(range(1, len(present) + 1))
+            labels = []
+            for i, (selection, vals) in enumerate(zip(present, values, strict=True), start=1):
+                ax.scatter(
+                    i + jitter.uniform(-0.12, 0.12, len(vals)),
+                    vals,
+                    s=10,
+                    alpha=0.6,
+                    color="#d62728" if selection == "targeted" else "#1f77b4",
+                )
+                ax.plot(i, vals.mean(), marker="D", color="black", markersize=6)
+                removed = int(mine.loc[mine["selection"] == selection, "removed"].max())
+                labels.append(f"{selection}\n({removed} removed,\nmean {vals.mean():+.2f})")
+            ax.set_xticklabels(labels)
+            ax.axhline(0, color="black", linewidth=0.8)
+            ax.set_title(f"{dataset}: {ARMS[arm]}", fontsize=8)
+            ax.set_ylabel("Δ exposure of the others (bits)")
+    if not arms or not datasets:
         empty_panel(axes[0][0], "no onion-effect runs")
     fig.suptitle("Onion effect: exposure change of the remaining canaries (◆ = mean)")
     return fig
 
 
-def make_onion_figure(onion_files: Sequence[str | Path], png: str | Path, pdf: str | Path) -> None:
-    fig = onion_figure(loaders.load_onion(onion_files))
-    commits_footer(fig, onion_files)
+def make_onion_figure(
+    onion_files: Sequence[str | Path],
+    evaluations: Sequence[str | Path],
+    requests: Sequence[str | Path],
+    png: str | Path,
+    pdf: str | Path,
+) -> None:
+    """The unlearning arm (onion_unlearn's results) and the retrain arm (the onion~selection
+    models' evaluations against the original's, with the requests' subsets)."""
+    unlearned = loaders.load_onion(onion_files).assign(arm="unlearn")
+    files = study_claims.StudyFiles(evaluations=evaluations, onion_requests=requests)
+    retrained = study_claims.onion_retrain_shifts(files)
+    fig = onion_figure(pd.concat([retrained.assign(arm="retrain"), unlearned], ignore_index=True))
+    commits_footer(fig, [*onion_files, *evaluations])
     save_figure(fig, png, pdf)
 
 

@@ -21,6 +21,7 @@ from .plotting import (
     save_figure,
     subplots,
 )
+from .study_claims import gold_standard_models
 from .tables import PRETTY
 
 _REPETITION_COLORS = ["#fdae61", "#f46d43", "#d73027", "#a50026", "#67001f", "#3f0010"]
@@ -58,6 +59,7 @@ def cycles_figure(canaries: pd.DataFrame, evals: pd.DataFrame, methods: Sequence
             control = pd.concat([orig_ca.assign(cycle=0), mc])
             line = control[control["role"] == "control"].groupby("cycle")["exposure"].mean()
             axes[2][col].plot(line.index, line.values, **style)
+        _gold_standard(axes, col, ev, ca)
         before = orig_ca[orig_ca["in_forget_set"]]["exposure"].mean()
         axes[1][col].axhline(
             before,
@@ -84,6 +86,24 @@ def cycles_figure(canaries: pd.DataFrame, evals: pd.DataFrame, methods: Sequence
             axes[row][-1].legend(loc="best")
     fig.suptitle("Sequential unlearning requests: utility and exposure after each cycle")
     return fig
+
+
+def _gold_standard(axes, col: int, ev: pd.DataFrame, ca: pd.DataFrame) -> None:
+    """Each request's retrained model (black crosses): the target of every cycle."""
+    gold = gold_standard_models(ev)
+    if gold.empty:
+        return
+    style = {"color": "black", "marker": "x", "linestyle": ":"}
+    style["label"] = "retrained on D+ of request k"
+    ppl = gold.groupby("cycle")["test_ppl"].mean()
+    axes[0][col].plot(ppl.index, ppl.values, **style)
+    exposures = []
+    for row in gold.itertuples():
+        mine = ca[(ca["model"] == row.model) & (ca["seed"] == row.seed)]
+        removed = mine[(mine["group"] >= 1) & (mine["group"] <= row.cycle)]
+        exposures.append({"cycle": row.cycle, "exposure": removed["exposure"].mean()})
+    line = pd.DataFrame(exposures).groupby("cycle")["exposure"].mean()
+    axes[1][col].plot(line.index, line.values, **style)
 
 
 def make_cycles_figure(

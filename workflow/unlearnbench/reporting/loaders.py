@@ -24,7 +24,9 @@ _MODEL_RE = re.compile(
     r"^(?:(?P<reference>original|retrained|retrained_reorder)"
     r"|dp_eps~(?P<eps>[0-9.e+-]+|inf)"
     r"|unlearned~(?P<method>[a-z0-9_]+)"
-    r"|cycle~(?P<cycle>\d+)~(?P<cycle_method>[a-z0-9_]+))$"
+    r"|cycle~(?P<cycle>\d+)~(?P<cycle_method>[a-z0-9_]+)"
+    r"|retrained_request~(?P<request>\d+)"
+    r"|onion~(?P<onion>targeted|random))$"
 )
 # What a masked secret looks like (unlearnbench.corpora.privacy.mask_email / mask_phone):
 # "j***@***.edu#1a2b3c4d", "***#1a2b3c4d", "<phone#1a2b3c4d>".
@@ -35,14 +37,22 @@ MASK_RE = re.compile(
 
 
 def parse_model(name: str) -> dict[str, Any]:
-    """``dp_eps~4`` -> family dp, epsilon 4.0; ``cycle~2~fisher_removal`` -> cycle 2 etc."""
+    """``dp_eps~4`` -> family dp, epsilon 4.0; ``cycle~2~fisher_removal`` -> cycle 2;
+    ``retrained_request~1`` -> family retrained_request, cycle 1 (the gold standard of cycle
+    request 1); ``onion~targeted`` -> family onion, method targeted (the onion retrain)."""
     match = _MODEL_RE.match(name)
     if not match:
         raise ValueError(
             f"model name {name!r}: not one of original, retrained, retrained_reorder, "
-            "dp_eps~<eps>, unlearned~<method>, cycle~<k>~<method>"
+            "dp_eps~<eps>, unlearned~<method>, cycle~<k>~<method>, retrained_request~<k>, "
+            "onion~<selection>"
         )
     g = match.groupdict()
+    if g["request"]:
+        cycle = int(g["request"])
+        return {"family": "retrained_request", "method": None, "epsilon": math.nan, "cycle": cycle}
+    if g["onion"]:
+        return {"family": "onion", "method": g["onion"], "epsilon": math.nan, "cycle": 0}
     if g["reference"]:
         return {"family": g["reference"], "method": None, "epsilon": math.nan, "cycle": 0}
     if g["eps"]:
@@ -173,6 +183,7 @@ def load_canaries(paths: Iterable[str | Path]) -> pd.DataFrame:
                     "space_size": int(record["space_size"]),
                     "exposure": exposure,
                     "estimator": estimator,
+                    "log_perplexity": _num(record.get("secret_log_perplexity")),
                     "extracted": bool(record.get("extracted", False)),
                 }
             )
@@ -298,11 +309,11 @@ def load_secrets(paths: Iterable[str | Path]) -> pd.DataFrame:
     frames = []
     for path in paths:
         where = locate(path)
-        # secrets_original.csv, secrets_fisher_removal.csv (or secrets_unlearned~<method>.csv)
+        # secrets_original.csv, secrets_retrained.csv, secrets_unlearned~<method>.csv
         model = Path(path).stem.removeprefix("secrets_").removeprefix("unlearned~")
         frame = pd.read_csv(path, dtype={"masked": str, "kind": str})
         check_masked(frame["masked"], str(path))
-        for flag in ("extracted", "memorised", "removed", "over_unlearned"):
+        for flag in ("extracted", "memorised", "removed", "over_unlearned", "in_forget_set"):
             if flag in frame:
                 frame[flag] = frame[flag].astype(str).str.lower().isin(["true", "1"])
         frame.insert(0, "model", model)
@@ -315,7 +326,14 @@ def load_secrets(paths: Iterable[str | Path]) -> pd.DataFrame:
     table = pd.concat(frames, ignore_index=True)
     # find_secrets/unlearn_realworld also write their own decisions (score over the held-out
     # baseline, memorised, removed, over-unlearned); keep them when present.
-    decisions = ("memorisation", "excess", "memorised", "removed", "over_unlearned")
+    decisions = (
+        "memorisation",
+        "excess",
+        "memorised",
+        "removed",
+        "over_unlearned",
+        "in_forget_set",
+    )
     optional = [c for c in decisions if c in table]
     return table[columns + optional]
 

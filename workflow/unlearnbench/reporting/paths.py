@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from .. import study_names
+
 EVALUATION = "results/eval/{dataset}/seed~{seed}/{model}.json"
 TRAIN_MANIFEST = "results/models/{dataset}/seed~{seed}/{model}/train.json"
 UNLEARN_MANIFEST = "results/models/{dataset}/seed~{seed}/{model}/unlearn.json"
@@ -19,7 +21,11 @@ FISHER_MANIFEST = "results/fisher/{dataset}/seed~{seed}/manifest.json"
 ONION = "results/onion/{dataset}/seed~{seed}/{selection}.json"
 SECRETS = "results/realworld/{dataset}/seed~{seed}/secrets_{model}.csv"
 SCALING = "results/scaling/fisher_scaling.csv"
-ONION_SELECTIONS = ["targeted", "random"]
+ONION_SELECTIONS = list(study_names.ONION_SELECTIONS)
+# A study's request folders (forget/retain manifests of the onion study's subsets, the retained
+# set after the first k requests of the cycle study), each with its manifest.json.
+ONION_REQUEST = "results/onion/{dataset}/seed~{seed}/request~{selection}"
+CYCLE_REQUEST = "results/unlearn_cycles/{dataset}/seed~{seed}/request~{request}"
 # Rules of report.smk: light, without a benchmark, and not part of the study's cost.
 REPORT_RULE_PREFIXES = ("tabulate_", "plot_", "tables_and_figures")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import claims, frontiers, loaders
+from . import claims, frontiers, loaders, study_claims
 from .render import Table, fmt, fmt_mean_std
 from .tables import PRETTY, _write, aggregate
 
@@ -112,30 +112,54 @@ def make_main_table(
     return _write(table, outputs)
 
 
+def _spec(rule: Mapping[str, Any], pooled: bool = False) -> claims.Claim:
+    return claims.Claim(
+        id=rule["id"],
+        text=rule["claim"],
+        direction=rule["direction"],
+        threshold=rule["threshold"],
+        metric=rule["metric"],
+        a=rule["a"],
+        b=rule["b"],
+        point=rule.get("point"),
+        min_seeds=1 if pooled else claims.MIN_SEEDS,
+    )
+
+
+def _scope(rule: Mapping[str, Any] | None, data: pd.DataFrame) -> str:
+    """Where a claim's measurements come from: the fair protocol's verdict replicates, or a side
+    study's replicates (units pooled: one replicate, exploratory)."""
+    if rule is None:
+        return "fair protocol"
+    if rule.get("resample", "replicates") == "units":
+        replicates = sorted({u.rsplit("/", 1)[0] for u in data["unit"]}) if len(data) else []
+        where = ", ".join(replicates) or "none"
+        return f"{rule['study']} study ({where}; units pooled: exploratory)"
+    return f"{rule['study']} study ({', '.join(sorted(set(data['seed']))) or 'none'})"
+
+
 def claims_table(
     rules: Sequence[Mapping[str, Any]],
     selected: pd.DataFrame,
     canaries: pd.DataFrame,
     datasets: Sequence[str],
     bootstrap: Mapping[str, Any],
+    study_rules: Sequence[Mapping[str, Any]] = (),
+    study_files: study_claims.StudyFiles | None = None,
 ) -> tuple[Table, pd.DataFrame]:
-    """Every claim of the config judged on the verdict datasets' replicates."""
+    """Every claim of the config judged: the fair protocol's on the verdict datasets'
+    replicates, the side studies' on their own; Holm corrects across all of them."""
     selected = frontiers.restrict(selected, datasets)
     canaries = frontiers.restrict(canaries, datasets)
-    specs = [
-        claims.Claim(
-            id=r["id"],
-            text=r["claim"],
-            direction=r["direction"],
-            threshold=r["threshold"],
-            metric=r["metric"],
-            a=r["a"],
-            b=r["b"],
-            point=r["point"],
-        )
-        for r in rules
+    study_files = study_files or study_claims.StudyFiles()
+    specs = [_spec(r) for r in rules] + [
+        _spec(r, pooled=r.get("resample", "replicates") == "units") for r in study_rules
     ]
     data = {r["id"]: frontiers.claim_data(r, selected, canaries) for r in rules}
+    data.update({r["id"]: study_claims.study_claim_data(r, study_files) for r in study_rules})
+    scopes = [_scope(None, data[r["id"]]) for r in rules] + [
+        _scope(r, data[r["id"]]) for r in study_rules
+    ]
     result = claims.evaluate_claims(
         specs,
         data,
@@ -144,9 +168,11 @@ def claims_table(
         alpha=bootstrap["alpha"],
         seed=bootstrap["seed"],
     )
+    result["scope"] = scopes
     display = pd.DataFrame(
         {
             "claim": result["claim"],
+            "scope": scopes,
             "rule": [
                 f"{'<' if d == 'below' else '>'} {t:g}"
                 for d, t in zip(result["direction"], result["threshold"], strict=True)
@@ -172,7 +198,11 @@ def claims_table(
         .strip()
         .splitlines()[-1]
     )
-    notes = [f"Verdict datasets: {', '.join(datasets)} (replicate = dataset and seed). {footnote}"]
+    notes = [
+        f"Fair protocol: verdict datasets {', '.join(datasets)} (replicate = dataset and seed). "
+        "Side studies: their own replicates (scope); a study on one replicate resamples its "
+        f"units only and is exploratory. {footnote}"
+    ]
     return Table("Claims of the paper, judged by the DAG", result, display, notes), result
 
 
@@ -182,10 +212,14 @@ def make_claims_table(
     datasets: Sequence[str],
     bootstrap: Mapping[str, Any],
     outputs: Mapping[str, str],
+    study_rules: Sequence[Mapping[str, Any]] = (),
+    study_files: study_claims.StudyFiles | None = None,
 ) -> pd.DataFrame:
     """claims.csv (every column of the judgement) and claims.md (the readable table)."""
     _, selected = frontiers.load_frontiers(frontier_files)
     canaries = frontiers.selected_canaries(frontier_files)
-    table, result = claims_table(rules, selected, canaries, datasets, bootstrap)
+    table, result = claims_table(
+        rules, selected, canaries, datasets, bootstrap, study_rules, study_files
+    )
     _write(table, outputs)
     return result

@@ -106,8 +106,22 @@ DP_METRICS = {
 }
 
 
-def dp_table(evals: pd.DataFrame, dp_costs: pd.DataFrame, methods: Sequence[str] = ()) -> Table:
-    """DP-SGD at each epsilon beside the unlearning methods: utility and exposure."""
+def group_epsilons(epsilon: float, repetitions: Sequence[int]) -> str:
+    """Group privacy: a canary inserted r times is a group of r examples, covered at r * epsilon
+    (and delta grows to r e^((r-1) epsilon) delta): "r=2: 2.0, r=16: 16.0" for epsilon 1."""
+    if not math.isfinite(epsilon):
+        return MISSING
+    return ", ".join(f"r={r}: {fmt(r * epsilon, 1)}" for r in repetitions)
+
+
+def dp_table(
+    evals: pd.DataFrame,
+    dp_costs: pd.DataFrame,
+    methods: Sequence[str] = (),
+    repetitions: Sequence[int] = (),
+) -> Table:
+    """DP-SGD at each epsilon beside the unlearning methods: utility and exposure, and for each
+    repetition count r of the canaries the epsilon a canary inserted r times is covered at."""
     frame = evals.merge(
         dp_costs[["dataset", "seed", "model", "epsilon_spent", "target_epsilon"]],
         on=["dataset", "seed", "model"],
@@ -123,6 +137,12 @@ def dp_table(evals: pd.DataFrame, dp_costs: pd.DataFrame, methods: Sequence[str]
     display = _display(
         agg, {"dataset": "dataset", "label": "model", "n_seeds": "seeds"}, DP_METRICS
     )
+    if repetitions:
+        spent = agg["epsilon_spent_mean"].astype(float)
+        display["group ε (canary inserted r times)"] = [
+            group_epsilons(e, repetitions) if f == "dp" else MISSING
+            for e, f in zip(spent, agg["family"], strict=True)
+        ]
     notes = [
         "DP-SGD models are trained with Opacus on all of D (canaries included) at the target ε "
         "(δ from the config); spent ε is what the accountant reports; ε=∞ is the same recipe "
@@ -130,7 +150,9 @@ def dp_table(evals: pd.DataFrame, dp_costs: pd.DataFrame, methods: Sequence[str]
         "clipping from the cost of noise; the original and the "
         "retrained models are the references (every method at its operating points: the main "
         "results). A good trade-off has low removed exposure and small Δ perplexity. Values "
-        "are mean ± sample std over seeds.",
+        "are mean ± sample std over seeds. Group ε: a canary inserted r times is a group of r "
+        "examples, which the guarantee covers only at about r·ε (δ grows to r·e^((r−1)ε)·δ): "
+        "past ε ≈ 10 it promises little.",
         _provenance_note(sorted(evals["commit"].unique())),
     ]
     return Table(
@@ -183,9 +205,13 @@ def realworld_table(
     threshold_bits: float,
     methods: Sequence[str],
     max_rows: int = 50,
+    indelible_margin: float = 1.0,
 ) -> Table:
     """Memorised real-world strings (masked), ranked by their score in the original model, with
-    whether each method removed them; "indelible" = memorised and removed by no method.
+    whether each method removed them and, where the retrained model (the gold standard: trained
+    without the requested strings' rows) was scored, its score. "Indelible" = memorised, and
+    every method leaves it more than ``indelible_margin`` bits above the retrained model's score
+    (without a retrained model: removed by no method).
 
     The score is the stages' ``excess`` (bits the model predicts the string better than the
     base model, beyond what held-out strings of the corpus gain), and memorised/removed are the
@@ -200,6 +226,9 @@ def realworld_table(
         frame["removed"] = (frame["exposure"] < threshold_bits) & ~frame["extracted"]
     if "over_unlearned" not in frame:  # tables written before the flag existed
         frame["over_unlearned"] = False
+    if "in_forget_set" not in frame:
+        frame["in_forget_set"] = False
+    frame["in_forget_set"] = frame["in_forget_set"].fillna(False).astype(bool)
     frame["over_unlearned"] = frame["over_unlearned"].fillna(False).astype(bool)
     per_model = (
         frame.groupby(["dataset", "masked", "kind", "model"], sort=False)
@@ -209,16 +238,21 @@ def realworld_table(
             memorised=("memorised", "all"),
             removed=("removed", "all"),
             over_unlearned=("over_unlearned", "any"),
+            requested=("in_forget_set", "any"),
             occ=("occurrences", "max"),
         )
         .reset_index()
     )
     original = per_model[per_model["model"] == "original"].set_index(["dataset", "masked", "kind"])
     memorised = original[original["memorised"]]
-    rows = memorised[["occ", "score", "extracted"]].rename(
+    rows = memorised[["occ", "score", "extracted", "requested"]].rename(
         columns={"occ": "occurrences", "score": "score_original", "extracted": "extracted_original"}
     )
-    removed_by = []
+    gold = per_model[per_model["model"] == "retrained"].set_index(["dataset", "masked", "kind"])
+    has_gold = not gold.empty
+    if has_gold:
+        rows["score_retrained"] = gold.reindex(rows.index)["score"]
+    removed_by, stuck = [], []
     for method in methods:
         after = per_model[per_model["model"] == method].set_index(["dataset", "masked", "kind"])
         after = after.reindex(rows.index)
@@ -227,7 +261,18 @@ def realworld_table(
         rows[f"removed_{method}"] = removed
         rows[f"over_{method}"] = after["over_unlearned"].fillna(False).astype(bool)
         removed_by.append(removed)
-    rows["indelible"] = ~pd.concat(removed_by, axis=1).any(axis=1) if removed_by else True
+        if has_gold:
+            # NaN (a method or the retrained model did not score it) counts as not stuck.
+            above = rows[f"score_{method}"] - rows["score_retrained"] > indelible_margin
+            rows[f"above_retrained_{method}"] = above
+            stuck.append(above)
+    if has_gold:
+        # Only a requested string can be indelible: the others stay in D+, and the retrained
+        # model learns them as the original did.
+        everywhere = pd.concat(stuck, axis=1).all(axis=1) if stuck else False
+        rows["indelible"] = rows["requested"] & everywhere
+    else:
+        rows["indelible"] = ~pd.concat(removed_by, axis=1).any(axis=1) if removed_by else True
     rows = rows.reset_index().sort_values(
         ["score_original", "dataset", "masked"], ascending=[False, True, True], kind="stable"
     )
@@ -240,9 +285,12 @@ def realworld_table(
             "string (masked)": kept["masked"],
             "kind": kept["kind"],
             "occurrences": kept["occurrences"].map(lambda v: fmt(float(v), 0)),
+            "requested": kept["requested"].map({True: "yes", False: "no"}),
             f"original ({unit})": kept["score_original"].map(lambda v: fmt(v, 2)),
         }
     )
+    if has_gold:
+        display[f"retrained ({unit})"] = kept["score_retrained"].map(lambda v: fmt(v, 2))
     for method in methods:
         display[f"{PRETTY.get(method, method)} ({unit})"] = [
             fmt(e, 2) + (" over-unlearned" if o else " removed" if r else " kept")
@@ -271,9 +319,15 @@ def realworld_table(
             f"Memorised: exposure at least {threshold_bits:g} bits or extracted; removed: "
             f"exposure below {threshold_bits:g} bits and not extracted."
         )
+    indelible_rule = (
+        f"requested, and every method leaves it more than {indelible_margin:g} bits above the "
+        "retrained model, trained without the requested strings' rows"
+        if has_gold
+        else "removed by no method"
+    )
     notes = [
         f"{len(rows)} string{'' if len(rows) == 1 else 's'} memorised by the original model, "
-        f"{n_indelible} indelible (removed by no method), {n_over} string-method "
+        f"{n_indelible} indelible ({indelible_rule}), {n_over} string-method "
         f"pair{'' if n_over == 1 else 's'} over-unlearned. {rule} Strings are masked (first "
         "character, top-level domain, hash).",
     ]
@@ -297,9 +351,13 @@ def make_dp_table(
     dp_manifests: Sequence[str | Path],
     methods: Sequence[str],
     outputs: Mapping[str, str],
+    repetitions: Sequence[int] = (),
 ) -> Table:
     table = dp_table(
-        loaders.load_evaluations(evaluations), loaders.load_model_costs(dp_manifests), methods
+        loaders.load_evaluations(evaluations),
+        loaders.load_model_costs(dp_manifests),
+        methods,
+        repetitions,
     )
     return _write(table, outputs)
 
@@ -314,8 +372,11 @@ def make_realworld_table(
     methods: Sequence[str],
     max_rows: int,
     outputs: Mapping[str, str],
+    indelible_margin: float = 1.0,
 ) -> Table:
-    table = realworld_table(loaders.load_secrets(secrets), threshold_bits, methods, max_rows)
+    table = realworld_table(
+        loaders.load_secrets(secrets), threshold_bits, methods, max_rows, indelible_margin
+    )
     return _write(table, outputs)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import string
 from typing import Any
 
+from ..study_names import METRICS, ONION_POINTS, ONION_SELECTIONS
 from .schema import ConfigError
 
 # A canary space must be much larger than the number of canaries: secrets are drawn without
@@ -103,6 +104,8 @@ def check_config(config: dict[str, Any]) -> None:
             "control canary to observe",
             f"set onion.remove below {n_canaries}",
         )
+    # Last: the study claims name models (DP epsilons) whose own checks come first.
+    _check_study_claims(config)
 
 
 def _check_data(data: dict[str, Any]) -> None:
@@ -279,6 +282,67 @@ def _check_claims(config: dict[str, Any]) -> None:
             f"claims.rules[{i}].b",
             "compares a method with itself",
             "name two different methods",
+        )
+
+
+def _study_arms(config: dict[str, Any]) -> dict[str, list[str]]:
+    """The arms a study claim may name, per study, in this config."""
+    dp = [f"dp_eps~{label}" for label in dp_epsilons(config["train_dp"])]
+    realworld = config["realworld"]["methods"] or config["unlearn"]["run"]
+    return {
+        "models": ["original", "retrained", *dp],
+        "cycles": list(config["unlearn"]["cycle_methods"]),
+        "onion": list(ONION_SELECTIONS),
+        "realworld": ["retrained", *(f"unlearned~{m}" for m in realworld)],
+    }
+
+
+def _check_study_claims(config: dict[str, Any]) -> None:
+    seen = {rule["id"] for rule in config["claims"]["rules"]}
+    arms = _study_arms(config)
+    for i, rule in enumerate(config["claims"]["studies"]):
+        key = f"claims.studies[{i}]"
+        _fail_if(
+            rule["id"] in seen,
+            f"{key}.id",
+            f"{rule['id']!r} names two claims",
+            "give every claim (rules and studies) its own id",
+        )
+        seen.add(rule["id"])
+        study = rule["study"]
+        _fail_if(
+            rule["metric"] not in METRICS[study],
+            f"{key}.metric",
+            f"{rule['metric']!r} is not a measurement of the {study} study",
+            f"use one of {', '.join(METRICS[study])}",
+        )
+        for side in ("a", "b"):
+            _fail_if(
+                rule[side] not in arms[study],
+                f"{key}.{side}",
+                f"{rule[side]!r} is not an arm of the {study} study in this config",
+                f"use one of {', '.join(arms[study]) or '(none: the study has no arms)'}",
+            )
+        _fail_if(rule["a"] == rule["b"], f"{key}.b", "compares an arm with itself", "name two")
+        _fail_if(
+            study == "onion" and rule.get("point") not in ONION_POINTS,
+            f"{key}.point",
+            "an onion claim needs the arm it judges",
+            f"set point to one of {', '.join(ONION_POINTS)}",
+        )
+        _fail_if(
+            study != "onion" and rule.get("point") is not None,
+            f"{key}.point",
+            f"only onion claims have a point; the {study} study would ignore it",
+            "remove it",
+        )
+        _fail_if(
+            study == "onion"
+            and rule.get("point") == "unlearn"
+            and rule["metric"] == "control_log_perplexity_shift",
+            f"{key}.metric",
+            "the onion study's unlearning arm records exposure only",
+            "use control_exposure_shift, or point: retrain",
         )
 
 

@@ -23,12 +23,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..artifacts import describe_files
 from ..canaries import read_canaries
 from ..provenance import read_json
 from ..replicate import ReplicateFiles
 from ..seeding import numpy_rng
+from ..study_names import ONION_SELECTIONS
 
-SELECTIONS = ("targeted", "random")
+SELECTIONS = ONION_SELECTIONS
 
 
 def original_exposures(eval_path: str | Path) -> dict[int, float]:
@@ -129,19 +131,55 @@ def write_request(
     return paths
 
 
-def onion_stage(
+REQUEST_FILES = ("forget", "retain", "canaries")
+
+
+def onion_request_stage(
     selection: str,
     n_remove: int,
+    replicate: ReplicateFiles,
+    original_eval_path: str | Path,
+    out_paths: dict[str, str | Path],
+) -> dict[str, Any]:
+    """Choose the ``selection`` set S of ``replicate`` and write its request: forget/retain
+    manifests and a canary table with S removed (``out_paths`` keys ``REQUEST_FILES``). The
+    onion study's retrained model trains on that retain set, its unlearning arm removes that
+    forget set: both see exactly the same S."""
+    replicate.require("canaries")
+    exposures = original_exposures(original_eval_path)
+    rows = canary_rows(replicate.train)
+    removed = select_canaries(
+        exposures, rows, n_remove, selection, replicate.seed, replicate.dataset
+    )
+    with tempfile.TemporaryDirectory(prefix="onion-") as tmp:
+        written = write_request(
+            removed, read_canaries(replicate.canaries), replicate.train, Path(tmp)
+        )
+        for name in REQUEST_FILES:
+            Path(out_paths[name]).parent.mkdir(parents=True, exist_ok=True)
+            Path(written[name]).replace(out_paths[name])
+    return {
+        "selection": selection,
+        "removed_canary_ids": removed,
+        "removed_rows": sum(rows.get(i, 0) for i in removed),
+        "removed_original_exposure": {str(i): exposures[i] for i in removed},
+        "controls": [i for i in sorted(exposures) if i not in removed],
+        "files": describe_files([out_paths[name] for name in REQUEST_FILES]),
+    }
+
+
+def onion_stage(
+    request_manifest: str | Path,
     method: str,
     hyper: dict[str, Any],
     replicate: ReplicateFiles,
-    original_eval_path: str | Path,
     fisher_cfg: Any,
     trajectory: dict[str, Any],
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Remove the selected canaries of ``replicate`` with ``method``; the controls' exposure
-    before and after.
+    """Remove the set of an onion request (``request_manifest``, written by
+    ``onion_request_stage``; ``replicate`` carries its forget/retain/canary files) with
+    ``method``; the controls' exposure before and after.
 
     Exposures come from the unlearning trajectory (skew-normal estimate over a fixed candidate
     sample, the same candidates before and after), so the change is measured on one scale.
@@ -150,36 +188,27 @@ def onion_stage(
     """
     from ..unlearning import unlearn_stage  # torch-heavy; keeps selection importable alone
 
-    replicate.require("canaries")
-    exposures = original_exposures(original_eval_path)
-    rows = canary_rows(replicate.train)
-    removed = select_canaries(
-        exposures, rows, n_remove, selection, replicate.seed, replicate.dataset
-    )
+    request = read_json(request_manifest)
+    removed = [int(i) for i in request["removed_canary_ids"]]
     with tempfile.TemporaryDirectory(prefix="onion-") as tmp:
-        folder = Path(tmp)
-        request = write_request(removed, read_canaries(replicate.canaries), replicate.train, folder)
         manifest = unlearn_stage(
             method,
             hyper,
-            dataclasses.replace(
-                replicate.with_request(request["forget"], request["retain"], request["canaries"]),
-                fisher=None,
-            ),
+            dataclasses.replace(replicate, fisher=None),
             fisher_cfg=fisher_cfg,
             trajectory=trajectory,
-            out_dir=folder / "model",
+            out_dir=Path(tmp) / "model",
             device=device,
         )
     before, after = (_by_canary(manifest["trajectory"][i]) for i in (0, -1))
-    controls = [i for i in sorted(exposures) if i not in removed]
+    controls = [int(i) for i in request["controls"]]
     return {
-        "selection": selection,
+        "selection": request["selection"],
         "method": method,
         "estimator": "extrapolated",
         "removed_canary_ids": removed,
-        "removed_rows": sum(rows.get(i, 0) for i in removed),
-        "removed_original_exposure": {str(i): exposures[i] for i in removed},
+        "removed_rows": request["removed_rows"],
+        "removed_original_exposure": request["removed_original_exposure"],
         "control_before": {str(i): before[i] for i in controls},
         "control_after": {str(i): after[i] for i in controls},
         "steps": manifest.get("steps"),

@@ -28,7 +28,7 @@ from ..lm_data import encode_texts, sequence_prefix_ids
 from ..models import fingerprint, load_model, save_model
 from ..replicate import ReplicateFiles
 from ..stage import Frame, record_stage
-from ..texts import read_index_set, read_texts
+from ..texts import read_index_set, read_texts, retained_after
 from ..tokenizer import load_tokenizer
 from .base import UnlearnContext, UnlearningMethod
 from .registry import make_method
@@ -67,18 +67,11 @@ class ReplicateData:
         return [r for r, g in zip(self.forget_rows, self.forget_groups, strict=True) if g in wanted]
 
     def retained_rows(self, removed_so_far: Sequence[int] | None) -> list[int]:
-        """D+ of a request: every row that no request so far has removed (None: all removed).
-
-        In a sequence of requests the rows of the groups still pending are in the model's
-        training data until their own request comes, so they belong to the retained set of
-        every earlier request (and to the Fisher estimated on it)."""
-        if removed_so_far is None:
-            return list(self.retain_rows)
-        gone = set(removed_so_far)
-        pending = [
-            r for r, g in zip(self.forget_rows, self.forget_groups, strict=True) if g not in gone
-        ]
-        return sorted([*self.retain_rows, *pending])
+        """D+ of a request: every row that no request so far has removed (None: all removed);
+        see ``texts.retained_after``."""
+        return retained_after(
+            self.retain_rows, self.forget_rows, self.forget_groups, removed_so_far
+        )
 
 
 def load_replicate(tokenizer, files: ReplicateFiles, max_length: int) -> ReplicateData:
