@@ -46,6 +46,7 @@ FIGURES = [
     "unlearning_cycles",
     "weight_changes",
     "onion_effect",
+    "realworld_memorisation",
     "fisher_scaling",
 ]
 

@@ -24,6 +24,7 @@ REPORT_RULES = [
     "plot_unlearning_cycles",
     "plot_weight_changes",
     "plot_onion_effect",
+    "plot_realworld",
     "plot_fisher_scaling",
 ]
 

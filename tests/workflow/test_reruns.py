@@ -47,6 +47,7 @@ UNLEARNING_REPORTS = {
     "tabulate_results": 1,
     "tabulate_claims": 1,
     "tabulate_realworld": 1,
+    "plot_realworld": 1,
     "plot_privacy_utility": 1,
     "plot_unlearning_cycles": 1,
     "plot_weight_changes": 1,
@@ -83,6 +84,7 @@ def test_one_method_hyperparameter_reruns_only_that_method(study_copy):
         "unlearn_realworld": REALWORLD_RUNS * ("gradient_ascent" in REALWORLD_METHODS),
         "unlearn_cycles": CYCLE_RUNS * in_cycles,
         **UNLEARNING_REPORTS,
+        "plot_unlearning_cycles": int(in_cycles),
         **ALWAYS,
     }
     assert jobs == {k: v for k, v in expected.items() if v}
@@ -100,9 +102,15 @@ def test_an_evaluate_setting_rescores_every_nlp_model(study_copy):
         "evaluate_dp": DP_RUNS,
         "sweep_frontier": methods * RUNS,
         "unlearn_cycles": len(CYCLE_METHODS) * CYCLE_RUNS,
-        "onion_unlearn": ONION_RUNS,  # reads the original model's metrics
+        # The onion subsets are chosen on the original model's metrics: the requests, the
+        # retrains on D minus S and the unlearning arm follow them.
+        "onion_unlearn": ONION_RUNS,
+        "onion_request": 2 * ONION_RUNS,
+        "retrain": 2 * ONION_RUNS,
+        "evaluate_onion_retrains": ONION_RUNS,
         **UNLEARNING_REPORTS,
         "tabulate_realworld": 0,
+        "plot_realworld": 0,
         "tabulate_dp": 1,
         "plot_onion_effect": 1,
         **ALWAYS,
@@ -113,7 +121,15 @@ def test_an_evaluate_setting_rescores_every_nlp_model(study_copy):
 def test_editing_a_module_reruns_exactly_its_importers(study_copy):
     module = study_copy / "workflow/unlearnbench/studies/onion.py"
     module.write_text(module.read_text() + "\n# an edit\n")
-    expected = {"onion_unlearn": ONION_RUNS, "plot_onion_effect": 1, **ALWAYS}
+    expected = {
+        "onion_request": 2 * ONION_RUNS,  # the subsets may change: their retrains follow
+        "retrain": 2 * ONION_RUNS,
+        "evaluate_onion_retrains": ONION_RUNS,
+        "onion_unlearn": ONION_RUNS,
+        "plot_onion_effect": 1,
+        "tabulate_claims": 1,
+        **ALWAYS,
+    }
     assert dry_run(study_copy) == expected
 
 
@@ -141,8 +157,9 @@ def importers(study, module: str) -> set[str]:
     """Rules whose adapter script imports ``module``, by the import closure."""
     scripts = (study / "workflow" / "scripts").glob("*.py")
     rules = {s.stem for s in scripts if module in import_graph.script_closure(s)}
-    # evaluate_dp is `use rule evaluate`: the same script
-    return rules | ({"evaluate_dp"} if "evaluate" in rules else set())
+    # evaluate_dp and the study retrains' scoring are `use rule evaluate`: the same script
+    scored = {"evaluate_dp", "evaluate_cycle_retrains", "evaluate_onion_retrains"}
+    return rules | (scored if "evaluate" in rules else set())
 
 
 @pytest.mark.parametrize(
@@ -153,12 +170,12 @@ def test_editing_a_shared_module_reruns_exactly_the_rules_that_import_it(study_c
     path = Path(*module.split(".")).with_suffix(".py")
     source = study_copy / "workflow" / path
     source.write_text(source.read_text() + "\n# an edit\n")
-    direct = importers(study_copy, module)
+    every = job_counts(run_snakemake(study_copy, "-n", "--forceall", "--cores", "1", *SMOKE).stdout)
+    direct = importers(study_copy, module) & set(every)  # rules with jobs in this config
     assert direct, f"no rule imports {module}"
     jobs = dry_run(study_copy)
     # The importers rerun, every job of them, and what consumes their outputs; nothing else.
     assert set(jobs) == with_descendants(rule_graph(study_copy), direct)
-    every = job_counts(run_snakemake(study_copy, "-n", "--forceall", "--cores", "1", *SMOKE).stdout)
     assert {rule: jobs[rule] for rule in direct} == {rule: every[rule] for rule in direct}
 
 
@@ -206,6 +223,7 @@ def test_adding_an_epsilon_adds_only_its_jobs(study_copy):
         "evaluate_dp": DP_RUNS,  # rescores the replicate's DP models; the original's metrics stay
         "tabulate_dp": 1,
         "plot_privacy_utility": 1,
+        "tabulate_claims": 1,  # its DP claims read the DP models' metrics
         **ALWAYS,
     }
     assert jobs == expected
@@ -213,13 +231,18 @@ def test_adding_an_epsilon_adds_only_its_jobs(study_copy):
 
 def test_the_noise_free_dp_control_is_one_more_dp_model(study_copy):
     assert SMOKE_CONFIG["train_dp"]["noise_free_control"]  # the smoke study runs it
-    jobs = dry_run(study_copy, "train_dp:\n  noise_free_control: false\n")
+    # Without the control, the claim that compares with it must go too (the config check
+    # refuses a claim on a model that is not trained).
+    studies = [c for c in SMOKE_CONFIG["claims"]["studies"] if "dp_eps~inf" not in (c["a"], c["b"])]
+    overlay = {"train_dp": {"noise_free_control": False}, "claims": {"studies": studies}}
+    jobs = dry_run(study_copy, yaml.safe_dump(overlay))
     # Taking it away retrains nothing; as for an epsilon added, the replicate's one evaluate_dp
     # job (it scores all of its DP models) reruns, and the DP tables and figure are rebuilt.
     expected = {
         "evaluate_dp": DP_RUNS,
         "tabulate_dp": 1,
         "plot_privacy_utility": 1,
+        "tabulate_claims": 1,
         **ALWAYS,
     }
     assert jobs == expected
@@ -231,6 +254,7 @@ def test_adding_a_method_to_the_cycle_study_adds_only_its_jobs(study_copy):
     expected = {
         "unlearn_cycles": CYCLE_RUNS,  # scores its own cycle models: no evaluate job
         "plot_unlearning_cycles": 1,
+        "tabulate_claims": 1,  # reads every cycle model's metrics
         **ALWAYS,
     }
     assert jobs == expected
@@ -248,7 +272,17 @@ def test_adding_a_dataset_adds_only_its_jobs(study_copy):
         "prepare_corpus": 1,
         "inject_canaries": SEEDS,
         "finetune": SEEDS,
-        "retrain": 2 * SEEDS,  # the target and its twin
+        # the target and its twin; the onion study's two subsets; each cycle request's but
+        # the last
+        "retrain": 2 * SEEDS
+        + 2 * side_seeds("onion")
+        + (SMOKE_CONFIG["canaries"]["requests"] - 1) * side_seeds("unlearn", "cycle_replicates"),
+        "onion_request": 2 * side_seeds("onion"),
+        "evaluate_onion_retrains": side_seeds("onion"),
+        "cycle_request": (SMOKE_CONFIG["canaries"]["requests"] - 1)
+        * side_seeds("unlearn", "cycle_replicates"),
+        "evaluate_cycle_retrains": (SMOKE_CONFIG["canaries"]["requests"] > 1)
+        * side_seeds("unlearn", "cycle_replicates"),
         "train_dp": epsilons * side_seeds("train_dp"),
         "estimate_fisher": SEEDS,
         "sweep_frontier": methods * SEEDS,
@@ -258,6 +292,7 @@ def test_adding_a_dataset_adds_only_its_jobs(study_copy):
         "evaluate_dp": side_seeds("train_dp"),
         **UNLEARNING_REPORTS,
         "tabulate_realworld": 0,
+        "plot_realworld": 0,
         "tabulate_dp": 1,
         "plot_onion_effect": 1,
         **ALWAYS,

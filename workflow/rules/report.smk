@@ -61,6 +61,7 @@ localrules:
     plot_unlearning_cycles,
     plot_weight_changes,
     plot_onion_effect,
+    plot_realworld,
     plot_fisher_scaling,
     verify,
 
@@ -324,6 +325,35 @@ rule plot_onion_effect:
         "../scripts/plot_onion_effect.py"
 
 
+rule plot_realworld:
+    """Each memorised real-world string's score under the original model, the retrained model
+    and every method of the case study."""
+    input:
+        secrets=paths.expand_grid(
+            paths.SECRETS,
+            dataset=REALWORLD_DATASETS,
+            seed=REALWORLD_REPLICATES,
+            model=[
+                "original",
+                "retrained",
+                *(f"unlearned~{method}" for method in REALWORLD_METHODS),
+            ],
+        ),
+        code=code("plot_realworld"),
+    output:
+        **paths.figure_outputs("realworld_memorisation", report),
+    log:
+        log_path("plot_realworld"),
+    conda:
+        "../../envs/unlearnbench.yaml"
+    params:
+        methods=REALWORLD_METHODS,
+        memorised_above=config["realworld"]["memorised_above"],
+        removed_below=config["realworld"]["removed_below"],
+    script:
+        "../scripts/plot_realworld.py"
+
+
 rule plot_fisher_scaling:
     """Fisher estimation time and memory vs the number of gradients m and model size d."""
     input:
@@ -351,6 +381,7 @@ rule tables_and_figures:
         rules.plot_unlearning_cycles.output,
         rules.plot_weight_changes.output,
         rules.plot_onion_effect.output,
+        rules.plot_realworld.output,
         rules.plot_fisher_scaling.output,
 
 

@@ -405,6 +405,30 @@ def _scaling_csv(root: Path) -> Path:
     return scaling
 
 
+def _secrets_files(root):
+    """The case study's scored tables: 3 memorised strings (2 requested) under the original,
+    the retrained model and two methods."""
+    columns = ["masked", "kind", "occurrences", "exposure", "extracted", "excess", "memorised"]
+    columns += ["in_forget_set", "removed", "over_unlearned"]
+    scores = {
+        "original": [9.0, 8.0, 7.0],
+        "retrained": [2.0, 1.5, 7.0],
+        "unlearned~fisher_removal": [5.0, 2.0, 7.0],
+        "unlearned~gradient_ascent": [-3.0, 0.5, 6.5],
+    }
+    paths = []
+    for model, excess in scores.items():
+        path = root / f"results/realworld/credits/seed~0/secrets_{model}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [
+            [MASKS[i], "email", 3, 1.0, False, e, True, i < 2, e < 1, False]
+            for i, e in enumerate(excess)
+        ]
+        pd.DataFrame(rows, columns=columns).to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
 FIGURES = {
     "privacy_utility": lambda study, root, png, pdf: figures_frontier.make_privacy_utility_figure(
         study.references + study.dp, study.frontiers, METHODS, png, pdf
@@ -425,6 +449,9 @@ FIGURES = {
     ),
     "fisher_scaling": lambda study, root, png, pdf: figures_studies.make_scaling_figure(
         _scaling_csv(root), png, pdf
+    ),
+    "realworld_memorisation": lambda study, root, png, pdf: figures_studies.make_realworld_figure(
+        _secrets_files(root), METHODS, 4.0, 1.0, png, pdf
     ),
 }
 

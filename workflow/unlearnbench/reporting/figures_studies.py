@@ -1,5 +1,6 @@
-"""Figures of the side studies: the onion effect and how Fisher estimation scales (the
-privacy-utility plane: ``figures_frontier``)."""
+"""Figures of the side studies: the onion effect, real-world memorisation against the
+retrained model and how Fisher estimation scales (the privacy-utility plane:
+``figures_frontier``)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,18 @@ from matplotlib.ticker import NullFormatter
 from ..study_names import ONION_SELECTIONS
 from . import loaders, study_claims
 from .plotting import (
+    color,
     commits_footer,
     empty_panel,
     footer,
     save_figure,
     subplots,
 )
+from .tables import PRETTY
 
 SELECTIONS = ONION_SELECTIONS
 ARMS = {
-    "retrain": "retrained on D minus S (exact exposure)",
+    "retrain": "retrained on D − S (exact)",
     "unlearn": "unlearned (trajectory estimate)",
 }
 
@@ -86,6 +89,95 @@ def make_onion_figure(
     retrained = study_claims.onion_retrain_shifts(files)
     fig = onion_figure(pd.concat([retrained.assign(arm="retrain"), unlearned], ignore_index=True))
     commits_footer(fig, [*onion_files, *evaluations])
+    save_figure(fig, png, pdf)
+
+
+def realworld_figure(
+    secrets: pd.DataFrame, methods: Sequence[str], memorised_above: float, removed_below: float
+) -> Figure:
+    """One panel per real-world dataset and seed: each string the original model memorised
+    (requested first, then by the original's score), its score under the original, the
+    retrained model and every method."""
+    secrets = secrets.copy()
+    score = "excess" if "excess" in secrets else "exposure"
+    groups = sorted({(d, s) for d, s in zip(secrets["dataset"], secrets["seed"], strict=True)})
+    fig, axes = subplots(1, max(len(groups), 1), width=6.0, height=3.4)
+    models = ["original", "retrained", *methods]
+    for col, (dataset, seed) in enumerate(groups):
+        ax = axes[0][col]
+        mine = secrets[(secrets["dataset"] == dataset) & (secrets["seed"] == seed)]
+        original = mine[mine["model"] == "original"]
+        memorised = (
+            original[original["memorised"].astype(bool)] if "memorised" in mine else original
+        )
+        if "in_forget_set" in memorised:
+            requested = memorised["in_forget_set"].fillna(False).astype(bool)
+        else:
+            requested = pd.Series(False, index=memorised.index)
+        order = memorised.assign(requested=requested).sort_values(
+            ["requested", score, "masked"], ascending=[False, False, True], kind="stable"
+        )
+        strings = order["masked"].tolist()
+        if not strings:
+            empty_panel(ax, f"{dataset}: no memorised string")
+            continue
+        x = {m: i for i, m in enumerate(strings)}
+        for k, model in enumerate(models):
+            rows = mine[(mine["model"] == model) & mine["masked"].isin(x)]
+            if rows.empty:
+                continue
+            offset = (k - (len(models) - 1) / 2) * 0.8 / len(models)
+            style = (
+                {"color": "black", "marker": "s"}
+                if model == "original"
+                else {"color": "black", "marker": "x"}
+                if model == "retrained"
+                else {"color": color(model), "marker": "o"}
+            )
+            ax.scatter(
+                [x[m] + offset for m in rows["masked"]],
+                rows[score],
+                s=18,
+                label=PRETTY.get(model, model),
+                **style,
+            )
+        n_requested = int(order["requested"].sum())
+        if 0 < n_requested < len(strings):
+            ax.axvline(n_requested - 0.5, color="grey", linewidth=0.8)
+        ax.axhline(memorised_above, color="black", linestyle="--", linewidth=0.8)
+        ax.axhline(removed_below, color="black", linestyle=":", linewidth=0.8)
+        ax.set_xticks(range(len(strings)))
+        ax.set_xticklabels(
+            [
+                f"{'*' if r else ''}{m.split('#')[-1][:4]}"
+                for m, r in zip(strings, order["requested"], strict=True)
+            ],
+            rotation=90,
+            fontsize=6,
+        )
+        ax.set_title(
+            f"{dataset}, seed {seed}: {n_requested} requested (*), {len(strings)} memorised"
+        )
+        ax.set_ylabel("score (bits over held-out)" if score == "excess" else "exposure (bits)")
+        ax.legend(loc="best", fontsize=6)
+    if not groups:
+        empty_panel(axes[0][0], "no real-world study")
+    fig.suptitle("Real-world memorisation: unlearned vs retrained without the requested strings")
+    return fig
+
+
+def make_realworld_figure(
+    secrets_files: Sequence[str | Path],
+    methods: Sequence[str],
+    memorised_above: float,
+    removed_below: float,
+    png: str | Path,
+    pdf: str | Path,
+) -> None:
+    secrets = loaders.load_secrets(secrets_files)
+    secrets["model"] = secrets["model"].str.removeprefix("unlearned~")
+    fig = realworld_figure(secrets, methods, memorised_above, removed_below)
+    footer(fig, "from results/realworld/<dataset>/seed~<s>/secrets_<model>.csv (strings masked)")
     save_figure(fig, png, pdf)
 
 
