@@ -7,9 +7,8 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, als
 
 from unlearnbench.seeding import derive_seed
 from unlearnbench.stage import run_stage
-from unlearnbench.texts import retained_texts
 from unlearnbench.training.loop import TrainConfig
-from unlearnbench.training.stages import finetune_from
+from unlearnbench.training.stages import retrain_from
 
 params = dict(snakemake.params.items())
 # Another data order for the retrain's twin: a seed derived from the replicate's and the key.
@@ -23,14 +22,8 @@ run_stage(
     snakemake.log[0],
     params,
     {"data_order": seed},
-    lambda frame: finetune_from(
-        Path(inp.base[0]).parent,
-        Path(inp.tokenizer).parent,
-        retained_texts(inp.train, inp.retain),
-        recipe,
-        out_dir=Path(snakemake.output.model[0]).parent,
-        checkpoint_dir=params["checkpoint"],
-        device=frame.device,
+    lambda frame: retrain_from(
+        inp, recipe, Path(snakemake.output.model[0]).parent, params["checkpoint"], frame.device
     ),
     threads=snakemake.threads,
     gpus=snakemake.resources.get("gpu", 0),

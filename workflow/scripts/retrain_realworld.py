@@ -10,17 +10,14 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, als
 
 from unlearnbench.replicate import ReplicateFiles
 from unlearnbench.stage import record_stage, start_stage
-from unlearnbench.studies.realworld.stages import RealworldConfig, score_secrets_stage
-from unlearnbench.texts import retained_texts
+from unlearnbench.studies.realworld.stages import record_secret_scores
 from unlearnbench.training.loop import TrainConfig
-from unlearnbench.training.stages import finetune_from
+from unlearnbench.training.stages import retrain_from
 
 params = dict(snakemake.params.items())
 inp, out = snakemake.input, snakemake.output
-seed = params["seed"]
-replicate = ReplicateFiles.from_inputs(inp, snakemake.wildcards.dataset, seed)
-cfg = RealworldConfig(**params["realworld"], seed=seed)
-recipe = TrainConfig(**params["recipe"], seed=seed, key="train.finetune")
+replicate = ReplicateFiles.from_inputs(inp, snakemake.wildcards.dataset, params["seed"])
+recipe = TrainConfig(**params["recipe"], seed=params["seed"], key="train.finetune")
 out_dir = Path(out.model[0]).parent
 
 frame = start_stage(
@@ -29,25 +26,8 @@ frame = start_stage(
 record_stage(
     out.manifest,
     params,
-    {"data_order": seed},
-    lambda frame: finetune_from(
-        Path(inp.base[0]).parent,
-        Path(inp.tokenizer).parent,
-        retained_texts(inp.train, inp.retain),
-        recipe,
-        out_dir=out_dir,
-        checkpoint_dir=params["checkpoint"],
-        device=frame.device,
-    ),
+    {"data_order": params["seed"]},
+    lambda frame: retrain_from(inp, recipe, out_dir, params["checkpoint"], frame.device),
     frame,
 )
-frame.log.info("scoring %s", out_dir)
-record_stage(
-    out.scored,
-    {"realworld": params["realworld"], "seed": seed},
-    {"eval": seed},
-    lambda frame: score_secrets_stage(
-        out_dir, replicate, cfg, inp.reference, inp.heldout_reference, out.secrets, frame.device
-    ),
-    frame,
-)
+record_secret_scores(out_dir, replicate, params, inp, out, frame)

@@ -198,24 +198,16 @@ def test_realworld_contrast_pairs_requested_strings_and_pools_units(tmp_path):
 
 def test_study_claims_join_the_table_and_its_holm_family(tmp_path):
     files, *_ = onion_files(tmp_path)
+    onion = {
+        "study": "onion",
+        "metric": "control_exposure_shift",
+        "point": "retrain",
+        "a": "targeted",
+        "b": "random",
+    }
     studies = [
-        rule(
-            id="onion_retrained",
-            study="onion",
-            metric="control_exposure_shift",
-            point="retrain",
-            a="targeted",
-            b="random",
-        ),
-        rule(
-            id="pooled_onion",
-            study="onion",
-            metric="control_exposure_shift",
-            point="retrain",
-            a="targeted",
-            b="random",
-            resample="units",
-        ),
+        rule(id="onion_retrained", **onion),
+        rule(id="pooled_onion", resample="units", **onion),
     ]
     _, result = claims_table(
         [], pd.DataFrame(), pd.DataFrame(), ["news"], BOOTSTRAP, studies, files

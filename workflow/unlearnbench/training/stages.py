@@ -14,6 +14,7 @@ from typing import Any
 
 from ..lm_data import encode_texts
 from ..models import ModelConfig, build_model, fingerprint, load_model, save_model
+from ..texts import retained_texts
 from ..tokenizer import load_tokenizer
 from .loop import TrainConfig, train
 
@@ -68,3 +69,18 @@ def finetune_from(
     model = load_model(base_dir, vocab_size=len(tokenizer)).to(device)
     result = _fit(model, tokenizer, texts, recipe, out_dir, checkpoint_dir)
     return {"base": str(base_dir), **result}
+
+
+def retrain_from(
+    inputs: Any,
+    recipe: TrainConfig,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """A gold standard from a retrain rule's named inputs: the base model (``inputs.base``, its
+    files) fine-tuned on D+, the rows of the training split ``inputs.train`` that the retain
+    manifest ``inputs.retain`` lists, with the tokenizer of ``inputs.tokenizer``."""
+    texts = retained_texts(inputs.train, inputs.retain)
+    base_dir, tokenizer_dir = Path(inputs.base[0]).parent, Path(inputs.tokenizer).parent
+    return finetune_from(base_dir, tokenizer_dir, texts, recipe, out_dir, checkpoint_dir, device)

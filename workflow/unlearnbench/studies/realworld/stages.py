@@ -38,6 +38,7 @@ from ...artifacts import check, describe_files
 from ...models import fingerprint, load_model
 from ...provenance import atomic_path, write_json
 from ...replicate import ReplicateFiles
+from ...stage import record_stage
 from ...texts import read_texts
 from ...tokenizer import load_tokenizer
 from .scoring import Probe, build_probe, memorisation_bits, reference_log_perplexities, score_probes
@@ -446,3 +447,29 @@ def score_secrets_stage(
         **_summary(table, cfg),
         "files": describe_files([out_csv]),
     }
+
+
+def record_secret_scores(
+    model_dir, replicate: ReplicateFiles, params: dict[str, Any], inputs: Any, outputs: Any, frame
+) -> dict[str, Any]:
+    """Score ``model_dir``'s strings (``score_secrets_stage``) as one recorded result of a job
+    (``outputs.scored``, ``outputs.secrets``), against find_secrets' tables (``inputs.reference``,
+    ``inputs.heldout_reference``): what unlearn_realworld and retrain_realworld write."""
+    seed = params["seed"]
+    cfg = RealworldConfig(**params["realworld"], seed=seed)
+    frame.log.info("scoring %s", model_dir)
+    return record_stage(
+        outputs.scored,
+        {"realworld": params["realworld"], "seed": seed},
+        {"eval": seed},
+        lambda frame: score_secrets_stage(
+            model_dir,
+            replicate,
+            cfg,
+            inputs.reference,
+            inputs.heldout_reference,
+            outputs.secrets,
+            frame.device,
+        ),
+        frame,
+    )
