@@ -99,6 +99,14 @@ UNLEARN_PARAMS = {
     "fisher": lambda wc: fisher_settings(wc.method),
     "seed": lambda wc: int(wc.seed),
 }
+def cycle_frontier():
+    """unlearn_cycles' frontier input: the method's frontier on the same replicate, whose
+    operating point the cycles run at (none for unlearn.cycle_point: base)."""
+    if config["unlearn"]["cycle_point"] == "base":
+        return {}
+    return {"frontier": "results/frontier/{dataset}/seed~{seed}/{method}.json"}
+
+
 CYCLE_MODELS = [
     f"cycle~{k}~{m}" for m in config["unlearn"]["cycle_methods"] for k in range(1, REQUESTS + 1)
 ]

@@ -51,11 +51,15 @@ rule unlearn_cycles:
     """K sequential requests: cycle k removes canary group k from cycle k-1's model, retaining
     D minus every group removed so far (Fisher methods estimate F of that set at each cycle's
     weights, so the stored Fisher is not an input); every cycle's model is kept and scored
-    with the evaluate rule's function and settings (results/eval/.../cycle~k~method.json)."""
+    with the evaluate rule's function and settings (results/eval/.../cycle~k~method.json).
+    The method runs at unlearn.cycle_point: its base setting or its frontier's operating point
+    on the same replicate."""
     input:
         **EVALUATE_DATA,
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
         retrained_metrics="results/eval/{dataset}/seed~{seed}/retrained.json",
+        # the method's operating point on this replicate (unlearn.cycle_point), unless base
+        **cycle_frontier(),
         code=code("unlearn_cycles"),
     output:
         models=[
@@ -92,6 +96,7 @@ rule unlearn_cycles:
         **UNLEARN_PARAMS,
         requests=REQUESTS,
         evaluate=config["evaluate"],
+        cycle_point=config["unlearn"]["cycle_point"],
     script:
         "../scripts/unlearn_cycles.py"
 

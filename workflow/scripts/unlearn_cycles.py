@@ -9,9 +9,10 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, als
 from unlearnbench.artifacts import describe_files
 from unlearnbench.evaluation import EvalConfig, load_scoring_data, record_metrics
 from unlearnbench.fisher.estimation import FisherConfig
+from unlearnbench.provenance import read_json
 from unlearnbench.replicate import ReplicateFiles
 from unlearnbench.stage import run_stage
-from unlearnbench.studies.cycles import unlearn_cycles_stage
+from unlearnbench.studies.cycles import operating_hyper, unlearn_cycles_stage
 
 params = dict(snakemake.params.items())
 out = snakemake.output
@@ -22,9 +23,14 @@ out_dirs = list(dict.fromkeys(str(Path(path).parent) for path in out.models))
 
 
 def cycles_then_scores(frame):
+    # Named input "frontier" only when unlearn.cycle_point is not base (Namedlist: getattr).
+    frontier_path = getattr(snakemake.input, "frontier", None)
+    frontier = read_json(frontier_path) if frontier_path else None
+    hyper, point = operating_hyper(params["hyper"], frontier, params["cycle_point"])
+    frame.log.info("cycle setting: %s (%s)", hyper, point)
     result = unlearn_cycles_stage(
         snakemake.wildcards.method,
-        params["hyper"],
+        hyper,
         replicate,
         fisher_cfg,
         params["trajectory"],
@@ -38,7 +44,8 @@ def cycles_then_scores(frame):
     for cycle, metrics_path in zip(result["cycles"], out.metrics, strict=True):
         record_metrics(metrics_path, cycle["model"], replicate, params["evaluate"], frame, data)
     # The cycles' models live under results/models/: recorded here, by relative path.
-    return {**result, "files": describe_files(out.models, relative_to=Path(out.manifest).parent)}
+    files = describe_files(out.models, relative_to=Path(out.manifest).parent)
+    return {**result, "operating_point": point, "files": files}
 
 
 run_stage(

@@ -101,6 +101,11 @@ BAD_CONFIGS = [
     ({"fisher.blocks": "diagonal"}, "fisher.blocks", "diagonal"),
     ({"onion.remove": 16}, "onion.remove", "control"),
     ({"onion.method": "forget_all"}, "onion.method", "forget_all"),
+    (
+        {"unlearn.run": ["fisher_removal"], "claims.rules": [], "claims.studies": []},
+        "unlearn.cycle_methods",
+        "cycle_point: base",
+    ),
     # side-study claims: an arm the config does not run, a metric of another study, a missing
     # onion arm, an id taken by a protocol claim
     ({"claims.studies.0.a": "gradient_ascent"}, "claims.studies[0].a", "cycle"),

@@ -95,3 +95,34 @@ def test_request_retain_set_is_what_the_request_k_retrain_trains_on(tmp_path):
     assert got["indices"] == [0, 2, 4, 6, 8]
     with pytest.raises(ValueError, match="groups \\[3\\]"):
         request_retain_set(tmp_path / "retain_set.json", tmp_path / "forget_set.json", [3])
+
+
+def test_cycles_run_at_the_frontiers_operating_point_or_its_strongest_point():
+    from unlearnbench.studies.cycles import operating_hyper
+
+    base = {"gamma": 0.001, "iterations": 1}
+    points = [
+        {
+            "hyper": {"gamma": g, "iterations": 1},
+            "knobs": {"gamma": g},
+            "strength": g,
+            "diverged": d,
+        }
+        for g, d in ((0.001, False), (0.01, False), (0.1, True))
+    ]
+    frontier = {
+        "method": "fisher_removal",
+        "points": points,
+        "selection": {"matched_erasure": {"index": None}, "matched_utility": {"index": 0}},
+    }
+    assert operating_hyper(base, None, "base") == (
+        base,
+        {"point": "base", "reached": True, "index": None},
+    )
+    hyper, record = operating_hyper(base, frontier, "matched_utility")
+    assert hyper == {"gamma": 0.001, "iterations": 1} and record["reached"]
+    # Not reached: the strongest point that did not diverge (0.1 diverged).
+    hyper, record = operating_hyper(base, frontier, "matched_erasure")
+    assert hyper["gamma"] == 0.01 and not record["reached"] and record["index"] == 1
+    with pytest.raises(ValueError, match="cycle_point"):
+        operating_hyper(base, frontier, "halfway")

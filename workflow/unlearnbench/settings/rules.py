@@ -347,7 +347,17 @@ def _check_study_claims(config: dict[str, Any]) -> None:
 
 
 def _check_frontier(unlearn: dict[str, Any]) -> None:
-    """Every method that runs has a grid: its frontier is what it is compared on."""
+    """Every method that runs has a grid: its frontier is what it is compared on; a cycle method
+    that runs at an operating point needs that frontier."""
+    if unlearn["cycle_point"] != "base":
+        missing = [m for m in unlearn["cycle_methods"] if m not in unlearn["run"]]
+        _fail_if(
+            bool(missing),
+            "unlearn.cycle_methods",
+            f"{missing} run the cycles at their {unlearn['cycle_point']} point, but have no "
+            "frontier (not in unlearn.run)",
+            "add them to unlearn.run, or set unlearn.cycle_point: base",
+        )
     for method in unlearn["run"]:
         grid = {k: v for k, v in unlearn["frontier"][method].items() if v is not None}
         _fail_if(
