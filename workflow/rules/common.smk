@@ -99,6 +99,8 @@ UNLEARN_PARAMS = {
     "fisher": lambda wc: fisher_settings(wc.method),
     "seed": lambda wc: int(wc.seed),
 }
+
+
 def cycle_frontier():
     """unlearn_cycles' frontier input: the method's frontier on the same replicate, whose
     operating point the cycles run at (none for unlearn.cycle_point: base)."""

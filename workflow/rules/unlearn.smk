@@ -56,10 +56,10 @@ rule unlearn_cycles:
     on the same replicate."""
     input:
         **EVALUATE_DATA,
+        # the method's frontier, whose operating point the cycles run at (unless base)
+        **cycle_frontier(),
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
         retrained_metrics="results/eval/{dataset}/seed~{seed}/retrained.json",
-        # the method's operating point on this replicate (unlearn.cycle_point), unless base
-        **cycle_frontier(),
         code=code("unlearn_cycles"),
     output:
         models=[
