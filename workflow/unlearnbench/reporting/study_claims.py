@@ -120,14 +120,8 @@ def _models(rule: Mapping[str, Any], files: StudyFiles) -> pd.DataFrame:
         evals = files.table("evals")
         if evals.empty:
             return _frame([])
-        ppl = evals.set_index(["dataset", "seed", "model"])["test_ppl"]
-        rows = []
-        for dataset, seed in sorted({(d, s) for d, s, _ in ppl.index}):
-            if (dataset, seed, a) in ppl and (dataset, seed, b) in ppl:
-                value = np.log(ppl[(dataset, seed, a)]) - np.log(ppl[(dataset, seed, b)])
-                unit = {"seed": _replicate(dataset, seed), "unit": "replicate"}
-                rows.append({**unit, "value": value})
-        return _frame(rows)
+        per_replicate = evals.assign(unit="replicate", log_ppl=np.log(evals["test_ppl"]))
+        return _paired(per_replicate, "model", "unit", "log_ppl", a, b)
     role = metric.removesuffix("_exposure")
     canaries = files.table("canaries")
     if canaries.empty:
@@ -181,13 +175,8 @@ def _cycles(rule: Mapping[str, Any], files: StudyFiles) -> pd.DataFrame:
     evals = files.table("evals")
     if evals.empty:
         return _frame([])
-    gaps = cumulative_utility_gaps(evals).set_index(["dataset", "seed", "method"])["gap"]
-    rows = []
-    for dataset, seed in sorted({(d, s) for d, s, _ in gaps.index}):
-        if (dataset, seed, rule["a"]) in gaps and (dataset, seed, rule["b"]) in gaps:
-            value = gaps[(dataset, seed, rule["a"])] - gaps[(dataset, seed, rule["b"])]
-            rows.append({"seed": _replicate(dataset, seed), "unit": "replicate", "value": value})
-    return _frame(rows)
+    gaps = cumulative_utility_gaps(evals).assign(unit="replicate")
+    return _paired(gaps, "method", "unit", "gap", rule["a"], rule["b"])
 
 
 def onion_retrain_shifts(files: StudyFiles) -> pd.DataFrame:
