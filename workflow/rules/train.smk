@@ -113,6 +113,7 @@ rule train_dp:
         base=model_files("results/models/base"),
         tokenizer=TOKENIZER,
         train="results/canaries/{dataset}/seed~{seed}/train.parquet",
+        validation="results/data/{dataset}/validation.parquet",
         code=code("train_dp"),
     output:
         model=model_files("results/models/{dataset}/seed~{seed}/dp_eps~{eps}"),

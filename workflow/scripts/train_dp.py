@@ -7,11 +7,14 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, als
 
 from unlearnbench.stage import run_stage
 from unlearnbench.texts import read_texts
-from unlearnbench.training.dp import DPConfig
 from unlearnbench.training.dp_stage import dp_finetune_from
 
 params = dict(snakemake.params.items())
-recipe = DPConfig(**params["recipe"], target_epsilon=params["epsilon"], seed=params["seed"])
+settings = dict(params["recipe"])
+lr = settings.pop("lr")
+lrs = [lr] if isinstance(lr, (int, float)) else list(lr)
+fraction = settings.pop("sweep_fraction")
+recipe = DPConfig(**settings, lr=lrs[0], target_epsilon=params["epsilon"], seed=params["seed"])
 inp = snakemake.input
 
 run_stage(
@@ -23,7 +26,9 @@ run_stage(
         Path(inp.base[0]).parent,
         Path(inp.tokenizer).parent,
         read_texts([inp.train]),
+        read_texts([inp.validation]),
         recipe,
+        sweep,
         out_dir=Path(snakemake.output.model[0]).parent,
         checkpoint_dir=params["checkpoint"],
         device=frame.device,

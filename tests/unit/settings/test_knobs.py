@@ -24,7 +24,7 @@ from unlearnbench.models import ModelConfig
 from unlearnbench.settings import load_schema, validate_config, without
 from unlearnbench.studies.fisher_scaling import ScalingConfig
 from unlearnbench.studies.realworld.stages import RealworldConfig
-from unlearnbench.training.dp import DPConfig
+from unlearnbench.training.dp_sweep import dp_settings
 from unlearnbench.training.loop import TrainConfig
 from unlearnbench.unlearning.registry import METHODS
 from unlearnbench.unlearning.trajectory import TrajectoryConfig
@@ -57,9 +57,9 @@ BUILDERS = {
     "model": lambda v: ModelConfig(**v),
     "train.pretrain": lambda v: TrainConfig(**v, seed=0, key="train.pretrain"),
     "train.finetune": lambda v: TrainConfig(**v, seed=0, key="train.finetune"),
-    "train_dp": lambda v: DPConfig(
-        **without(v, "epsilons", "replicates", "noise_free_control"), target_epsilon=1.0, seed=0
-    ),
+    "train_dp": lambda v: dp_settings(
+        without(v, "epsilons", "replicates", "noise_free_control"), target_epsilon=1.0, seed=0
+    )[0],
     "fisher": lambda v: FisherConfig(**v, seed=0),
     "unlearn.trajectory": TrajectoryConfig.from_dict,
     "realworld": lambda v: RealworldConfig(

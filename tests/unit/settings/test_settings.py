@@ -138,7 +138,7 @@ def test_bad_config_names_key(change, key, word):
 SCHEMA_KEYWORDS = {
     "$schema", "$defs", "$ref", "type", "description", "default", "properties",
     "additionalProperties", "required", "items", "enum", "pattern", "minimum", "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "minItems", "uniqueItems",
+    "exclusiveMinimum", "exclusiveMaximum", "minItems", "uniqueItems", "oneOf",
 }  # fmt: skip
 
 
@@ -158,6 +158,8 @@ def test_schema_nodes_use_only_schema_keywords_and_whole_descriptions():
                 walk(sub, f"{path}.{name}")
         if isinstance(node.get("items"), dict):
             walk(node["items"], f"{path}[]")
+        for i, option in enumerate(node.get("oneOf", [])):
+            walk(option, f"{path}|{i}")
 
     walk(load_schema(), "config")
 

@@ -209,6 +209,8 @@ def load_model_costs(paths: Iterable[str | Path]) -> pd.DataFrame:
                 "target_epsilon": _num(doc.get("target_epsilon")),
                 "delta": _num(doc.get("delta")),
                 "noise_multiplier": _num(doc.get("noise_multiplier")),
+                "dp_lr": _num(doc.get("lr")),  # the rate the sweep chose (DP models only)
+                "dp_steps": _num(doc.get("steps")),
                 "commit": commit_of(doc),
             }
         )

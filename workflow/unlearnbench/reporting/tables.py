@@ -98,6 +98,8 @@ def _provenance_note(commits: Sequence[str]) -> str:
 DP_METRICS = {
     "target_epsilon": ("target ε", 1),
     "epsilon_spent": ("spent ε", 2),
+    "dp_steps": ("DP steps", 0),
+    "dp_lr": ("DP rate (chosen on validation)", 4),
     "test_ppl": ("test perplexity", 1),
     "ppl_change_pct": ("Δ perplexity vs original (%)", 1),
     "exposure_removed_mean": ("removed exposure mean (bits)", 2),
@@ -123,7 +125,9 @@ def dp_table(
     """DP-SGD at each epsilon beside the unlearning methods: utility and exposure, and for each
     repetition count r of the canaries the epsilon a canary inserted r times is covered at."""
     frame = evals.merge(
-        dp_costs[["dataset", "seed", "model", "epsilon_spent", "target_epsilon"]],
+        dp_costs[["dataset", "seed", "model", "epsilon_spent", "target_epsilon"]].join(
+            dp_costs.reindex(columns=["dp_steps", "dp_lr"])
+        ),
         on=["dataset", "seed", "model"],
         how="left",
     )
@@ -147,7 +151,9 @@ def dp_table(
         "DP-SGD models are trained with Opacus on all of D (canaries included) at the target ε "
         "(δ from the config); spent ε is what the accountant reports; ε=∞ is the same recipe "
         "(Poisson sampling, clipping, steps) without noise, which separates the cost of "
-        "clipping from the cost of noise; the original and the "
+        "clipping from the cost of noise. DP-SGD gets the fine-tune's step budget; its rate is "
+        "chosen per ε on the validation split among train_dp.lr, and the noise covers every "
+        "step of that sweep, so spent ε includes the choice. The original and the "
         "retrained models are the references (every method at its operating points: the main "
         "results). A good trade-off has low removed exposure and small Δ perplexity. Values "
         "are mean ± sample std over seeds. Group ε: a canary inserted r times is a group of r "

@@ -25,6 +25,7 @@ from .rules import (
     dp_epsilons,
     eps_label,
     max_train_examples,
+    resolve_dp_budget,
 )
 from .schema import ConfigError, load_schema, schema_errors
 
@@ -41,6 +42,7 @@ __all__ = [
     "load_schema",
     "max_train_examples",
     "read_config_file",
+    "resolve_dp_budget",
     "validate_config",
     "without",
 ]
@@ -63,6 +65,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
     lines = schema_errors(config, schema)
     if lines:
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    resolve_dp_budget(config)
     check_config(config)
     check_offline(config)
     return config

@@ -37,6 +37,14 @@ def dp_epsilons(train_dp: dict[str, Any]) -> dict[str, float | None]:
     return models
 
 
+def resolve_dp_budget(config: dict[str, Any]) -> None:
+    """train_dp.epochs / batch_size left null take the non-private fine-tune's, in place: DP-SGD
+    then gets the same step budget as the model it is compared with, also when that changes."""
+    for key in ("epochs", "batch_size"):
+        if config["train_dp"][key] is None:
+            config["train_dp"][key] = config["train"]["finetune"][key]
+
+
 def check_config(config: dict[str, Any]) -> None:
     """Cross-field rules; raises ConfigError naming the first broken rule."""
     names = [d["name"] for d in config["datasets"]]

@@ -67,6 +67,7 @@ from ..logs import progress
 from ..models import fingerprint
 from ..seeding import derive_seed, torch_generator
 from .checkpoint import clear_checkpoint, inputs_fingerprint, resume, save_checkpoint
+from .param_subset import TRAINABLE, freeze_all_but
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,10 @@ class DPConfig:
     max_grad_norm: float = 1.0  # per-sample clipping bound C
     accountant: str = "prv"
     grad_sample_mode: str = "hooks"
+    trainable: str = "all"  # which parameters DP-SGD trains (param_subset.TRAINABLE)
+    # Steps of other runs on the same data that the same (epsilon, delta) must also cover (a
+    # rate sweep's candidates, dp_sweep): the noise is calibrated for all of them together.
+    extra_accounted_steps: int = 0
     checkpoint_every: int = 50
     key: str = "train_dp"  # config path, for error messages
 
@@ -125,6 +130,18 @@ class DPConfig:
                 self.grad_sample_mode in GRAD_SAMPLE_MODES,
                 f"must be one of {GRAD_SAMPLE_MODES}",
                 "use 'hooks' (fastest here)",
+            ),
+            (
+                "trainable",
+                self.trainable in TRAINABLE,
+                f"must be one of {TRAINABLE}",
+                "train 'all' parameters or a subset ('norms_biases', 'last_block')",
+            ),
+            (
+                "extra_accounted_steps",
+                self.extra_accounted_steps >= 0,
+                "must be >= 0",
+                "count the other runs' steps, or 0",
             ),
             (
                 "checkpoint_every",
@@ -236,7 +253,7 @@ def noise_multiplier(cfg: DPConfig, n: int) -> float:
         return 0.0
     delta = resolve_delta(cfg, n)
     q = sample_rate(n, cfg.batch_size)
-    steps = steps_per_epoch(n, cfg.batch_size) * cfg.epochs
+    steps = accounted_steps(cfg, n)
     ceiling = create_accountant(mechanism=cfg.accountant)
     ceiling.history = [(MAX_NOISE_MULTIPLIER, q, steps)]
     with warnings.catch_warnings():
@@ -246,13 +263,20 @@ def noise_multiplier(cfg: DPConfig, n: int) -> float:
     if floor_epsilon > cfg.target_epsilon:
         raise ValueError(
             f"{cfg.key}.epsilons: target epsilon {cfg.target_epsilon} is unreachable with "
-            f"{cfg.epochs} epochs ({cfg.key}.epochs) of {steps // cfg.epochs} steps at sample "
+            f"{steps} accounted steps ({cfg.epochs} epochs, {cfg.key}.epochs, of "
+            f"{steps_per_epoch(n, cfg.batch_size)} steps, plus {cfg.extra_accounted_steps} "
+            f"of a rate sweep) at sample "
             f"rate {q:.3g} ({cfg.key}.batch_size = {cfg.batch_size} of N = {n}, delta = "
             f"{delta:.3g}): even noise multiplier {MAX_NOISE_MULTIPLIER:g} spends "
             f"{floor_epsilon:.3g}. Raise the target epsilon, or lower {cfg.key}.epochs or "
             f"{cfg.key}.batch_size"
         )
     return _calibrate(cfg.target_epsilon, delta, q, steps, cfg.accountant)
+
+
+def accounted_steps(cfg: DPConfig, n: int) -> int:
+    """The steps the privacy budget covers: this run's and ``cfg.extra_accounted_steps``."""
+    return steps_per_epoch(n, cfg.batch_size) * cfg.epochs + cfg.extra_accounted_steps
 
 
 def poisson_rows(n: int, q: float, seed: int, step: int) -> list[int]:
@@ -326,8 +350,10 @@ def make_private(
 
 def make_optimizer(model: torch.nn.Module, cfg: DPConfig) -> torch.optim.Optimizer:
     # DP-Adam (Adam on the privatised gradient is post-processing: privacy is unchanged);
-    # foreach=False as in training.py: one fixed code path.
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, foreach=False)
+    # foreach=False as in training.py: one fixed code path. Frozen parameters (a trainable
+    # subset) are left out, so Opacus neither clips nor noises them.
+    trained = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.0, foreach=False)
 
 
 def train_dp(
@@ -337,12 +363,18 @@ def train_dp(
     pad_id: int,
     checkpoint_dir: str | Path | None = None,
     on_step: Callable[[int], None] | None = None,
+    until: int | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place with DP-SGD; return the privacy spent and the history.
 
     With ``checkpoint_dir``, state is saved every ``cfg.checkpoint_every`` steps and at the end
     of each epoch, and a run finds and resumes from it (bitwise equal to an uninterrupted run on
     CPU); the directory is removed on success. ``on_step(step)`` runs after each step.
+
+    ``until`` stops after that many steps (of the whole run's schedule and noise) and keeps the
+    checkpoint there, so a later call with the same ``checkpoint_dir`` continues the very same
+    run: a rate sweep's candidates are prefixes of full runs (dp_sweep). A run already past
+    ``until`` is returned as resumed, untrained.
     """
     n = len(sequences)
     if not n:
@@ -352,6 +384,9 @@ def train_dp(
     per_epoch = steps_per_epoch(n, cfg.batch_size)
     total_steps = per_epoch * cfg.epochs
     noise = noise_multiplier(cfg, n)  # errors out before the model is touched
+    stop = total_steps if until is None else min(until, total_steps)
+    if until is not None and not checkpoint_dir:
+        raise ValueError("train_dp: stopping early (until) needs a checkpoint_dir to continue from")
     log.info(
         "DP-SGD: noise multiplier %.4f, sample rate %.4g, %d steps, delta %.3g",
         noise,
@@ -361,6 +396,7 @@ def train_dp(
     )
 
     model.train()
+    trained_coordinates = freeze_all_but(model, cfg.trainable)
     optimizer = make_optimizer(model, cfg)
     step = 0
     history: dict[str, Any] = {"epoch_loss": [], "tokens": 0, "seconds": 0.0, "empty_batches": 0}
@@ -390,7 +426,8 @@ def train_dp(
             }
         )
     try:
-        bar = progress(range(step, total_steps), desc=cfg.key, total=total_steps - step)
+        done = step  # steps taken so far (more than stop when resumed past it)
+        bar = progress(range(step, stop), desc=cfg.key, total=max(0, stop - step))
         start = time.perf_counter()
         for step in bar:
             rows = poisson_rows(n, q, cfg.seed, step)
@@ -406,7 +443,8 @@ def train_dp(
                 history["epoch_loss"].append(running["loss"] / max(1, running["tokens"]))
                 log.info("epoch %d: loss %.4f", done // per_epoch, history["epoch_loss"][-1])
                 running = {"loss": 0.0, "tokens": 0}
-            if checkpoint_dir and (done % cfg.checkpoint_every == 0 or done % per_epoch == 0):
+            boundary = done % cfg.checkpoint_every == 0 or done % per_epoch == 0 or done == stop
+            if checkpoint_dir and boundary:
                 history["seconds"] += time.perf_counter() - start
                 start = time.perf_counter()
                 meta = {
@@ -423,13 +461,20 @@ def train_dp(
     finally:
         dp_optimizer.zero_grad(set_to_none=True)
         hooks.cleanup()  # the caller gets a plain model back, also after an error
+        model.requires_grad_(True)
     model.eval()
-    # Without noise nothing is guaranteed (epsilon = infinity): recorded as null.
-    epsilon = engine.accountant.get_epsilon(delta=delta) if noise > 0 else None
-    if checkpoint_dir:
+    # Without noise nothing is guaranteed (epsilon = infinity): recorded as null. With other
+    # runs accounted (a sweep), the guarantee covers them all: this run's steps and theirs.
+    epsilon_run = engine.accountant.get_epsilon(delta=delta) if noise > 0 else None
+    epsilon = epsilon_run
+    if noise > 0 and cfg.extra_accounted_steps:
+        epsilon = spent_epsilon(noise, q, accounted_steps(cfg, n), delta, cfg.accountant)
+    if checkpoint_dir and stop == total_steps:
         clear_checkpoint(checkpoint_dir)
     return {
         "epsilon": epsilon,
+        "epsilon_this_run": epsilon_run,
+        "accounted_steps": accounted_steps(cfg, n),
         "target_epsilon": cfg.target_epsilon,
         "noise_free": noise == 0,
         "delta": delta,
@@ -439,6 +484,9 @@ def train_dp(
         "max_grad_norm": cfg.max_grad_norm,
         "accountant": cfg.accountant,
         "steps": total_steps,
+        "steps_done": done,
+        "trainable": cfg.trainable,
+        "trained_parameters": trained_coordinates,
         **history,
         "tokens_per_second": history["tokens"] / max(history["seconds"], 1e-9),
     }

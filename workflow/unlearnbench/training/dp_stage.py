@@ -13,27 +13,45 @@ from typing import Any
 from ..lm_data import encode_texts
 from ..models import fingerprint, load_model, save_model
 from ..tokenizer import load_tokenizer
-from .dp import DPConfig, train_dp
+from .dp import DPConfig
+from .dp_sweep import DPSweep, sweep_dp
 
 
 def dp_finetune_from(
     base_dir: str | Path,
     tokenizer_dir: str | Path,
     texts: Sequence[str],
+    validation_texts: Sequence[str],
     recipe: DPConfig,
+    sweep: DPSweep,
     out_dir: str | Path,
     checkpoint_dir: str | Path,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """The base model fine-tuned with DP-SGD on ``texts`` (the train split with canaries).
+    """The base model fine-tuned with DP-SGD on ``texts`` (the train split with canaries), at
+    the rate of ``sweep`` that scores best on ``validation_texts`` (dp_sweep).
 
-    The manifest carries the epsilon the accountant reports as spent beside the target, the
-    delta and the calibrated noise multiplier, so tables show what was actually guaranteed.
+    The manifest carries the epsilon the accountant reports as spent (the whole sweep's) beside
+    the target, the delta, the calibrated noise multiplier and every candidate's validation
+    loss, so tables show what was actually guaranteed and chosen.
     """
     tokenizer = load_tokenizer(tokenizer_dir)
-    model = load_model(base_dir, vocab_size=len(tokenizer)).to(device)
-    sequences = encode_texts(tokenizer, texts, model.config.n_positions)
-    result = train_dp(model, sequences, recipe, tokenizer.eos_token_id, checkpoint_dir)
+
+    def fresh_model():
+        return load_model(base_dir, vocab_size=len(tokenizer)).to(device)
+
+    context = fresh_model().config.n_positions
+    sequences = encode_texts(tokenizer, texts, context)
+    validation = encode_texts(tokenizer, validation_texts, context)
+    model, result = sweep_dp(
+        fresh_model,
+        sequences,
+        validation,
+        recipe,
+        sweep,
+        tokenizer.eos_token_id,
+        checkpoint_dir,
+    )
     files = save_model(model, out_dir)
     params = sum(p.numel() for p in model.parameters())
     return {
