@@ -10,15 +10,19 @@ a secret tied with others keeps the better rank (the least conservative reading 
 the only one that is exactly reproducible: it needs no tie-breaking order).
 
 Estimators (every record says which one produced it, and |R|):
-- ``exact_rank``: all 10^k candidates through a pruned walk of the digit tree (``tree``);
-  equal to the brute-force rank (every candidate scored as a full sequence: the slow reference
-  in ``tests/references/exposure_brute_force.py``) and orders of magnitude cheaper.
+- ``exact_rank``: all 10^k candidates through a pruned walk, equal to the brute-force rank
+  (every candidate scored as a full sequence: the slow reference in
+  ``tests/references/exposure_brute_force.py``) and orders of magnitude cheaper. The walk is the
+  digit tree (``tree``) when every digit is one token (``canary_token_ids``: the project's
+  tokenizer), else the trie of the candidates' own token sequences (``trie``: any tokenizer,
+  e.g. GPT-2's BPE, which merges digit runs). ``RankResult.walk`` says which.
 - ``extrapolated_exposure``: a skew-normal fit to the Px of uniformly sampled candidates
   (Carlini et al. 2019, Sec. 4.3), for spaces too large to enumerate.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import time
@@ -40,6 +44,7 @@ from .scoring import (
     score_full_sequences,
 )
 from .tree import calibrate_tolerance, count_below
+from .trie import TokenTrie, build_trie, count_below_trie, encode_text
 
 DEFAULT_MAX_EXACT_SPACE = 10**7
 ESTIMATORS = ("exact", "extrapolated", "both")
@@ -58,6 +63,7 @@ class RankResult:
     # Tree only: expanded nodes and their forward seconds per depth (depth 1 = first digit).
     nodes_by_depth: dict[int, int] = field(default_factory=dict)
     seconds_by_depth: dict[int, float] = field(default_factory=dict)
+    walk: str = ""  # the exact walk: "digit_tree" or "token_trie" ("" for other estimators)
 
     @property
     def exposure(self) -> float:
@@ -79,36 +85,63 @@ def check_exact_space(space_size: int, max_space: int) -> None:
         )
 
 
+class DigitTokenizationError(ValueError):
+    """A canary whose digits are not one token each: the digit tree does not apply to it."""
+
+
 def exact_rank(
     model: torch.nn.Module,
-    prefix_ids: Sequence[int],
+    prefix: Sequence[int] | str,
     secret: str,
-    digit_token_ids: Sequence[int],
+    digit_token_ids: Sequence[int] | None = None,
     batch_size: int | None = None,
     device: torch.device | str | None = None,
     tolerance: float | None = None,
     max_space: int = DEFAULT_MAX_EXACT_SPACE,
+    *,
+    tokenizer: Any | None = None,
+    context_ids: Sequence[int] = (),
+    max_trie_bytes: int | None = None,
+    progress: bool | None = None,
 ) -> RankResult:
-    """Exact rank of ``secret`` among all 10^k digit strings (tree walk with exact pruning).
+    """Exact rank of ``secret`` among all 10^k candidates (a walk with exact pruning).
 
-    ``batch_size`` is the number of tree nodes per forward (None: as many as a 1 GiB cache
-    budget allows, at most 4096 on CPU); ``tolerance`` (nats) the margin within which leaves are
-    rescored by full-sequence scoring (None: measured, see ``tree``).
+    ``prefix`` is either token ids, with ``digit_token_ids`` (one token per digit): the digit
+    tree; or the prefix text, with its ``tokenizer``: the digit tree when every digit is one
+    token (``canary_token_ids``, ids ``context_ids`` + prefix tokens), the token trie otherwise
+    (``trie``: its tokens follow ``context_ids``; ``max_trie_bytes`` bounds its memory, None:
+    half of the available memory). ``batch_size`` is the number of nodes per forward (None: as
+    many as a 1 GiB cache budget allows, at most 4096 on CPU); ``tolerance`` (nats) the margin
+    within which leaves are rescored by full-sequence scoring (None: measured, see ``tree``).
     """
     start = time.perf_counter()
+    if isinstance(prefix, str):
+        if tokenizer is None:
+            raise ValueError("exposure: exact_rank of a prefix text needs its tokenizer")
+        check_exact_space(10 ** sum(ch.isdigit() for ch in secret), max_space)
+        try:
+            prefix_ids, digit_token_ids = canary_token_ids(tokenizer, prefix, secret)
+        except DigitTokenizationError:
+            trie = build_trie(tokenizer, prefix, secret, context_ids, max_trie_bytes, progress)
+            return trie_rank(
+                model, trie, tokenizer, secret, batch_size, device, tolerance, progress, start
+            )
+        prefix = [*context_ids, *prefix_ids]
+    elif digit_token_ids is None:
+        raise ValueError("exposure: exact_rank of prefix token ids needs digit_token_ids")
     device = model_device(model, device)
     digit_ids = digit_id_tensor(digit_token_ids, device)
     target = digits_tensor(secret, device)
     k = target.shape[1]
     check_exact_space(10**k, max_space)
     with eval_mode(model):
-        threshold = float(score_full_sequences(model, prefix_ids, target, digit_ids)[0])
+        threshold = float(score_full_sequences(model, prefix, target, digit_ids)[0])
         scorer = DigitScorer(model, digit_ids)
-        prefix = PrefixState.compute(scorer, prefix_ids)
+        state = PrefixState.compute(scorer, prefix)
         if tolerance is None:
-            tolerance = calibrate_tolerance(scorer, prefix_ids, prefix, target)
+            tolerance = calibrate_tolerance(scorer, prefix, state, target)
         below, counts, rescored = count_below(
-            scorer, prefix_ids, prefix, k, threshold, tolerance, batch_size
+            scorer, prefix, state, k, threshold, tolerance, batch_size
         )
     return RankResult(
         rank=below + 1,
@@ -121,13 +154,50 @@ def exact_rank(
         seconds=time.perf_counter() - start,
         nodes_by_depth=counts.nodes_by_depth,
         seconds_by_depth=counts.seconds_by_depth,
+        walk="digit_tree",
     )
 
 
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    """Token ids from a transformers tokenizer or a raw ``tokenizers.Tokenizer``."""
-    encoded = tokenizer.encode(text, add_special_tokens=False)
-    return list(getattr(encoded, "ids", encoded))
+def trie_rank(
+    model: torch.nn.Module,
+    trie: TokenTrie,
+    tokenizer: Any,
+    secret: str,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    tolerance: float | None = None,
+    progress: bool | None = None,
+    start: float | None = None,
+) -> RankResult:
+    """Exact rank of ``secret`` in a built trie (one trie serves every secret of its format
+    and prefix); ``start``: the ``perf_counter`` its time counts from (None: now)."""
+    start = time.perf_counter() if start is None else start
+    secret_node = trie.locate(tokenizer, secret)
+    device = model_device(model, device)
+    with eval_mode(model):
+        found = count_below_trie(model, trie, secret_node, device, batch_size, tolerance, progress)
+    return RankResult(
+        rank=found.below + 1,
+        space_size=trie.space_size,
+        secret_log_perplexity=found.threshold,
+        candidates_scored=found.counts.nodes_expanded,
+        leaves_scored=found.counts.leaves_scored,
+        rescored=found.rescored,
+        tolerance=found.tolerance,
+        seconds=time.perf_counter() - start,
+        nodes_by_depth=found.counts.nodes_by_depth,
+        seconds_by_depth=found.counts.seconds_by_depth,
+        walk="token_trie",
+    )
+
+
+_encode = encode_text
+
+
+def _with_digits(secret: str, digits: str) -> str:
+    """``secret`` with its digits replaced by ``digits``, in order (separators kept)."""
+    replacements = iter(digits)
+    return re.sub(r"\d", lambda _: next(replacements), secret)
 
 
 def canary_token_ids(tokenizer: Any, prefix: str, secret: str) -> tuple[list[int], list[int]]:
@@ -135,7 +205,9 @@ def canary_token_ids(tokenizer: Any, prefix: str, secret: str) -> tuple[list[int
 
     The digit ids are read off the tokenizer in the canary's own context (the secret with every
     digit replaced by d), so separators or word-boundary markers are handled as the tokenizer
-    does; any candidate that would not tokenise to exactly k digit tokens is an error.
+    does; the secret with alternating digit pairs (every ordered pair, "1212...") catches pair
+    merges that runs of one digit do not. Any candidate that would not tokenise to exactly k
+    digit tokens raises ``DigitTokenizationError`` (the digit tree does not apply; ``trie`` does).
     """
     prefix_ids = _encode(tokenizer, prefix)
     k = sum(ch.isdigit() for ch in secret)
@@ -144,14 +216,24 @@ def canary_token_ids(tokenizer: Any, prefix: str, secret: str) -> tuple[list[int
         ids = _encode(tokenizer, prefix + re.sub(r"\d", str(d), secret))
         tail = ids[len(prefix_ids) :]
         if ids[: len(prefix_ids)] != prefix_ids or len(tail) != k or len(set(tail)) != 1:
-            raise ValueError(
+            raise DigitTokenizationError(
                 f"exposure: canary {prefix + secret!r} does not tokenise as prefix tokens + "
                 f"{k} single-digit tokens; the tokenizer must split digits one per token"
             )
         digit_ids.append(tail[0])
+    for a, b in itertools.permutations(range(10), 2) if k > 1 else ():
+        probe = _with_digits(secret, (f"{a}{b}" * k)[:k])
+        expected = prefix_ids + [digit_ids[int(ch)] for ch in probe if ch.isdigit()]
+        if _encode(tokenizer, prefix + probe) != expected:
+            raise DigitTokenizationError(
+                f"exposure: canary {prefix + probe!r} does not tokenise as prefix tokens + "
+                f"{k} single-digit tokens; the tokenizer must split digits one per token"
+            )
     expected = prefix_ids + [digit_ids[int(ch)] for ch in secret if ch.isdigit()]
     if _encode(tokenizer, prefix + secret) != expected:
-        raise ValueError(f"exposure: canary {prefix + secret!r} tokenises inconsistently")
+        raise DigitTokenizationError(
+            f"exposure: canary {prefix + secret!r} tokenises inconsistently"
+        )
     return prefix_ids, digit_ids
 
 
@@ -172,7 +254,9 @@ def canary_exposures(
 
     ``seed`` seeds the extrapolation's sampling (one generator per canary, seed + index, so a
     canary's estimate does not depend on which canaries precede it). ``progress=None`` shows the
-    bar only when the log stream is a terminal, keeping logs quiet.
+    bar only when the log stream is a terminal, keeping logs quiet. Canaries whose digits are
+    not one token each are ranked in the token trie, built once per prefix and secret format;
+    the extrapolated estimator needs one token per digit and refuses them.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(
@@ -182,11 +266,23 @@ def canary_exposures(
     if estimator != "extrapolated":  # refuse before spending time on the first canaries
         for canary in canaries:
             check_exact_space(10 ** sum(ch.isdigit() for ch in canary["secret"]), max_exact_space)
+    splits: list[tuple[list[int], list[int]] | None] = []
+    for canary in canaries:
+        try:
+            splits.append(canary_token_ids(tokenizer, canary["prefix"], canary["secret"]))
+        except DigitTokenizationError:
+            if estimator != "exact":
+                raise ValueError(
+                    f"evaluate.exposure.estimator: the extrapolated estimator scores one token "
+                    f"per digit, and canary {canary['prefix'] + canary['secret']!r} merges "
+                    "digits under this tokenizer; use 'exact'"
+                ) from None
+            splits.append(None)
+    tries: dict[tuple[str, str], TokenTrie] = {}
     records = []
     with progress_bar("exposure", len(canaries), enabled=progress, unit="canary") as bar:
-        for index, canary in enumerate(canaries):
+        for index, (canary, split) in enumerate(zip(canaries, splits, strict=True)):
             start = time.perf_counter()
-            prefix_ids, digit_ids = canary_token_ids(tokenizer, canary["prefix"], canary["secret"])
             k = sum(ch.isdigit() for ch in canary["secret"])
             # Every key in every record (None where the estimator did not run): one table schema.
             record: dict[str, Any] = {
@@ -199,32 +295,46 @@ def canary_exposures(
                 "exposure_extrapolated_unclipped": None,
                 "secret_log_perplexity": None,
                 "candidates_scored": None,
+                "exact_walk": None,
                 "n_samples": None,
                 "skewnorm": None,
             }
             if estimator in ("exact", "both"):
-                result = exact_rank(
-                    model,
-                    prefix_ids,
-                    canary["secret"],
-                    digit_ids,
-                    batch_size,
-                    device,
-                    max_space=max_exact_space,
-                )
+                if split is None:
+                    key = (canary["prefix"], re.sub(r"\d", "#", canary["secret"]))
+                    if key not in tries:
+                        tries[key] = build_trie(
+                            tokenizer, canary["prefix"], canary["secret"], progress=progress
+                        )
+                    result = trie_rank(
+                        model, tries[key], tokenizer, canary["secret"], batch_size, device,
+                        progress=progress, start=start,
+                    )  # fmt: skip
+                else:
+                    result = exact_rank(
+                        model,
+                        split[0],
+                        canary["secret"],
+                        split[1],
+                        batch_size,
+                        device,
+                        max_space=max_exact_space,
+                    )
                 record.update(
                     rank=result.rank,
                     exposure_exact=result.exposure,
                     candidates_scored=result.candidates_scored,
                     secret_log_perplexity=result.secret_log_perplexity,
+                    exact_walk=result.walk,
                 )
             if estimator in ("extrapolated", "both"):
+                assert split is not None  # refused above
                 generator = torch.Generator().manual_seed(seed + index)
                 fit = extrapolated_exposure(
                     model,
-                    prefix_ids,
+                    split[0],
                     canary["secret"],
-                    digit_ids,
+                    split[1],
                     n_samples,
                     generator,
                     device=device,
