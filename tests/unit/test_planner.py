@@ -3,9 +3,13 @@ impossible is refused with the key to change (from the config alone: nothing is 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
-from snakemake_runner import config_of
+from snakemake_runner import REPO, config_of
 from transformers import GPT2Config, GPT2LMHeadModel
+from unlearnbench.fisher import memory
 from unlearnbench.planner import (
     PlanError,
     check_plan,
@@ -88,3 +92,45 @@ def test_gpu_rules_are_timed_at_a_gpu_rate():
     cpu = {e.rule: e.seconds for e in estimates(config, "cpu")}
     gpu = {e.rule: e.seconds for e in estimates(config, "gpu")}
     assert all(gpu[r] < cpu[r] or cpu[r] == 0 for r in cpu)
+
+
+# estimate_fisher through fisher.memory: GPUs, hub models, and no torch at DAG build.
+
+
+def test_the_planner_imports_no_torch(tmp_path):
+    script = (
+        "import sys; sys.path[:0] = ['workflow', 'tests']\n"
+        "from snakemake_runner import config_of\n"
+        "from unlearnbench.planner import check_plan\n"
+        "from unlearnbench.settings import validate_config\n"
+        "check_plan(validate_config(config_of('config.yaml')), "
+        "{'estimate_fisher': {'mem_mb': 6000, 'gpu': 2}}, 24000)\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_gpu_rule_is_held_to_its_gpus_memory():
+    config = validate_config(config_of("config.yaml"))
+    gpu_rule = {"estimate_fisher": {"mem_mb": 6000, "gpu": 1}}
+    (fisher,) = check_plan(config, gpu_rule, machine_mb=24_000)
+    assert 0 < fisher.gpu_memory_mb < fisher.memory_mb + memory.CUDA_CONTEXT_MB
+    refusal = r"fisher\.examples: rule estimate_fisher would need about [\d,]+ MB per GPU on 1 GPU"
+    with pytest.raises(PlanError, match=refusal + r" .* more than a GPU's 500 MB"):
+        check_plan(config, gpu_rule, machine_mb=24_000, gpu_mb=500)
+
+
+def test_a_hub_models_fisher_is_sized_and_the_refusal_says_how_many_gpus():
+    config = validate_config(config_of("config.yaml"))
+    config["model"] = {**config["model"], "source": "gpt2"}  # G: 256 x 124 M floats, 119 GiB
+    config["fisher"] = {**config["fisher"], "gradient_method": "loop"}  # auto: vmap, 3 GPUs
+    one, two = ({"estimate_fisher": {"mem_mb": 500_000, "gpu": n}} for n in (1, 2))
+    with pytest.raises(PlanError, match=r"fisher\.examples: .* ask for 2 GPUs"):
+        check_plan(config, one, local=False)
+    (fisher,) = check_plan(config, two, local=False)
+    assert fisher.gpu_memory_mb < memory.GPU_MB and "d = 124439808" in fisher.detail
+    with pytest.raises(PlanError, match=r"fisher\.examples: rule estimate_fisher would need"):
+        check_plan(config, {"estimate_fisher": {"mem_mb": 6000}}, local=False)  # on CPUs
+    config["model"] = {**config["model"], "source": "some/unknown-model"}
+    assert estimates(config) == []

@@ -11,14 +11,24 @@ The estimates are deliberately simple upper-ish formulas, calibrated on the defa
 measured peaks (results/tables/cost.md: 0.5-1.1 GB per torch job, ~0.6 GB of which is Python,
 torch and transformers). Time uses an optimistic rate (``RATE``), so only a job that cannot
 finish even at that rate is refused: the check catches the impossible, not the merely slow.
+
+``estimate_fisher`` is sized by ``fisher/memory.py`` (storage modes, blocks, GPUs; calibrated
+on measured peaks), for a GPT-2 from scratch and for the hub models whose shapes it knows
+(GPT-2, OPT); a rule that asks for GPUs is also held to their memory (``GPU_MB`` each,
+``UNLEARNBENCH_GPU_MB`` overrides), and the refusal says on how many GPUs it would fit.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .settings.rules import dp_epsilons
@@ -45,6 +55,21 @@ class Estimate:
     seconds: float
     keys: tuple[str, ...]  # the config keys that drive it, the main one first
     detail: str
+    gpu_memory_mb: float = 0.0  # per GPU, for a rule that runs on GPUs
+
+
+@cache
+def fisher_memory_module() -> ModuleType:
+    """``fisher/memory.py``, loaded without running ``fisher/__init__.py`` (which imports torch
+    and transformers: 7 s at every DAG build); the module needs only the standard library."""
+    if "unlearnbench.fisher.memory" in sys.modules:
+        return sys.modules["unlearnbench.fisher.memory"]
+    name = f"{__package__}._fisher_memory"
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "fisher/memory.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
 
 
 def scratch_parameters(model: Mapping[str, Any], vocab_size: int) -> int:
@@ -80,17 +105,61 @@ def training_rows(config: Mapping[str, Any]) -> tuple[int, int]:
 
 
 def _activations_bytes(batch: int, config: Mapping[str, Any], backward: bool) -> float:
-    """What a forward pass of ``batch`` sequences holds: per layer and token ~70 width plus 10
-    heads x context fp32 values kept for backward (~1/4 of them without), and the logits: three
-    vocabulary-sized buffers per token with backward (logits, log-softmax, gradient), two
-    without."""
-    model, vocab = config["model"], config["tokenizer"]["vocab_size"]
-    context = tokens_per_sequence(config)
-    tokens = batch * context
-    per_token = model["n_layer"] * (70 * model["n_embd"] + 10 * model["n_head"] * context)
-    if not backward:
-        per_token /= 4
-    return tokens * per_token * 4 + (12 if backward else 8) * tokens * vocab
+    """What a forward pass of ``batch`` sequences holds (``fisher.memory.activation_bytes``)."""
+    memory = fisher_memory_module()
+    shape = memory.scratch_shape(config["model"], config["tokenizer"]["vocab_size"])
+    return memory.activation_bytes(shape, batch, tokens_per_sequence(config), backward)
+
+
+def _fisher_shape(config: Mapping[str, Any]):
+    """The model's shape for ``fisher.memory``: scratch, a known hub model, or None."""
+    memory, model = fisher_memory_module(), config["model"]
+    if model["source"] == "scratch":
+        return memory.scratch_shape(model, config["tokenizer"]["vocab_size"])
+    return memory.MODELS.get(model["source"])
+
+
+def _fisher_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``fisher.*`` as ``fisher.memory`` takes it. ``storage`` and ``dtype`` are not config keys
+    yet: the code stores G in float32 on the model's device."""
+    fisher = config["fisher"]
+    return {
+        "blocks": fisher["blocks"],
+        "block_size": fisher["block_size"],
+        "storage": fisher.get("storage", "device"),
+        "dtype": fisher.get("dtype", "float32"),
+        "gradient_method": fisher["gradient_method"],
+    }
+
+
+def _fisher_estimate(config: Mapping[str, Any], device: str, gpus: int) -> Estimate | None:
+    """estimate_fisher: host memory of the job (every process), memory per GPU, and time."""
+    shape = _fisher_shape(config)
+    if shape is None:
+        return None
+    memory = fisher_memory_module()
+    rows, _ = training_rows(config)
+    m, d, seq = min(config["fisher"]["examples"], rows), shape.d, tokens_per_sequence(config)
+    need = memory.fisher_memory(
+        shape, m, seq, gpus=gpus, device=device, process_mb=PROCESS_MB, **_fisher_settings(config)
+    )
+    keys = ["fisher.examples"]
+    if config["model"]["source"] == "scratch":
+        keys.append(parameter_driver(config["model"], config["tokenizer"]["vocab_size"]))
+    g_mb = m * d * memory.DTYPE_BYTES[_fisher_settings(config)["dtype"]] / MB
+    return Estimate(
+        "estimate_fisher",
+        need.host_mb + _text_mb(config),
+        (6 * d * m * seq + 2 * m * m * d) / RATE[device],
+        tuple(keys),
+        f"m = {m} gradients of d = {d} parameters ({g_mb:,.0f} MB)",
+        need.gpu_mb,
+    )
+
+
+def _text_mb(config: Mapping[str, Any]) -> float:
+    rows, _ = training_rows(config)
+    return 3 * rows * max(BYTES_PER_ROW, config["data"]["max_example_chars"] * 2) / MB
 
 
 def _train_memory_mb(d: int, batch: int, config: Mapping[str, Any]) -> float:
@@ -104,10 +173,12 @@ def _score_memory_mb(d: int, batch: int, config: Mapping[str, Any]) -> float:
     return PROCESS_MB + (8 * d + _activations_bytes(batch, config, backward=False)) / MB
 
 
-def estimates(config: Mapping[str, Any], device: str = "cpu") -> list[Estimate]:
-    """Peak memory (MB) and a lower bound of the time (s) of each heavy rule's job."""
-    if config["model"]["source"] != "scratch":
-        return []  # hub models: sized by the paper-scale planner (not wired yet)
+def estimates(config: Mapping[str, Any], device: str = "cpu", gpus: int = 1) -> list[Estimate]:
+    """Peak memory (MB) and a lower bound of the time (s) of each heavy rule's job (``gpus``:
+    the GPUs a GPU job has; only the sharded Fisher uses more than one)."""
+    if config["model"]["source"] != "scratch":  # hub models: only the Fisher is sized yet
+        fisher = _fisher_estimate(config, device, gpus)
+        return [fisher] if fisher else []
     vocab = config["tokenizer"]["vocab_size"]
     d = scratch_parameters(config["model"], vocab)
     size_key = parameter_driver(config["model"], vocab)
@@ -121,7 +192,7 @@ def estimates(config: Mapping[str, Any], device: str = "cpu") -> list[Estimate]:
         keys = tuple(dict.fromkeys((key, size_key)))  # the model's size drives every stage
         out.append(Estimate(rule, memory_mb, flops / rate, keys, detail))
 
-    text_mb = 3 * rows * max(BYTES_PER_ROW, config["data"]["max_example_chars"] * 2) / MB
+    text_mb = _text_mb(config)
     add(
         "inject_canaries",
         PROCESS_MB / 2 + text_mb,
@@ -151,13 +222,7 @@ def estimates(config: Mapping[str, Any], device: str = "cpu") -> list[Estimate]:
     )
     m = min(fisher["examples"], rows)
     fisher_mb = (m * d * 4 + 2 * m * m * 8) / MB  # G and the m x m Gram matrix / factor
-    add(
-        "estimate_fisher",
-        _train_memory_mb(d, 32, config) + fisher_mb + text_mb,
-        6 * d * m * seq + 2 * m * m * d,
-        "fisher.examples",
-        f"m = {m} gradients of d = {d} parameters ({m * d * 4 / MB:,.0f} MB)",
-    )
+    out.append(_fisher_estimate(config, device, gpus))
     batch = config["unlearn"]["trajectory"]["batch_size"]
     points = max((_grid_size(g) for g in config["unlearn"]["frontier"].values()), default=1)
     add(
@@ -269,14 +334,20 @@ def check_plan(
     resources: Mapping[str, Mapping[str, float]],
     machine_mb: float | None = None,
     local: bool = True,
+    gpu_mb: float | None = None,
 ) -> list[Estimate]:
-    """Refuse (PlanError listing every stage that cannot fit) or return the estimates."""
+    """Refuse (PlanError listing every stage that cannot fit) or return the estimates.
+    ``gpu_mb``: memory of one GPU (default ``fisher.memory.GPU_MB``, 80 GB)."""
     problems = []
     plans = []
+    gpu_mb = fisher_memory_module().GPU_MB if gpu_mb is None else gpu_mb
     for rule, declared in resources.items():
-        device = "gpu" if declared.get("gpu") else "cpu"
-        plans += [e for e in estimates(config, device) if e.rule == rule]
+        gpus = int(declared.get("gpu") or 0)
+        device = "gpu" if gpus else "cpu"
+        plans += [e for e in estimates(config, device, max(gpus, 1)) if e.rule == rule]
     for e in plans:
+        if e.gpu_memory_mb > gpu_mb:
+            problems.append(_fisher_gpu_refusal(config, resources[e.rule], gpu_mb))
         declared = resources.get(e.rule, {})
         limit = declared.get("mem_mb")
         where = "the rule's mem_mb"
@@ -300,9 +371,24 @@ def check_plan(
     return plans
 
 
+def _fisher_gpu_refusal(
+    config: Mapping[str, Any], declared: Mapping[str, float], gpu_mb: float
+) -> str:
+    """Why estimate_fisher does not fit its GPUs, and on how many (or with what) it would."""
+    rows, _ = training_rows(config)
+    m = min(config["fisher"]["examples"], rows)
+    return fisher_memory_module().gpu_refusal(
+        _fisher_shape(config), m, tokens_per_sequence(config), gpus=int(declared["gpu"]),
+        gpu_mb=gpu_mb, storage_key="storage" in config["fisher"],
+        **_fisher_settings(config),
+    )  # fmt: skip
+
+
 def check_workflow(config: Mapping[str, Any], rules: Iterable[Any], local: bool) -> None:
     """The Snakefile's call: estimates against the rules' resources and, run locally, this
-    machine's memory (``UNLEARNBENCH_MACHINE_MB`` overrides what /proc/meminfo says)."""
+    machine's memory (``UNLEARNBENCH_MACHINE_MB`` overrides what /proc/meminfo says; a GPU's
+    memory is ``UNLEARNBENCH_GPU_MB``, default 80 GB)."""
     override = os.environ.get("UNLEARNBENCH_MACHINE_MB")
     machine = float(override) if override else machine_memory_mb()
-    check_plan(config, declared_resources(rules), machine, local)
+    gpu = os.environ.get("UNLEARNBENCH_GPU_MB")
+    check_plan(config, declared_resources(rules), machine, local, float(gpu) if gpu else None)

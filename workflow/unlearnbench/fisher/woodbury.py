@@ -88,7 +88,7 @@ def uses_dual_form(width: int, m: int) -> bool:
     return width >= m  # the m x m (Woodbury) form is the smaller one
 
 
-def _gram(G: torch.Tensor, a: int, b: int, chunk: int, row_block: int, bar: Any) -> torch.Tensor:
+def gram(G: torch.Tensor, a: int, b: int, chunk: int, row_block: int, bar: Any) -> torch.Tensor:
     """G[:, a:b] G[:, a:b]^T in float64. Only lower row tiles are multiplied (K is symmetric:
     about half the flops of one big matmul for m >> row_block); column chunks bound how many
     float32 products one partial sum accumulates."""
@@ -114,6 +114,77 @@ def checked_cholesky(K: torch.Tensor, block: Block) -> torch.Tensor:
             "increase lambda or check the per-example gradients"
         )
     return L
+
+
+# One block's computations, shared by ``WoodburyFisher`` and the process-sharded Fisher
+# (``sharded.py``): there a rank holds some columns of a dual block, sums the partial m-vectors
+# and Gram matrices with the other ranks, and runs the same code on its own columns.
+
+
+def dual_factor(K: torch.Tensor, m: int, lam: float, block: Block) -> torch.Tensor:
+    """Cholesky factor of K + m lam I, from the (summed) Gram matrix K = G_b G_b^T."""
+    K.diagonal().add_(m * lam)
+    return checked_cholesky(K, block)
+
+
+def primal_factor(G: torch.Tensor, a: int, b: int, lam: float, block: Block) -> torch.Tensor:
+    """Cholesky factor of the n x n block lam I + G[:, a:b]^T G[:, a:b] / m (n = b - a < m)."""
+    Gb = G[:, a:b].double()
+    K = Gb.T @ Gb / G.shape[0]
+    K.diagonal().add_(lam)
+    return checked_cholesky(K, block)
+
+
+def dual_project(G: torch.Tensor, xg: torch.Tensor, a: int, b: int, chunk: int) -> torch.Tensor:
+    """G[:, a:b] x[a:b] in float64 (float32 products per column chunk)."""
+    u = torch.zeros(G.shape[0], dtype=torch.float64, device=G.device)
+    for cols in column_chunks(a, b, chunk):
+        u += G[:, cols] @ xg[cols]
+    return u
+
+
+def dual_coefficients(u: torch.Tensor, L: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """K^{-1} u, in G's dtype for the back-projection."""
+    return torch.cholesky_solve(u[:, None], L)[:, 0].to(dtype)
+
+
+def dual_update(
+    G: torch.Tensor, y: torch.Tensor, v: torch.Tensor, a: int, b: int, chunk: int, lam: float
+) -> None:
+    """y[a:b] <- (y[a:b] - G[:, a:b]^T v) / lam, in place."""
+    for cols in column_chunks(a, b, chunk):
+        y[cols] -= G[:, cols].T @ v
+    y[a:b] /= lam
+
+
+def primal_solve(y: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    return torch.cholesky_solve(y[:, None], L)[:, 0]
+
+
+def primal_diag(L: torch.Tensor) -> torch.Tensor:
+    return torch.cholesky_inverse(L).diagonal()
+
+
+def dual_diag(
+    G: torch.Tensor, a: int, b: int, L: torch.Tensor, lam: float, chunk: int, row_block: int
+) -> torch.Tensor:
+    """(1 - colsum(Q^2)) / lam over columns a:b, Q = L^{-1} G, as matrix products with the
+    explicit triangular inverse, row tile by row tile, skipping its zero upper tiles: BLAS-3
+    speed, where a triangular solve with a wide right-hand side ran 3-4x slower than the Gram
+    product on this machine."""
+    m = G.shape[0]
+    eye = torch.eye(m, dtype=L.dtype, device=L.device)
+    L_inv = torch.linalg.solve_triangular(L, eye, upper=False).to(G.dtype)
+    ones = torch.ones(row_block, dtype=G.dtype, device=G.device)
+    out = torch.empty(b - a, dtype=torch.float64, device=G.device)
+    for cols in column_chunks(a, b, chunk):
+        part = G[:, cols]
+        sq_norms = torch.zeros(cols.stop - cols.start, dtype=torch.float64, device=G.device)
+        for r0, r1 in row_tiles(m, row_block):
+            Q = L_inv[r0:r1, :r1] @ part[:r1]
+            sq_norms += ones[: r1 - r0] @ Q.square()  # float64 across tiles
+        out[cols.start - a : cols.stop - a] = (1 - sq_norms) / lam
+    return out
 
 
 class WoodburyFisher:
@@ -176,14 +247,11 @@ class WoodburyFisher:
         with progress_bar("Fisher set-up", d, enabled=progress, unit="col") as bar:
             for a, b in blocks:
                 if uses_dual_form(b - a, m):
-                    K = _gram(G, a, b, chunk_columns, row_block, bar)
-                    K.diagonal().add_(m * lam)
+                    K = gram(G, a, b, chunk_columns, row_block, bar)
+                    factors.append(dual_factor(K, m, lam, (a, b)))
                 else:
-                    Gb = G[:, a:b].double()
-                    K = Gb.T @ Gb / m
-                    K.diagonal().add_(lam)
+                    factors.append(primal_factor(G, a, b, lam, (a, b)))
                     bar.update(b - a)
-                factors.append(checked_cholesky(K, (a, b)))
         cost = {  # the caller may add the cost of computing G
             "setup_wall_s": round(time.perf_counter() - start, 3),
             "process_peak_rss_mb": round(peak_memory_mb(), 1),
@@ -209,15 +277,11 @@ class WoodburyFisher:
         y = x.to(device=G.device, dtype=torch.float64).clone()
         for (a, b), L in zip(self.blocks, self.factors, strict=True):
             if not uses_dual_form(b - a, self.m):
-                y[a:b] = torch.cholesky_solve(y[a:b, None], L)[:, 0]
+                y[a:b] = primal_solve(y[a:b], L)
                 continue
-            u = torch.zeros(self.m, dtype=torch.float64, device=G.device)
-            for cols in column_chunks(a, b, self.chunk_columns):
-                u += G[:, cols] @ xg[cols]
-            v = torch.cholesky_solve(u[:, None], L)[:, 0].to(G.dtype)
-            for cols in column_chunks(a, b, self.chunk_columns):
-                y[cols] -= G[:, cols].T @ v
-            y[a:b] /= self.lam
+            u = dual_project(G, xg, a, b, self.chunk_columns)
+            v = dual_coefficients(u, L, G.dtype)
+            dual_update(G, y, v, a, b, self.chunk_columns, self.lam)
         return y.to(x.dtype)
 
     def diag_empirical(self) -> torch.Tensor:
@@ -237,28 +301,11 @@ class WoodburyFisher:
             diag = torch.empty(self.d, dtype=torch.float64, device=G.device)
             for (a, b), L in zip(self.blocks, self.factors, strict=True):
                 if uses_dual_form(b - a, self.m):
-                    diag[a:b] = self._dual_diag(G, a, b, L)
+                    diag[a:b] = dual_diag(G, a, b, L, self.lam, self.chunk_columns, self.row_block)
                 else:
-                    diag[a:b] = torch.cholesky_inverse(L).diagonal()
+                    diag[a:b] = primal_diag(L)
             self._diag = diag.to(G.dtype)
         return self._diag
-
-    def _dual_diag(self, G: torch.Tensor, a: int, b: int, L: torch.Tensor) -> torch.Tensor:
-        """Q = L^{-1} G as matrix products with the explicit triangular inverse, row tile by
-        row tile, skipping its zero upper tiles: BLAS-3 speed, where a triangular solve with
-        a wide right-hand side ran 3-4x slower than the Gram product on this machine."""
-        eye = torch.eye(self.m, dtype=L.dtype, device=L.device)
-        L_inv = torch.linalg.solve_triangular(L, eye, upper=False).to(G.dtype)
-        ones = torch.ones(self.row_block, dtype=G.dtype, device=G.device)
-        out = torch.empty(b - a, dtype=torch.float64, device=G.device)
-        for cols in column_chunks(a, b, self.chunk_columns):
-            part = G[:, cols]
-            sq_norms = torch.zeros(cols.stop - cols.start, dtype=torch.float64, device=G.device)
-            for r0, r1 in row_tiles(self.m, self.row_block):
-                Q = L_inv[r0:r1, :r1] @ part[:r1]
-                sq_norms += ones[: r1 - r0] @ Q.square()  # float64 across tiles
-            out[cols.start - a : cols.stop - a] = (1 - sq_norms) / self.lam
-        return out
 
     # Artifacts: safetensors (tensors) + JSON (metadata), both written atomically.
 
