@@ -8,13 +8,10 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, als
 from unlearnbench.stage import run_stage
 from unlearnbench.texts import read_texts
 from unlearnbench.training.dp_stage import dp_finetune_from
+from unlearnbench.training.dp_sweep import dp_settings
 
 params = dict(snakemake.params.items())
-settings = dict(params["recipe"])
-lr = settings.pop("lr")
-lrs = [lr] if isinstance(lr, (int, float)) else list(lr)
-fraction = settings.pop("sweep_fraction")
-recipe = DPConfig(**settings, lr=lrs[0], target_epsilon=params["epsilon"], seed=params["seed"])
+recipe, sweep = dp_settings(params["recipe"], params["epsilon"], params["seed"])
 inp = snakemake.input
 
 run_stage(
