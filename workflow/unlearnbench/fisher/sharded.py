@@ -75,12 +75,12 @@ from .woodbury import (
     ROW_BLOCK,
     Block,
     check_blocks,
-    column_chunks,
     dual_coefficients,
     dual_diag,
     dual_factor,
     dual_project,
     dual_update,
+    empirical_diagonal,
     gram,
     primal_diag,
     primal_factor,
@@ -311,11 +311,7 @@ class ShardedWoodburyFisher:
 
     def diag_empirical(self) -> torch.Tensor:
         """This rank's slice of diag(G^T G / m) (float64; local)."""
-        G = self.gradients
-        out = torch.empty(self.local_d, dtype=torch.float64, device=G.device)
-        for cols in column_chunks(0, self.local_d, self.chunk_columns):
-            out[cols] = G[:, cols].double().square().mean(0)
-        return out
+        return empirical_diagonal(self.gradients, self.chunk_columns)
 
     def diag_inverse(self) -> torch.Tensor:
         """This rank's slice of diag(F^{-1}), cached (local: its columns and the shared

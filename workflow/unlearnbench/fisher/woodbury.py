@@ -75,6 +75,14 @@ def check_blocks(blocks: Sequence[Sequence[int]] | None, d: int) -> list[Block]:
     return ordered
 
 
+def empirical_diagonal(G: torch.Tensor, chunk_columns: int) -> torch.Tensor:
+    """diag(G^T G / m) in float64, column chunk by column chunk (no m x d copy)."""
+    out = torch.empty(G.shape[1], dtype=torch.float64, device=G.device)
+    for cols in column_chunks(0, G.shape[1], chunk_columns):
+        out[cols] = G[:, cols].double().square().mean(0)
+    return out
+
+
 def column_chunks(start: int, stop: int, size: int) -> Iterator[slice]:
     for lo in range(start, stop, size):
         yield slice(lo, min(lo + size, stop))
@@ -287,11 +295,7 @@ class WoodburyFisher:
     def diag_empirical(self) -> torch.Tensor:
         """diag(G^T G / m): the undamped empirical Fisher's diagonal (float64), one pass over G
         column chunk by column chunk (no d x d and no m x d copy)."""
-        G = self.gradients
-        out = torch.empty(self.d, dtype=torch.float64, device=G.device)
-        for cols in column_chunks(0, self.d, self.chunk_columns):
-            out[cols] = G[:, cols].double().square().mean(0)
-        return out
+        return empirical_diagonal(self.gradients, self.chunk_columns)
 
     def diag_inverse(self) -> torch.Tensor:
         """diag(F^{-1}), computed on first call and cached: per dual block
