@@ -134,7 +134,12 @@ BAD = [
         "evaluate.exposure.estimator",
         "guess",
     ),
-    ("onion_removes_all", "onion:\n  remove: 16\n", "onion.remove", "control"),
+    (
+        "onion_odd_templates",
+        "onion:\n  templates: ['a is {secret}', 'b is {secret}', 'c is {secret}']\n",
+        "onion.templates",
+        "even",
+    ),
 ]
 
 

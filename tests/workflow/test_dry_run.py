@@ -54,19 +54,19 @@ def expected(
         "pretrain_base": 1,
         "finetune": runs + real_runs,
         # the retrained model and its twin; each cycle request's but the last; the onion
-        # study's two subsets
-        "retrain": 2 * runs + (requests - 1) * side + 2 * side,
+        # study's four retrained arms (original, masked, random, reorder)
+        "retrain": 2 * runs + (requests - 1) * side + 4 * side,
         "cycle_request": (requests - 1) * side,
-        "onion_request": 2 * side,
+        "inject_onion_canaries": side,
         "evaluate_cycle_retrains": side if requests > 1 else 0,
-        "evaluate_onion_retrains": side,
+        "evaluate_onion": side,
         "retrain_realworld": real_runs,
         "train_dp": epsilons * side,
         "estimate_fisher": runs + real_runs,
         "sweep_frontier": methods * runs,
         "unlearn_realworld": realworld_methods * real_runs,
         "unlearn_cycles": cycle_methods * side,
-        "onion_unlearn": side,  # both selections in one job
+        "onion_unlearn": side,  # the unlearned arm, saved and scored
         "find_secrets": real_runs,
         "evaluate": runs,  # retrained, original and its twin; frontiers score their own
         "evaluate_dp": side,  # every DP-SGD model of the replicate

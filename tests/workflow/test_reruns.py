@@ -102,12 +102,11 @@ def test_an_evaluate_setting_rescores_every_nlp_model(study_copy):
         "evaluate_dp": DP_RUNS,
         "sweep_frontier": methods * RUNS,
         "unlearn_cycles": len(CYCLE_METHODS) * CYCLE_RUNS,
-        # The onion subsets are chosen on the original model's metrics: the requests, the
-        # retrains on D minus S and the unlearning arm follow them.
+        # The onion study's models are re-scored (evaluate_onion is `use rule evaluate`), its
+        # unlearning arm scores its own model; nothing is retrained (its design reads no
+        # metric of the main study).
+        "evaluate_onion": ONION_RUNS,
         "onion_unlearn": ONION_RUNS,
-        "onion_request": 2 * ONION_RUNS,
-        "retrain": 2 * ONION_RUNS,
-        "evaluate_onion_retrains": ONION_RUNS,
         **UNLEARNING_REPORTS,
         "tabulate_realworld": 0,
         "plot_realworld": 0,
@@ -122,9 +121,10 @@ def test_editing_a_module_reruns_exactly_its_importers(study_copy):
     module = study_copy / "workflow/unlearnbench/studies/onion.py"
     module.write_text(module.read_text() + "\n# an edit\n")
     expected = {
-        "onion_request": 2 * ONION_RUNS,  # the subsets may change: their retrains follow
-        "retrain": 2 * ONION_RUNS,
-        "evaluate_onion_retrains": ONION_RUNS,
+        # its split and requests may change: every arm's model follows
+        "inject_onion_canaries": ONION_RUNS,
+        "retrain": 4 * ONION_RUNS,
+        "evaluate_onion": ONION_RUNS,
         "onion_unlearn": ONION_RUNS,
         "plot_onion_effect": 1,
         "tabulate_claims": 1,
@@ -158,7 +158,7 @@ def importers(study, module: str) -> set[str]:
     scripts = (study / "workflow" / "scripts").glob("*.py")
     rules = {s.stem for s in scripts if module in import_graph.script_closure(s)}
     # evaluate_dp and the study retrains' scoring are `use rule evaluate`: the same script
-    scored = {"evaluate_dp", "evaluate_cycle_retrains", "evaluate_onion_retrains"}
+    scored = {"evaluate_dp", "evaluate_cycle_retrains", "evaluate_onion"}
     return rules | (scored if "evaluate" in rules else set())
 
 
@@ -272,13 +272,13 @@ def test_adding_a_dataset_adds_only_its_jobs(study_copy):
         "prepare_corpus": 1,
         "inject_canaries": SEEDS,
         "finetune": SEEDS,
-        # the target and its twin; the onion study's two subsets; each cycle request's but
-        # the last
+        # the target and its twin; the onion study's four retrained arms; each cycle
+        # request's but the last
         "retrain": 2 * SEEDS
-        + 2 * side_seeds("onion")
+        + 4 * side_seeds("onion")
         + (SMOKE_CONFIG["canaries"]["requests"] - 1) * side_seeds("unlearn", "cycle_replicates"),
-        "onion_request": 2 * side_seeds("onion"),
-        "evaluate_onion_retrains": side_seeds("onion"),
+        "inject_onion_canaries": side_seeds("onion"),
+        "evaluate_onion": side_seeds("onion"),
         "cycle_request": (SMOKE_CONFIG["canaries"]["requests"] - 1)
         * side_seeds("unlearn", "cycle_replicates"),
         "evaluate_cycle_retrains": (SMOKE_CONFIG["canaries"]["requests"] > 1)

@@ -8,6 +8,7 @@ from unlearnbench.method_names import needs_fisher, reads_fisher_settings
 from unlearnbench.planner import memory_request_mb
 from unlearnbench.reporting import paths
 from unlearnbench.settings import dp_epsilons, without
+from unlearnbench.study_names import ONION_ARM_REQUEST, ONION_REQUESTS, ONION_RETRAIN_ARMS
 
 
 def canonical(value):
@@ -64,26 +65,39 @@ RETRAINED_MODELS = ["retrained", "retrained_reorder"]
 # request k < K (D minus groups 1..k; after request K every group is gone, and the retrained
 # model is its gold standard) and the onion study's D minus each selection's subset.
 CYCLE_RETRAINS = [f"retrained_request~{k}" for k in range(1, REQUESTS)]
-ONION_RETRAINS = [f"onion~{selection}" for selection in paths.ONION_SELECTIONS]
-ONION_REQUEST_FILES = {
-    "forget": "forget_set.json",
-    "retain": "retain_set.json",
-    "canaries": "canaries.csv",
-    "manifest": "manifest.json",
-}
+# The onion study's models (studies.onion): the retrained arms, then the unlearned one.
+ONION_RETRAINS = [f"onion~{arm}" for arm in ONION_RETRAIN_ARMS]
+ONION_MODELS = [*ONION_RETRAINS, "onion~unlearned"]
+# Retrains whose data order is not the replicate's: the noise floors.
+REORDERED = ["retrained_reorder", "onion~reorder"]
+
+
+def onion_request(request, name):
+    """A file of one onion request (studies.onion.REQUESTS), for the rule's wildcards."""
+    return (
+        f"{paths.ONION_REQUEST.format(dataset='{dataset}', seed='{seed}', request=request)}/{name}"
+    )
 
 
 def retain_set(wc):
-    """The D+ a retrain trains on: the replicate's, a cycle request's or an onion subset's."""
+    """The D+ a retrain trains on: the replicate's, a cycle request's or an onion arm's."""
     if wc.retrain.startswith("retrained_request~"):
         request = wc.retrain.split("~", 1)[1]
         folder = paths.CYCLE_REQUEST.format(dataset=wc.dataset, seed=wc.seed, request=request)
         return f"{folder}/retain_set.json"
     if wc.retrain.startswith("onion~"):
-        selection = wc.retrain.split("~", 1)[1]
-        folder = paths.ONION_REQUEST.format(dataset=wc.dataset, seed=wc.seed, selection=selection)
+        request = ONION_ARM_REQUEST[wc.retrain.split("~", 1)[1]]
+        folder = paths.ONION_REQUEST.format(dataset=wc.dataset, seed=wc.seed, request=request)
         return f"{folder}/retain_set.json"
     return f"{replicate_dir('canaries', wc)}/retain_set.json"
+
+
+def retrain_split(wc):
+    """The training split a retrain's retain set indexes: the onion study's own (the corpus
+    with sibling canaries) or the replicate's, with its canaries."""
+    if wc.retrain.startswith("onion~"):
+        return f"{paths.ONION_DATA.format(dataset=wc.dataset, seed=wc.seed)}/train.parquet"
+    return f"{replicate_dir('canaries', wc)}/train.parquet"
 
 
 def fisher_settings(method):
@@ -101,12 +115,12 @@ UNLEARN_PARAMS = {
 }
 
 
-def cycle_frontier():
-    """unlearn_cycles' frontier input: the method's frontier on the same replicate, whose
-    operating point the cycles run at (none for unlearn.cycle_point: base)."""
-    if config["unlearn"]["cycle_point"] == "base":
+def operating_frontier(point, method="{method}"):
+    """A side study's frontier input: the method's frontier on the same replicate, whose
+    operating point ``point`` the study runs it at (none for the base setting)."""
+    if point == "base":
         return {}
-    return {"frontier": "results/frontier/{dataset}/seed~{seed}/{method}.json"}
+    return {"frontier": f"results/frontier/{{dataset}}/seed~{{seed}}/{method}.json"}
 
 
 CYCLE_MODELS = [

@@ -65,9 +65,8 @@ if DP_MODELS:
             gpu=0,
 
 
-# The side studies' gold standards, one job each per replicate (a change of the onion settings
-# leaves the cycle retrains' metrics alone): every cycle request's retrained model but the
-# last, and the onion study's retrains.
+# The cycle study's gold standards, one job per replicate: every cycle request's retrained
+# model but the last (the onion study's models are scored by evaluate_onion, onion.smk).
 if CYCLE_RETRAINS:
 
     use rule evaluate as evaluate_cycle_retrains with:
@@ -83,21 +82,6 @@ if CYCLE_RETRAINS:
             mem_mb=mem_mb("evaluate", floor=3000),
             runtime=60,
             gpu=0,
-
-
-use rule evaluate as evaluate_onion_retrains with:
-    input:
-        **scored_after_retrained(ONION_RETRAINS),
-    output:
-        metrics=metrics_of(ONION_RETRAINS),
-    log:
-        log_path("evaluate_onion_retrains", "{dataset}", "seed~{seed}"),
-    benchmark:
-        benchmark_path("evaluate_onion_retrains", "{dataset}", "seed~{seed}")
-    resources:
-        mem_mb=mem_mb("evaluate", floor=3000),
-        runtime=60,
-        gpu=0,
 
 
 rule evaluations:

@@ -41,7 +41,8 @@ COST_OVERRIDES = {
     ],
     "retrain_realworld": [REALWORLD_RUNS],
     "evaluate_cycle_retrains": [{"seed": CYCLE_REPLICATES}],
-    "evaluate_onion_retrains": [{"seed": ONION_REPLICATES}],
+    "inject_onion_canaries": [{"seed": ONION_REPLICATES}],
+    "evaluate_onion": [{"seed": ONION_REPLICATES}],
     "train_dp": [{"seed": DP_REPLICATES}],
     "evaluate_dp": [{"seed": DP_REPLICATES}],
     "unlearn_cycles": [{"seed": CYCLE_REPLICATES, "method": config["unlearn"]["cycle_methods"]}],
@@ -94,8 +95,8 @@ rule tabulate_claims:
             paths.FRONTIER, dataset=VERDICT_DATASETS, seed=REPLICATES, method=METHODS
         ),
         # The side studies' files (claims.studies): every study model's metrics beside the
-        # original and retrained ones of its replicates, the onion requests and unlearning
-        # results, the case study's scored strings.
+        # original and retrained ones of its replicates, the onion study's canary tables,
+        # the case study's scored strings.
         study_evaluations=sorted(
             set(
                 paths.expand_grid(
@@ -108,7 +109,7 @@ rule tabulate_claims:
                     paths.EVALUATION,
                     dataset=NLP_DATASETS,
                     seed=ONION_REPLICATES,
-                    model=["original", *ONION_RETRAINS],
+                    model=ONION_MODELS,
                 )
                 + paths.expand_grid(
                     paths.EVALUATION,
@@ -118,17 +119,8 @@ rule tabulate_claims:
                 )
             )
         ),
-        onion_requests=paths.expand_grid(
-            f"{paths.ONION_REQUEST}/manifest.json",
-            dataset=NLP_DATASETS,
-            seed=ONION_REPLICATES,
-            selection=paths.ONION_SELECTIONS,
-        ),
-        onion_unlearned=paths.expand_grid(
-            paths.ONION,
-            dataset=NLP_DATASETS,
-            seed=ONION_REPLICATES,
-            selection=paths.ONION_SELECTIONS,
+        onion_canaries=paths.expand_grid(
+            f"{paths.ONION_DATA}/canaries.csv", dataset=NLP_DATASETS, seed=ONION_REPLICATES
         ),
         secrets=paths.expand_grid(
             paths.SECRETS,
@@ -293,26 +285,14 @@ rule plot_weight_changes:
 
 
 rule plot_onion_effect:
-    """Exposure change of the remaining canaries after targeted vs random removal, by
-    retraining on D minus S and by unlearning S (onion.method)."""
+    """Shift of each sibling canary (exposure and secret log-perplexity) under every arm of the
+    onion study, treated templates (masker removed) beside control templates (masker kept)."""
     input:
-        onion=paths.expand_grid(
-            paths.ONION,
-            dataset=NLP_DATASETS,
-            seed=ONION_REPLICATES,
-            selection=paths.ONION_SELECTIONS,
-        ),
         evaluations=paths.expand_grid(
-            paths.EVALUATION,
-            dataset=NLP_DATASETS,
-            seed=ONION_REPLICATES,
-            model=["original", *ONION_RETRAINS],
+            paths.EVALUATION, dataset=NLP_DATASETS, seed=ONION_REPLICATES, model=ONION_MODELS
         ),
-        requests=paths.expand_grid(
-            f"{paths.ONION_REQUEST}/manifest.json",
-            dataset=NLP_DATASETS,
-            seed=ONION_REPLICATES,
-            selection=paths.ONION_SELECTIONS,
+        canaries=paths.expand_grid(
+            f"{paths.ONION_DATA}/canaries.csv", dataset=NLP_DATASETS, seed=ONION_REPLICATES
         ),
         code=code("plot_onion_effect"),
     output:

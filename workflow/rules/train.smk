@@ -69,11 +69,11 @@ rule retrain:
     second retrain with another data order: how far two retrains land from each other is the
     yardstick for "close to retraining" (the noise floor). The side studies' gold standards
     train the same way on their own D+ (retain_set): retrained_request~k for cycle request k,
-    onion~{selection} for the onion study's subsets."""
+    onion~{arm} for the onion study's arms (on its own split with sibling canaries)."""
     input:
         base=model_files("results/models/base"),
         tokenizer=TOKENIZER,
-        train="results/canaries/{dataset}/seed~{seed}/train.parquet",
+        train=retrain_split,
         retain=retain_set,
         code=code("retrain"),
     output:
@@ -99,7 +99,7 @@ rule retrain:
         # The data-order key: every retrain keeps the original's order (the replicate seed), so
         # that it differs from the original only in the rows it leaves out; the twin takes
         # another (the noise floor).
-        order=lambda wc: wc.retrain if wc.retrain == "retrained_reorder" else "",
+        order=lambda wc: wc.retrain if wc.retrain in REORDERED else "",
         checkpoint="results/checkpoints/retrain/{dataset}/seed~{seed}/{retrain}",
     script:
         "../scripts/retrain.py"

@@ -1,7 +1,7 @@
 # Unlearning: every method's frontier from the original model (one request, every strength of
 # its grid, its operating points chosen without the evaluation canaries), the multi-cycle
-# study (K sequential requests) and the onion-effect study. The real-world case study's
-# requests are unlearned by unlearn_realworld (realworld.smk).
+# study (K sequential requests). The onion study's rules are in onion.smk, the real-world
+# case study's in realworld.smk.
 
 
 rule sweep_frontier:
@@ -57,7 +57,7 @@ rule unlearn_cycles:
     input:
         **EVALUATE_DATA,
         # the method's frontier, whose operating point the cycles run at (unless base)
-        **cycle_frontier(),
+        **operating_frontier(config["unlearn"]["cycle_point"]),
         model=model_files("results/models/{dataset}/seed~{seed}/original"),
         retrained_metrics="results/eval/{dataset}/seed~{seed}/retrained.json",
         code=code("unlearn_cycles"),
@@ -123,57 +123,16 @@ rule unlearning:
             model=CYCLE_RETRAINS,
         ),
         expand(
-            "results/onion/{dataset}/seed~{seed}/{selection}.json",
-            dataset=NLP_DATASETS,
-            seed=ONION_REPLICATES,
-            selection=paths.ONION_SELECTIONS,
-        ),
-        expand(
             "results/eval/{dataset}/seed~{seed}/{model}.json",
             dataset=NLP_DATASETS,
             seed=ONION_REPLICATES,
-            model=ONION_RETRAINS,
+            model=ONION_MODELS,
         ),
 
 
 # The requests are light (no torch, a second or two): they run where Snakemake runs.
 localrules:
-    onion_request,
     cycle_request,
-
-
-rule onion_request:
-    """The onion study's subset S of one selection: the onion.remove canaries the original
-    model exposes most (targeted) or a seeded random set of others with as many training rows
-    (random), written as a request. Its retrain (rule retrain, model onion~{selection}) trains
-    on the request's D+, its unlearning arm (onion_unlearn) removes its D-."""
-    input:
-        original_eval="results/eval/{dataset}/seed~{seed}/original.json",
-        canaries="results/canaries/{dataset}/seed~{seed}/canaries.csv",
-        tokenizer=TOKENIZER,
-        train="results/canaries/{dataset}/seed~{seed}/train.parquet",
-        code=code("onion_request"),
-    output:
-        forget=f"{paths.ONION_REQUEST}/forget_set.json",
-        retain=f"{paths.ONION_REQUEST}/retain_set.json",
-        canaries=f"{paths.ONION_REQUEST}/canaries.csv",
-        manifest=ensure(f"{paths.ONION_REQUEST}/manifest.json", non_empty=True),
-    log:
-        log_path("onion_request", "{dataset}", "seed~{seed}", "{selection}"),
-    wildcard_constraints:
-        dataset=one_of(NLP_DATASETS),
-        selection=one_of(paths.ONION_SELECTIONS),
-    conda:
-        "../../envs/unlearnbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    params:
-        n_remove=config["onion"]["remove"],
-        seed=lambda wc: int(wc.seed),
-    script:
-        "../scripts/onion_request.py"
 
 
 rule cycle_request:
@@ -200,51 +159,3 @@ rule cycle_request:
         runtime=10,
     script:
         "../scripts/cycle_request.py"
-
-
-rule onion_unlearn:
-    """The onion effect: remove the most exposed canaries (targeted) and, separately, a seeded
-    random set of others with as many training rows, with onion.method, recording the exposure
-    of every other canary before and after (a Fisher method estimates the Fisher of each
-    request's own D+). Both selections share every setting, so one job runs the two."""
-    input:
-        **{
-            f"request_{name}": paths.expand_grid(
-                f"{paths.ONION_REQUEST}/{file}",
-                dataset=["{dataset}"],
-                seed=["{seed}"],
-                selection=paths.ONION_SELECTIONS,
-            )
-            for name, file in ONION_REQUEST_FILES.items()
-        },
-        model=model_files("results/models/{dataset}/seed~{seed}/original"),
-        tokenizer=TOKENIZER,
-        train="results/canaries/{dataset}/seed~{seed}/train.parquet",
-        code=code("onion_unlearn"),
-    output:
-        metrics=[
-            ensure(f"results/onion/{{dataset}}/seed~{{seed}}/{selection}.json", non_empty=True)
-            for selection in paths.ONION_SELECTIONS
-        ],
-    log:
-        log_path("onion_unlearn", "{dataset}", "seed~{seed}"),
-    benchmark:
-        benchmark_path("onion_unlearn", "{dataset}", "seed~{seed}")
-    wildcard_constraints:
-        dataset=one_of(NLP_DATASETS),
-    conda:
-        "../../envs/unlearnbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=mem_mb("onion_unlearn", floor=6000),
-        runtime=60,
-        gpu=0,
-    params:
-        selections=paths.ONION_SELECTIONS,
-        onion=without(config["onion"], "replicates", "remove"),
-        hyper=config["unlearn"]["methods"][config["onion"]["method"]],
-        trajectory=config["unlearn"]["trajectory"],
-        fisher=fisher_settings(config["onion"]["method"]),
-        seed=lambda wc: int(wc.seed),
-    script:
-        "../scripts/onion_unlearn.py"

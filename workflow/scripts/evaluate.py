@@ -1,8 +1,9 @@
-"""Adapter of rules evaluate and evaluate_dp (workflow/rules/evaluate.smk; evaluate_dp is
-``use rule evaluate``): score each model of ``input.models`` into the metrics file at the same
-position of ``output.metrics``, with one ScoringData for the job. evaluate scores the retrained
-model first: its canary records are what the others' forget quality is measured against
-(evaluate_dp reads them from the retrained model's metrics file)."""
+"""Adapter of rule evaluate and the rules that ``use rule evaluate`` (evaluate_dp,
+evaluate_cycle_retrains, evaluate_onion): score each model of ``input.models`` into the
+metrics file at the same position of ``output.metrics``, with one ScoringData for the job.
+evaluate and evaluate_onion score their retrained model (``input.retrained``) first: its
+canary records are what the others' forget quality is measured against (the other rules read
+them from the retrained model's metrics file)."""
 
 import sys
 from pathlib import Path
@@ -26,5 +27,5 @@ with logged_failures(frame.log):  # data shared by every model of the job, read 
     data = load_scoring_data(replicate, cfg, frame.device)
 for model_dir, metrics_path in zip(model_dirs, snakemake.output.metrics, strict=True):
     manifest = record_metrics(metrics_path, model_dir, replicate, params["evaluate"], frame, data)
-    if data.reference_records is None and Path(model_dir).name == "retrained":
+    if data.reference_records is None and Path(model_dir) == replicate.retrained:
         data.reference_records = manifest["canaries"]

@@ -1,46 +1,50 @@
-"""Adapter of rule onion_unlearn (workflow/rules/unlearn.smk)."""
+"""Adapter of rule onion_unlearn (workflow/rules/onion.smk): onion.method removes the treated
+maskers from the onion study's original model at onion.point; the model is saved and scored."""
 
 import sys
+from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
+from unlearnbench.evaluation import record_metrics
 from unlearnbench.fisher.estimation import FisherConfig
+from unlearnbench.provenance import read_json
 from unlearnbench.replicate import ReplicateFiles
 from unlearnbench.stage import record_stage, start_stage
-from unlearnbench.studies.onion import onion_stage
+from unlearnbench.studies.onion import onion_unlearn_stage
+from unlearnbench.unlearning.frontier import operating_hyper
 
 params = dict(snakemake.params.items())
 inp, out = snakemake.input, snakemake.output
-base = ReplicateFiles.from_inputs(inp, snakemake.wildcards.dataset, params["seed"])
-fisher_cfg = FisherConfig(**params["fisher"], seed=params["seed"]) if params["fisher"] else None
+seed = params["seed"]
+replicate = ReplicateFiles.from_inputs(inp, snakemake.wildcards.dataset, seed)
+fisher_cfg = FisherConfig(**params["fisher"], seed=seed) if params["fisher"] else None
+model_dir = Path(out.model[0]).parent
 
 
-def study(k):
-    """Selection k's request (rule onion_request's files, in params.selections order)."""
-    replicate = base.with_request(
-        inp.request_forget[k], inp.request_retain[k], inp.request_canaries[k]
-    )
-    return lambda frame: onion_stage(
-        inp.request_manifest[k],
-        params["onion"]["method"],
-        params["hyper"],
+def unlearn(frame):
+    # Named input "frontier" only when onion.point is not base (Namedlist: getattr).
+    frontier_path = getattr(inp, "frontier", None)
+    frontier = read_json(frontier_path) if frontier_path else None
+    hyper, point = operating_hyper(params["hyper"], frontier, params["point"], key="onion.point")
+    if not point["reached"]:
+        frame.log.warning("%s not reached on this replicate: the strongest grid point", point)
+    frame.log.info("onion setting: %s (%s)", hyper, point)
+    manifest = onion_unlearn_stage(
+        params["method"],
+        hyper,
         replicate,
-        fisher_cfg=fisher_cfg,
-        trajectory=params["trajectory"],
+        fisher_cfg,
+        params["trajectory"],
+        model_dir,
         device=frame.device,
     )
+    return {**manifest, "operating_point": point}
 
 
-# One process for both selections (importing torch and transformers costs ~8 s per process);
-# each selection is its own result: own metrics file, provenance and cost, one shared log.
+# One process: the unlearning, then the saved model scored as evaluate_onion scores the others.
 frame = start_stage(
     snakemake.log[0], params, threads=snakemake.threads, gpus=snakemake.resources.get("gpu", 0)
 )
-for k, (selection, metrics_path) in enumerate(zip(params["selections"], out.metrics, strict=True)):
-    record_stage(
-        metrics_path,
-        {**params, "selection": selection},
-        {"unlearn": params["seed"], "eval": params["seed"]},
-        study(k),
-        frame,
-    )
+record_stage(out.manifest, params, {"unlearn": seed, "eval": seed}, unlearn, frame)
+record_metrics(out.metrics, model_dir, replicate, params["evaluate"], frame)

@@ -9,5 +9,5 @@ from unlearnbench.reporting.figures_studies import make_onion_figure
 
 log = start_log(snakemake.log[0])
 inp, out = snakemake.input, snakemake.output
-make_onion_figure(list(inp.onion), list(inp.evaluations), list(inp.requests), out.png, out.pdf)
+make_onion_figure(list(inp.evaluations), list(inp.canaries), out.png, out.pdf)
 log.info("wrote %s and %s", out.png, out.pdf)

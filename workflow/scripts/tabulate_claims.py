@@ -19,8 +19,7 @@ result = make_claims_table(
     study_rules=params.studies,
     study_files=StudyFiles(
         evaluations=list(inp.study_evaluations),
-        onion_requests=list(inp.onion_requests),
-        onion_unlearned=list(inp.onion_unlearned),
+        onion_canaries=list(inp.onion_canaries),
         secrets=list(inp.secrets),
     ),
 )

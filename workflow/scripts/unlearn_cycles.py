@@ -12,7 +12,8 @@ from unlearnbench.fisher.estimation import FisherConfig
 from unlearnbench.provenance import read_json
 from unlearnbench.replicate import ReplicateFiles
 from unlearnbench.stage import run_stage
-from unlearnbench.studies.cycles import operating_hyper, unlearn_cycles_stage
+from unlearnbench.studies.cycles import unlearn_cycles_stage
+from unlearnbench.unlearning.frontier import operating_hyper
 
 params = dict(snakemake.params.items())
 out = snakemake.output
@@ -27,6 +28,8 @@ def cycles_then_scores(frame):
     frontier_path = getattr(snakemake.input, "frontier", None)
     frontier = read_json(frontier_path) if frontier_path else None
     hyper, point = operating_hyper(params["hyper"], frontier, params["cycle_point"])
+    if not point["reached"]:
+        frame.log.warning("%s not reached on this replicate: the strongest grid point", point)
     frame.log.info("cycle setting: %s (%s)", hyper, point)
     result = unlearn_cycles_stage(
         snakemake.wildcards.method,

@@ -9,7 +9,6 @@ bundle instead of a dozen path arguments. Torch-free: data stages import it too.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,14 +97,6 @@ class ReplicateFiles:
             retrained=folder(get("retrained")),
             retrained_metrics=get("retrained_metrics"),
             base=folder(get("base")),
-        )
-
-    def with_request(
-        self, forget: PathLike, retain: PathLike, canaries: PathLike | None
-    ) -> ReplicateFiles:
-        """The same replicate with another unlearning request (the onion study's subsets)."""
-        return dataclasses.replace(
-            self, forget=Path(forget), retain=Path(retain), canaries=_path(canaries)
         )
 
     def held_out(self) -> list[Path]:

@@ -316,20 +316,74 @@ def write_frontier(root: Path, dataset: str, seed: int, method: str) -> Path:
     return _write(root / f"results/frontier/{dataset}/seed~{seed}/{method}.json", doc)
 
 
-def write_onion(root: Path, dataset: str, seed: int, selection: str, shift: float) -> Path:
-    before = {str(c): 2.0 + c for c in range(6)}
-    after = {str(c): 2.0 + c + shift for c in range(6)}
-    doc = {"removed_canary_ids": [4, 5], "control_before": before, "control_after": after}
-    return _write(root / f"results/onion/{dataset}/seed~{seed}/{selection}.json", doc)
+# The onion study: templates 0..3 with a masker (ids 0..3, sibling 0) and one measured sibling
+# each (ids 4..7, sibling 1); templates 0 and 2 treated. A sibling's exposure under an arm is
+# ONION_BASE + 0.1 * id plus the arm's shift for its half (treated, control); its secret
+# log-perplexity is minus its exposure.
+ONION_TREATED = (0, 2)
+ONION_BASE = 2.0
+ONION_SHIFT = {
+    "original": (0.0, 0.0),
+    "masked": (1.5, 0.3),
+    "random": (0.2, 0.2),
+    "reorder": (0.1, 0.1),
+    "unlearned": (0.6, 0.0),
+}
 
 
-def write_onion_request(root: Path, dataset: str, seed: int, selection: str) -> Path:
-    """The request manifest of an onion subset: targeted S = the two controls, random S = one
-    removed and one tuning canary."""
-    removed = [4, 5] if selection == "targeted" else [0, 2]
-    doc = {"selection": selection, "removed_canary_ids": removed}
-    folder = root / f"results/onion/{dataset}/seed~{seed}/request~{selection}"
-    return _write(folder / "manifest.json", doc)
+def onion_canary_table() -> list[dict[str, Any]]:
+    return [
+        {
+            "canary_id": cid,
+            "template": f"code {cid % 4} is {{secret}}",
+            "prefix": f"code {cid % 4} is ",
+            "secret": f"{1000 + cid}",
+            "text": f"code {cid % 4} is {1000 + cid}",
+            "repetitions": 8 if cid < 4 else 4,
+            "group": int(cid < 4 and cid % 4 in ONION_TREATED),
+            "in_forget_set": cid < 4 and cid % 4 in ONION_TREATED,
+            "randomness_space": SPACE,
+            "role": "removed" if cid < 4 and cid % 4 in ONION_TREATED else "control",
+            "template_index": cid % 4,
+            "sibling": cid // 4,
+            "treated": cid % 4 in ONION_TREATED,
+        }
+        for cid in range(8)
+    ]
+
+
+def onion_exposure(arm: str, cid: int) -> float:
+    treated, control = ONION_SHIFT[arm]
+    return ONION_BASE + 0.1 * cid + (treated if cid % 4 in ONION_TREATED else control)
+
+
+def write_onion_canaries(root: Path, dataset: str, seed: int) -> Path:
+    import pandas as pd
+
+    path = root / f"results/onion/{dataset}/seed~{seed}/data/canaries.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(onion_canary_table()).to_csv(path, index=False)
+    return path
+
+
+def write_onion_eval(root: Path, dataset: str, seed: int, arm: str) -> Path:
+    path = write_eval(root, dataset, seed, f"onion~{arm}")
+    doc = json.loads(path.read_text())
+    doc["canaries"] = [
+        {
+            "canary_id": row["canary_id"],
+            "exposure_exact": onion_exposure(arm, row["canary_id"]),
+            "secret_log_perplexity": -onion_exposure(arm, row["canary_id"]),
+            "group": row["group"],
+            "in_forget_set": row["in_forget_set"],
+            "repetitions": row["repetitions"],
+            "role": row["role"],
+            "space_size": SPACE,
+            "estimator": "exact",
+        }
+        for row in onion_canary_table()
+    ]
+    return _write(path, doc)
 
 
 # ---- the whole study ------------------------------------------------------------------------
@@ -344,9 +398,8 @@ class Study:
     train: list[Path] = field(default_factory=list)  # train.json of the references
     dp_train: list[Path] = field(default_factory=list)  # train.json of the DP models
     frontiers: list[Path] = field(default_factory=list)
-    onion: list[Path] = field(default_factory=list)
-    onion_retrains: list[Path] = field(default_factory=list)  # onion~<selection> metrics
-    onion_requests: list[Path] = field(default_factory=list)
+    onion: list[Path] = field(default_factory=list)  # onion~<arm> metrics
+    onion_canaries: list[Path] = field(default_factory=list)  # the onion canary tables
     cycle_retrains: list[Path] = field(default_factory=list)  # retrained_request~<k> metrics
 
     def only(self, paths: list[Path], **where: Any) -> list[Path]:
@@ -380,10 +433,9 @@ def build_study(root: Path) -> Study:
                 study.frontiers.append(write_frontier(root, d, s, m))
                 for k in range(1, K + 1):
                     study.cycles.append(write_eval(root, d, s, f"cycle~{k}~{m}"))
-            for selection, shift in (("targeted", 1.5), ("random", 0.1)):
-                study.onion.append(write_onion(root, d, s, selection, shift))
-                study.onion_retrains.append(write_eval(root, d, s, f"onion~{selection}"))
-                study.onion_requests.append(write_onion_request(root, d, s, selection))
+            for arm in ONION_SHIFT:
+                study.onion.append(write_onion_eval(root, d, s, arm))
+            study.onion_canaries.append(write_onion_canaries(root, d, s))
             for k in range(1, K):
                 study.cycle_retrains.append(write_eval(root, d, s, f"retrained_request~{k}"))
     return study

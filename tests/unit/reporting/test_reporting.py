@@ -21,6 +21,7 @@ from synthetic_study import (
     GRID,
     MEAN_SPREAD,
     METHODS,
+    ONION_SHIFT,
     ROLES,
     SEEDS,
     SPREAD,
@@ -37,6 +38,7 @@ from unlearnbench.reporting import (
     frontiers,
     loaders,
     paths,
+    study_claims,
     tables,
 )
 from unlearnbench.reporting.render import Table, write_table
@@ -142,11 +144,18 @@ def test_model_names_parse():
             loaders.parse_model(bad)
 
 
-def test_onion_loader_drops_removed_canaries(study):
-    onion = loaders.load_onion(study.onion)
-    assert set(onion["canary_id"]) == {0, 1, 2, 3}
-    by = onion.groupby("selection")["change"].mean()
-    assert by["targeted"] == pytest.approx(1.5) and by["random"] == pytest.approx(0.1)
+def test_onion_shifts_per_arm_and_half(study):
+    """Each arm's measured siblings shifted by the arm's shift for their half (synthetic
+    study: ONION_SHIFT), maskers never measured."""
+    files = study_claims.StudyFiles(evaluations=study.onion, onion_canaries=study.onion_canaries)
+    shifts = study_claims.onion_sibling_shifts(files)
+    assert set(shifts["canary_id"]) == {4, 5, 6, 7}
+    assert set(shifts["arm"]) == set(ONION_SHIFT) - {"original"}
+    means = shifts.groupby(["arm", "treated"])["change"].mean()
+    for arm, (treated, control) in ONION_SHIFT.items():
+        if arm != "original":
+            assert means[(arm, True)] == pytest.approx(treated)
+            assert means[(arm, False)] == pytest.approx(control)
 
 
 # ---- tables ---------------------------------------------------------------------------------
@@ -445,7 +454,7 @@ FIGURES = {
         pdf,
     ),
     "onion_effect": lambda study, root, png, pdf: figures_studies.make_onion_figure(
-        study.onion, study.references + study.onion_retrains, study.onion_requests, png, pdf
+        study.onion, study.onion_canaries, png, pdf
     ),
     "fisher_scaling": lambda study, root, png, pdf: figures_studies.make_scaling_figure(
         _scaling_csv(root), png, pdf

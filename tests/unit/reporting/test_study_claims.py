@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 from unlearnbench.reporting import study_claims
@@ -112,54 +113,114 @@ def test_cycles_without_a_request_gold_standard_give_no_measurement(tmp_path):
     assert gaps.empty  # request 1 has no retrained_request~1: the sum would omit it
 
 
-def onion_files(tmp_path):
-    """Canaries 0-5; targeted S = {0}, random S = {1}; 2-5 are controls of both."""
-    before = {0: 9.0, 1: 3.0, 2: 4.0, 3: 5.0, 4: 6.0, 5: 2.0}
-    targeted = {1: 3.5, 2: 5.0, 3: 6.5, 4: 6.0, 5: 2.5}
-    random = {0: 9.0, 2: 4.5, 3: 5.0, 4: 5.0, 5: 2.0}
-    evals = [
-        write_eval(tmp_path, "news", 0, "original", 100.0, flat(before)),
-        write_eval(tmp_path, "news", 0, "onion~targeted", 100.0, flat(targeted)),
-        write_eval(tmp_path, "news", 0, "onion~random", 100.0, flat(random)),
+def _scores(arm, values):
+    return [
+        {"arm": arm, "canary_id": cid, "exposure": e, "log_perplexity": -e}
+        for cid, e in values.items()
     ]
-    requests = []
-    for selection, removed in [("targeted", [0]), ("random", [1])]:
-        path = tmp_path / "onion" / "news" / "seed~0" / f"request~{selection}" / "manifest.json"
-        path.parent.mkdir(parents=True)
-        path.write_text(json.dumps({"selection": selection, "removed_canary_ids": removed}))
-        requests.append(path)
-    return StudyFiles(evaluations=evals, onion_requests=requests), before, targeted, random
 
 
-def test_onion_retrain_contrast_pairs_the_controls_of_both_requests(tmp_path):
-    files, _, targeted, random = onion_files(tmp_path)
-    shifts = study_claims.onion_retrain_shifts(files)
-    assert set(shifts[shifts["selection"] == "targeted"]["canary_id"]) == {1, 2, 3, 4, 5}
-    assert set(shifts[shifts["selection"] == "random"]["canary_id"]) == {0, 2, 3, 4, 5}
+def test_within_run_contrast_by_hand():
+    """Two templates per half, one measured sibling each: template 0 and 2 treated."""
+    canaries = pd.DataFrame(
+        {
+            "canary_id": [0, 1, 2, 3, 4, 5, 6, 7],
+            "template_index": [0, 1, 2, 3, 0, 1, 2, 3],
+            "sibling": [0, 0, 0, 0, 1, 1, 1, 1],
+            "treated": [True, False, True, False, True, False, True, False],
+        }
+    )
+    original = {4: 1.0, 5: 2.0, 6: 3.0, 7: 4.0}
+    masked = {4: 3.0, 5: 2.5, 6: 4.0, 7: 4.0}  # treated +2, +1; control +0.5, 0
+    scores = pd.DataFrame(_scores("original", original) + _scores("masked", masked))
+    shifts = study_claims.sibling_shifts(canaries, scores)
+    assert set(shifts["canary_id"]) == {4, 5, 6, 7}  # maskers are not measured
+    assert shifts.set_index("canary_id")["change"].to_dict() == {4: 2.0, 5: 0.5, 6: 1.0, 7: 0.0}
+    contrast = study_claims.masking_contrasts(shifts, "change")
+    # pair 0: template 0 vs 1 (2.0 - 0.5); pair 1: template 2 vs 3 (1.0 - 0.0)
+    assert contrast.set_index("unit")["value"].to_dict() == {
+        "pair0/sibling1": 1.5,
+        "pair1/sibling1": 1.0,
+    }
+    assert contrast["value"].mean() == pytest.approx(np.mean([2.0, 1.0]) - np.mean([0.5, 0.0]))
+    logppl = study_claims.masking_contrasts(shifts, "log_perplexity_change")
+    assert logppl["value"].tolist() == [-1.5, -1.0]
+
+
+def onion_files(tmp_path):
+    """Templates 0-3, maskers 0-3 (sibling 0), measured siblings 4-7 (sibling 1); templates 0
+    and 2 treated. Exposures per arm (maskers left at 9 everywhere)."""
+    table = pd.DataFrame(
+        {
+            "canary_id": range(8),
+            "template": "code is {secret}",
+            "prefix": "code is ",
+            "secret": [f"{1000 + i}" for i in range(8)],
+            "text": [f"code is {1000 + i}" for i in range(8)],
+            "repetitions": [8] * 4 + [4] * 4,
+            "group": [1, 0, 1, 0, 0, 0, 0, 0],
+            "in_forget_set": [True, False, True, False] + [False] * 4,
+            "randomness_space": 10000,
+            "role": ["removed", "control", "removed", "control"] + ["control"] * 4,
+            "template_index": [0, 1, 2, 3] * 2,
+            "sibling": [0] * 4 + [1] * 4,
+            "treated": [True, False, True, False] * 2,
+        }
+    )
+    canaries = tmp_path / "onion" / "news" / "seed~0" / "data" / "canaries.csv"
+    canaries.parent.mkdir(parents=True)
+    table.to_csv(canaries, index=False)
+    siblings = {
+        "original": {4: 2.0, 5: 3.0, 6: 4.0, 7: 5.0},
+        "masked": {4: 4.0, 5: 3.5, 6: 5.0, 7: 5.0},
+        "reorder": {4: 2.5, 5: 3.0, 6: 4.0, 7: 5.5},
+        "random": {4: 2.0, 5: 3.0, 6: 4.5, 7: 5.0},
+    }
+    evals = [
+        write_eval(tmp_path, "news", 0, f"onion~{arm}", 100.0, flat({0: 9.0, 1: 9.0} | values))
+        for arm, values in siblings.items()
+    ]
+    return StudyFiles(evaluations=evals, onion_canaries=[canaries]), siblings
+
+
+def test_onion_masking_contrast_pairs_treated_and_control_templates(tmp_path):
+    files, e = onion_files(tmp_path)
+    shift = {arm: {c: e[arm][c] - e["original"][c] for c in e[arm]} for arm in e}
+
+    def contrast(arm):  # pair 0: template 0 vs 1 (ids 4, 5); pair 1: template 2 vs 3 (6, 7)
+        return {
+            "pair0/sibling1": shift[arm][4] - shift[arm][5],
+            "pair1/sibling1": shift[arm][6] - shift[arm][7],
+        }
+
     data = study_claim_data(
-        rule(
-            study="onion",
-            metric="control_exposure_shift",
-            point="retrain",
-            a="targeted",
-            b="random",
-        ),
-        files,
+        rule(study="onion", metric="masking_exposure_contrast", a="masked", b="reorder"), files
     )
-    expected = {str(c): targeted[c] - random[c] for c in (2, 3, 4, 5)}
+    expected = {u: contrast("masked")[u] - contrast("reorder")[u] for u in contrast("masked")}
     assert dict(zip(data["unit"], data["value"], strict=True)) == pytest.approx(expected)
+    # Against the study's original model, every shift is 0: a - b is arm a's contrast.
+    data = study_claim_data(
+        rule(study="onion", metric="masking_exposure_contrast", a="masked", b="original"), files
+    )
+    assert dict(zip(data["unit"], data["value"], strict=True)) == pytest.approx(contrast("masked"))
     logppl = study_claim_data(
-        rule(
-            study="onion",
-            metric="control_log_perplexity_shift",
-            point="retrain",
-            a="targeted",
-            b="random",
-        ),
+        rule(study="onion", metric="masking_log_perplexity_contrast", a="masked", b="original"),
         files,
     )
-    # secret_log_perplexity = 20 - exposure in these files: the shift is the negative.
+    # secret_log_perplexity = 20 - exposure in these files: the contrast is the negative.
     assert logppl["value"].tolist() == pytest.approx([-v for v in data["value"]])
+
+
+def test_onion_sibling_shift_pairs_treated_siblings_by_canary(tmp_path):
+    files, e = onion_files(tmp_path)
+    data = study_claim_data(
+        rule(study="onion", metric="sibling_exposure_shift", a="masked", b="random"), files
+    )
+    expected = {
+        str(c): (e["masked"][c] - e["original"][c]) - (e["random"][c] - e["original"][c])
+        for c in (4, 6)  # the treated templates' measured siblings only
+    }
+    assert dict(zip(data["unit"], data["value"], strict=True)) == pytest.approx(expected)
 
 
 def test_realworld_contrast_pairs_requested_strings_and_pools_units(tmp_path):
@@ -200,10 +261,9 @@ def test_study_claims_join_the_table_and_its_holm_family(tmp_path):
     files, *_ = onion_files(tmp_path)
     onion = {
         "study": "onion",
-        "metric": "control_exposure_shift",
-        "point": "retrain",
-        "a": "targeted",
-        "b": "random",
+        "metric": "masking_exposure_contrast",
+        "a": "masked",
+        "b": "original",
     }
     studies = [
         rule(id="onion_retrained", **onion),
@@ -216,6 +276,7 @@ def test_study_claims_join_the_table_and_its_holm_family(tmp_path):
     # One replicate: the two-level claim cannot resample seeds, the pooled one can.
     assert by_id.loc["onion_retrained", "verdict"] == "inconclusive"
     assert "1 seed" in by_id.loc["onion_retrained", "reason"]
-    assert by_id.loc["pooled_onion", "units"] == 4
-    assert by_id.loc["pooled_onion", "estimate"] == pytest.approx((0.5 + 1.5 + 1.0 + 0.5) / 4)
+    assert by_id.loc["pooled_onion", "units"] == 2
+    # masked contrasts: (2.0 - 0.5) and (1.0 - 0.0)
+    assert by_id.loc["pooled_onion", "estimate"] == pytest.approx((1.5 + 1.0) / 2)
     assert "exploratory" in by_id.loc["pooled_onion", "scope"]

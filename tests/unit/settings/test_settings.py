@@ -99,27 +99,38 @@ BAD_CONFIGS = [
     ({"unlearn.methods.gradient_ascent.bogus": 1}, "unlearn.methods.gradient_ascent", "bogus"),
     ({"fisher.damping": 0}, "fisher.damping", "minimum"),
     ({"fisher.blocks": "diagonal"}, "fisher.blocks", "diagonal"),
-    ({"onion.remove": 16}, "onion.remove", "control"),
+    (
+        {"onion.templates": ["a is {secret}", "b is {secret}", "c is {secret}"]},
+        "onion.templates",
+        "even",
+    ),
+    (
+        {"onion.templates": ["a is {secret}", "b is{secret}"]},
+        "onion.templates[1]",
+        "does not match",
+    ),
+    ({"onion.siblings": [4, 8]}, "onion.siblings", "decrease"),
+    ({"onion.siblings": [200, 8]}, "onion.siblings", "corpus rows"),
     ({"onion.method": "forget_all"}, "onion.method", "forget_all"),
+    ({"onion.method": "grad_diff"}, "onion.method", "unlearn.run"),
     (
         {"unlearn.run": ["fisher_removal"], "claims.rules": [], "claims.studies": []},
         "unlearn.cycle_methods",
         "cycle_point: base",
     ),
-    # side-study claims: an arm the config does not run, a metric of another study, a missing
-    # onion arm, an id taken by a protocol claim
+    # side-study claims: an arm the config does not run, a metric of another study, an arm of
+    # the old onion design, an id taken by a protocol claim
     ({"claims.studies.0.a": "gradient_ascent"}, "claims.studies[0].a", "cycle"),
-    ({"claims.studies.4.a": "dp_eps~4"}, "claims.studies[4].a", "dp_eps~8"),
+    ({"claims.studies.5.a": "dp_eps~4"}, "claims.studies[5].a", "dp_eps~8"),
     ({"claims.studies.0.metric": "requested_excess"}, "claims.studies[0].metric", "cycles"),
-    ({"claims.studies.1.point": None}, "claims.studies[1].point", "retrain"),
-    ({"claims.studies.0.point": "retrain"}, "claims.studies[0].point", "only onion"),
+    ({"claims.studies.1.a": "targeted"}, "claims.studies[1].a", "masked"),
     (
-        {"claims.studies.3.metric": "control_log_perplexity_shift"},
-        "claims.studies[3].metric",
-        "exposure only",
+        {"claims.studies.1.metric": "control_exposure_shift"},
+        "claims.studies[1].metric",
+        "control_exposure_shift",
     ),
     ({"claims.studies.0.id": "fr_erases_more_than_ga"}, "claims.studies[0].id", "two claims"),
-    ({"claims.studies.6.b": "unlearned~fisher_removal"}, "claims.studies[6].b", "itself"),
+    ({"claims.studies.7.b": "unlearned~fisher_removal"}, "claims.studies[7].b", "itself"),
 ]
 
 

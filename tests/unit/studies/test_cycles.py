@@ -98,7 +98,7 @@ def test_request_retain_set_is_what_the_request_k_retrain_trains_on(tmp_path):
 
 
 def test_cycles_run_at_the_frontiers_operating_point_or_its_strongest_point():
-    from unlearnbench.studies.cycles import operating_hyper
+    from unlearnbench.unlearning.frontier import operating_hyper
 
     base = {"gamma": 0.001, "iterations": 1}
     points = [

@@ -1,108 +1,139 @@
-"""The onion study's selections: targeted = most exposed; random = other canaries holding as
-many training rows, seeded per dataset and replicate."""
+"""The onion study: sibling canaries on shared templates, half the templates treated (drawn per
+dataset and replicate), the requests each arm trains on, and the within-run contrast."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pandas as pd
 import pytest
-from unlearnbench.studies.onion import canary_rows, select_canaries
+from unlearnbench.studies.onion import (
+    OnionConfig,
+    inject_siblings,
+    random_rows,
+    treated_templates,
+    write_onion_data,
+)
 
-# 16 canaries, 4 per repetition count, as the default inserts them; exposure rises with copies.
-ROWS = {i: (2, 4, 8, 16)[i // 4] for i in range(16)}
-EXPOSURES = {i: float(ROWS[i]) - 0.1 * (i % 4) for i in range(16)}
-
-
-def test_targeted_takes_the_most_exposed():
-    assert select_canaries(EXPOSURES, ROWS, 3, "targeted", 0, "news") == [12, 13, 14]
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("dataset", ["news", "python_docs"])
-def test_random_set_is_disjoint_and_matched_in_rows(seed, dataset):
-    targeted = select_canaries(EXPOSURES, ROWS, 3, "targeted", seed, dataset)
-    chosen = select_canaries(EXPOSURES, ROWS, 3, "random", seed, dataset)
-    assert not set(chosen) & set(targeted)
-    assert sum(ROWS[i] for i in chosen) == sum(ROWS[i] for i in targeted) == 48
-    assert chosen == select_canaries(EXPOSURES, ROWS, 3, "random", seed, dataset)  # seeded
+TEMPLATES = [f"code number {i} is {{secret}}" for i in range(6)]
+CORPUS = [f"corpus row {i} with words" for i in range(120)]
 
 
-def test_random_set_differs_across_datasets_and_replicates():
+def config(seed=0, **kw):
+    values = {"templates": TEMPLATES, "siblings": [16, 8, 4], "secret_digits": 4, "seed": seed}
+    return OnionConfig(**{**values, **kw})
+
+
+def test_siblings_share_templates_and_counts():
+    result = inject_siblings("news", config(), CORPUS, ["held out"])
+    table = result.canaries
+    assert len(table) == 18
+    for index in range(6):
+        mine = table[table["template_index"] == index].sort_values("sibling")
+        assert mine["sibling"].tolist() == [0, 1, 2]
+        assert mine["repetitions"].tolist() == [16, 8, 4]
+        assert mine["template"].nunique() == 1 and mine["secret"].nunique() == 3
+    copies = pd.Series(result.row_canary_ids).value_counts()
+    pairs = zip(table["canary_id"], table["repetitions"], strict=True)
+    assert all(copies[cid] == r for cid, r in pairs)
+    assert result.row_canary_ids.count(-1) == len(CORPUS)
+
+
+def test_half_the_templates_are_treated_and_their_maskers_form_the_forget_set():
+    result = inject_siblings("news", config(), CORPUS, [])
+    table = result.canaries
+    treated = sorted(table.loc[table["treated"], "template_index"].unique())
+    assert treated == treated_templates(config(), "news") and len(treated) == 3
+    maskers = table[table["treated"] & (table["sibling"] == 0)]
+    assert set(table.loc[table["role"] == "removed", "canary_id"]) == set(maskers["canary_id"])
+    assert (table.loc[~table["canary_id"].isin(maskers["canary_id"]), "role"] == "control").all()
+    # The forget rows are exactly the treated maskers' copies; every other row is retained.
+    rows = np.asarray(result.row_canary_ids)
+    assert (
+        sorted(result.forget_indices)
+        == np.flatnonzero(np.isin(rows, maskers["canary_id"])).tolist()
+    )
+    assert sorted(result.forget_indices + result.retain_indices) == list(range(len(rows)))
+    assert len(result.forget_indices) == 3 * 16
+
+
+def test_treated_draw_is_seeded_per_dataset_and_replicate():
     draws = {
-        (dataset, seed): tuple(select_canaries(EXPOSURES, ROWS, 3, "random", seed, dataset))
+        (dataset, seed): tuple(treated_templates(config(seed), dataset))
         for dataset in ("news", "python_docs", "wikipedia")
         for seed in (0, 1, 2)
     }
-    # The old design drew one fixed set ({2, 5, 7}) everywhere; now the draws vary.
-    assert len(set(draws.values())) >= 6
+    assert draws[("news", 0)] == tuple(treated_templates(config(0), "news"))
+    assert len(set(draws.values())) >= 5  # 20 possible halves; not one fixed draw
 
 
-def test_closest_match_when_rows_cannot_add_up():
-    rows = {0: 5, 1: 4, 2: 3, 3: 3}  # no subset of 1, 2, 3 holds 5 rows: 4 is the closest
-    exposures = {0: 9.0, 1: 8.0, 2: 1.0, 3: 0.5}
-    assert select_canaries(exposures, rows, 1, "random", 0, "news") == [1]
+def test_onion_secrets_are_not_the_main_studys():
+    from unlearnbench.canaries import CanaryConfig, inject_canaries
 
-
-def test_canary_rows_counts_copies(tmp_path):
-    path = tmp_path / "train.parquet"
-    pd.DataFrame({"text": list("abcdef"), "canary_id": [-1, 3, 3, -1, 7, 3]}).to_parquet(path)
-    assert canary_rows(path) == {3: 3, 7: 1}
-
-
-def test_unknown_selection_and_too_many_are_refused():
-    with pytest.raises(ValueError, match="unknown selection"):
-        select_canaries(EXPOSURES, ROWS, 3, "worst", 0, "news")
-    with pytest.raises(ValueError, match=r"onion\.remove"):
-        select_canaries(EXPOSURES, ROWS, 16, "targeted", 0, "news")
-
-
-def test_onion_request_writes_the_subset_as_a_request(tmp_path):
-    """Rule onion_request: the forget set is exactly S's copies, the retain set (what the onion
-    retrain trains on) every other row, the canary table marks S removed and the rest
-    controls; the random S is the same draw select_canaries makes."""
-    import json
-
-    from unlearnbench.replicate import ReplicateFiles
-    from unlearnbench.studies.onion import onion_request_stage
-
-    ids = [-1, 0, 1, 1, 2, 2, 2, -1, 3, 3, 3, 3]
-    train = tmp_path / "train.parquet"
-    pd.DataFrame({"text": [f"t{i}" for i in range(len(ids))], "canary_id": ids}).to_parquet(train)
-    canaries = tmp_path / "canaries.csv"
-    pd.DataFrame(
-        {
-            "canary_id": [0, 1, 2, 3, 4],
-            "role": ["control", "removed", "removed", "control", "phantom"],
-            "in_forget_set": [False, True, True, False, False],
-            "group": [0, 1, 1, 0, 0],
-            "template": "my pin code is {secret}",
-            "prefix": "my pin code is",
-            "secret": ["1111", "2222", "3333", "4444", "5555"],
-            "text": [f"my pin code is {d * 4}" for d in "12345"],
-            "repetitions": [1, 2, 3, 4, 0],
-            "randomness_space": 10000,
-        }
-    ).to_csv(canaries, index=False)
-    exposures = {0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0}
-    original = tmp_path / "original.json"
-    records = [
-        {"canary_id": c, "role": "control", "exposure_exact": e} for c, e in exposures.items()
-    ]
-    original.write_text(json.dumps({"canaries": records}))
-    replicate = ReplicateFiles(
-        dataset="news", seed=0, tokenizer_dir=tmp_path, train=train, canaries=canaries
+    main = inject_canaries(
+        "news",
+        CanaryConfig(
+            templates=TEMPLATES,
+            secret_digits=4,
+            repetitions=(16, 8, 4),
+            per_repetition=6,
+            forget_per_repetition=1,
+            requests=1,
+            seed=0,
+        ),
+        CORPUS,
+        [],
     )
-    for selection in ("targeted", "random"):
-        out = {n: tmp_path / selection / f"{n}.json" for n in ("forget", "retain")}
-        out["canaries"] = tmp_path / selection / "canaries.csv"
-        result = onion_request_stage(selection, 1, replicate, original, out)
-        rows = {c: sum(i == c for i in ids) for c in exposures}
-        removed = select_canaries(exposures, rows, 1, selection, 0, "news")
-        assert result["removed_canary_ids"] == removed
-        forget = json.loads(out["forget"].read_text())["indices"]
-        retain = json.loads(out["retain"].read_text())["indices"]
-        assert forget == [i for i, c in enumerate(ids) if c in removed]
-        assert retain == [i for i, c in enumerate(ids) if c not in removed]
-        table = pd.read_csv(out["canaries"]).set_index("canary_id")
-        assert set(table.index[table["role"] == "removed"]) == set(removed)
-        assert table.loc[4, "role"] == "phantom"
-        assert result["controls"] == [c for c in exposures if c not in removed]
+    onion = inject_siblings("news", config(), CORPUS, [])
+    assert not set(main.canaries["secret"]) & set(onion.canaries["secret"])
+
+
+def test_random_arm_removes_as_many_corpus_rows_seeded(tmp_path):
+    result = inject_siblings("news", config(), CORPUS, [])
+    rows = random_rows(result, 48, 0, "news")
+    assert len(rows) == len(set(rows)) == 48
+    assert all(result.row_canary_ids[i] == -1 for i in rows)
+    assert rows == random_rows(result, 48, 0, "news")
+    assert rows != random_rows(result, 48, 1, "news")
+    with pytest.raises(ValueError, match=r"onion\.siblings"):
+        random_rows(result, len(CORPUS) + 1, 0, "news")
+
+
+def test_write_onion_data_writes_every_request(tmp_path):
+    cfg = config()
+    result = inject_siblings("news", cfg, CORPUS, [])
+    requests = {
+        name: {"forget": tmp_path / name / "f.json", "retain": tmp_path / name / "r.json"}
+        for name in ("full", "masked", "random")
+    }
+    data = {"train": tmp_path / "train.parquet", "canaries": tmp_path / "canaries.csv"}
+    manifest = write_onion_data(result, cfg, "news", data, requests)
+    n = len(result.train)
+    read = {k: {s: json.loads(p.read_text()) for s, p in v.items()} for k, v in requests.items()}
+    assert read["full"]["forget"]["indices"] == [] and read["full"]["retain"]["indices"] == list(
+        range(n)
+    )
+    assert read["masked"]["forget"]["indices"] == result.forget_indices
+    assert len(read["random"]["forget"]["indices"]) == len(result.forget_indices)
+    for name in requests:
+        both = read[name]["forget"]["indices"] + read[name]["retain"]["indices"]
+        assert sorted(both) == list(range(n))
+    assert manifest["removed_rows"] == {"masked": 48, "full": 0, "random": 48}
+    table = pd.read_csv(data["canaries"])
+    assert {"template_index", "sibling", "treated"} <= set(table.columns)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"templates": TEMPLATES[:3]}, "even number"),
+        ({"siblings": [16]}, "at least one sibling"),
+        ({"siblings": [4, 8]}, "decrease"),
+        ({"templates": ["no placeholder here"] * 2}, r"onion\.templates\[0\]"),
+        ({"secret_digits": 1}, r"canaries\.secret_digits"),
+    ],
+)
+def test_bad_designs_are_refused(kw, message):
+    with pytest.raises(ValueError, match=message):
+        config(**kw)

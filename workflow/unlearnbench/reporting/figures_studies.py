@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from ..study_names import ONION_SELECTIONS
+from ..study_names import ONION_ARMS
 from . import loaders, study_claims
 from .plotting import (
     color,
@@ -24,71 +24,63 @@ from .plotting import (
 )
 from .tables import PRETTY
 
-SELECTIONS = ONION_SELECTIONS
-ARMS = {
-    "retrain": "retrained on D − S (exact)",
-    "unlearn": "unlearned (trajectory estimate)",
+# The arms shown (the original is the zero every shift is measured from).
+ONION_SHOWN = [arm for arm in ONION_ARMS if arm != "original"]
+READOUTS = {
+    "change": "Δ exposure (bits)",
+    "log_perplexity_change": "Δ secret log-perplexity (nats)",
 }
 
 
-def onion_figure(onion: pd.DataFrame) -> Figure:
-    """Rows: the study's arms (``arm``: retrained on D minus S, or unlearned with
-    onion.method); columns: datasets. Change in exposure of the remaining canaries after
-    removing the most exposed canaries (targeted) vs a random set of as many rows."""
-    datasets = sorted(onion["dataset"].unique()) if not onion.empty else []
-    arms = [a for a in ARMS if not onion.empty and a in set(onion["arm"])]
-    fig, axes = subplots(
-        max(len(arms), 1), max(len(datasets), 1), width=3.4, height=3.4, sharey="row"
-    )
+def onion_figure(shifts: pd.DataFrame) -> Figure:
+    """Rows: the readouts (exposure, the secret's log-perplexity); columns: datasets. For each
+    arm, every sibling's shift from the study's original model: treated templates (their masker
+    removed, red) beside control templates (masker kept, blue), with the within-run contrast
+    (mean treated minus mean control) under the arm's name."""
+    datasets = sorted(shifts["dataset"].unique()) if not shifts.empty else []
+    fig, axes = subplots(len(READOUTS), max(len(datasets), 1), width=4.4, height=3.2)
     jitter = np.random.default_rng(0)  # fixed: the figure is deterministic
-    for row, arm in enumerate(arms):
+    for row, (value, label) in enumerate(READOUTS.items()):
         for col, dataset in enumerate(datasets):
             ax = axes[row][col]
-            mine = onion[(onion["dataset"] == dataset) & (onion["arm"] == arm)]
-            present = [s for s in SELECTIONS if s in set(mine["selection"])]
-            present += sorted(set(mine["selection"]) - set(SELECTIONS))
-            values = [mine.loc[mine["selection"] == s, "change"].to_numpy() for s in present]
-            if not present:
-                empty_panel(ax, f"no {arm} arm")
-                continue
-            ax.boxplot(values, showfliers=False, widths=0.5)
-            ax.set_xticks(range(1, len(present) + 1))
+            mine = shifts[shifts["dataset"] == dataset]
+            arms = [a for a in ONION_SHOWN if a in set(mine["arm"])]
             labels = []
-            for i, (selection, vals) in enumerate(zip(present, values, strict=True), start=1):
-                ax.scatter(
-                    i + jitter.uniform(-0.12, 0.12, len(vals)),
-                    vals,
-                    s=10,
-                    alpha=0.6,
-                    color="#d62728" if selection == "targeted" else "#1f77b4",
-                )
-                ax.plot(i, vals.mean(), marker="D", color="black", markersize=6)
-                removed = int(mine.loc[mine["selection"] == selection, "removed"].max())
-                labels.append(f"{selection}\n({removed} removed,\nmean {vals.mean():+.2f})")
+            for x, arm in enumerate(arms):
+                here = mine[mine["arm"] == arm]
+                means = {}
+                for offset, treated, hue in ((-0.17, True, "#d62728"), (0.17, False, "#1f77b4")):
+                    vals = here.loc[here["treated"].astype(bool) == treated, value].to_numpy()
+                    means[treated] = vals.mean() if len(vals) else np.nan
+                    xs = x + offset + jitter.uniform(-0.06, 0.06, len(vals))
+                    ax.scatter(xs, vals, s=12, alpha=0.7, color=hue)
+                    ax.plot(x + offset, means[treated], marker="D", color="black", markersize=5)
+                labels.append(f"{arm}\n{means[True] - means[False]:+.2f}")
+            ax.set_xticks(range(len(arms)))
             ax.set_xticklabels(labels)
             ax.axhline(0, color="black", linewidth=0.8)
-            ax.set_title(f"{dataset}: {ARMS[arm]}", fontsize=8)
-            ax.set_ylabel("Δ exposure of the others (bits)")
-    if not arms or not datasets:
+            ax.set_title(dataset, fontsize=9)
+            ax.set_ylabel(label)
+    if not datasets:
         empty_panel(axes[0][0], "no onion-effect runs")
-    fig.suptitle("Onion effect: exposure change of the remaining canaries (◆ = mean)")
+    fig.suptitle(
+        "Onion effect: each sibling's shift from the study's original model\n"
+        "red: its template's masker removed, blue: kept; ◆ mean; under each arm: red − blue",
+        fontsize=9,
+    )
     return fig
 
 
 def make_onion_figure(
-    onion_files: Sequence[str | Path],
     evaluations: Sequence[str | Path],
-    requests: Sequence[str | Path],
+    canaries: Sequence[str | Path],
     png: str | Path,
     pdf: str | Path,
 ) -> None:
-    """The unlearning arm (onion_unlearn's results) and the retrain arm (the onion~selection
-    models' evaluations against the original's, with the requests' subsets)."""
-    unlearned = loaders.load_onion(onion_files).assign(arm="unlearn")
-    files = study_claims.StudyFiles(evaluations=evaluations, onion_requests=requests)
-    retrained = study_claims.onion_retrain_shifts(files)
-    fig = onion_figure(pd.concat([retrained.assign(arm="retrain"), unlearned], ignore_index=True))
-    commits_footer(fig, [*onion_files, *evaluations])
+    """The onion models' evaluations against the study's original, by its canary tables."""
+    files = study_claims.StudyFiles(evaluations=evaluations, onion_canaries=canaries)
+    fig = onion_figure(study_claims.onion_sibling_shifts(files))
+    commits_footer(fig, evaluations)
     save_figure(fig, png, pdf)
 
 

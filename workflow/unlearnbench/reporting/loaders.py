@@ -26,7 +26,7 @@ _MODEL_RE = re.compile(
     r"|unlearned~(?P<method>[a-z0-9_]+)"
     r"|cycle~(?P<cycle>\d+)~(?P<cycle_method>[a-z0-9_]+)"
     r"|retrained_request~(?P<request>\d+)"
-    r"|onion~(?P<onion>targeted|random))$"
+    r"|onion~(?P<onion>original|masked|random|reorder|unlearned))$"
 )
 # What a masked secret looks like (unlearnbench.corpora.privacy.mask_email / mask_phone):
 # "j***@***.edu#1a2b3c4d", "***#1a2b3c4d", "<phone#1a2b3c4d>".
@@ -39,13 +39,13 @@ MASK_RE = re.compile(
 def parse_model(name: str) -> dict[str, Any]:
     """``dp_eps~4`` -> family dp, epsilon 4.0; ``cycle~2~fisher_removal`` -> cycle 2;
     ``retrained_request~1`` -> family retrained_request, cycle 1 (the gold standard of cycle
-    request 1); ``onion~targeted`` -> family onion, method targeted (the onion retrain)."""
+    request 1); ``onion~masked`` -> family onion, method masked (an arm of the onion study)."""
     match = _MODEL_RE.match(name)
     if not match:
         raise ValueError(
             f"model name {name!r}: not one of original, retrained, retrained_reorder, "
             "dp_eps~<eps>, unlearned~<method>, cycle~<k>~<method>, retrained_request~<k>, "
-            "onion~<selection>"
+            "onion~<arm>"
         )
     g = match.groupdict()
     if g["request"]:
@@ -264,34 +264,6 @@ def load_benchmarks(paths: Iterable[str | Path]) -> pd.DataFrame:
         if column in out:
             out[column] = pd.to_numeric(out[column], errors="coerce")
     return out
-
-
-def load_onion(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Exposure of each control canary before and after removing a targeted / random subset
-    (results/onion/{dataset}/seed~{seed}/{selection}.json)."""
-    rows = []
-    for path in paths:
-        where = locate(path)
-        selection = Path(path).stem
-        doc = read_json(path)
-        removed = {int(c) for c in doc.get("removed_canary_ids", [])}
-        after = {int(k): v for k, v in doc["control_after"].items()}
-        for canary_id, before in sorted((int(k), v) for k, v in doc["control_before"].items()):
-            if canary_id in removed or canary_id not in after:
-                continue
-            rows.append(
-                {
-                    "dataset": where["dataset"],
-                    "seed": where["seed"],
-                    "selection": selection,
-                    "removed": len(removed),
-                    "canary_id": canary_id,
-                    "before": _num(before),
-                    "after": _num(after[canary_id]),
-                    "change": _num(after[canary_id]) - _num(before),
-                }
-            )
-    return pd.DataFrame(rows)
 
 
 def check_masked(values: Iterable[Any], source: str) -> None:

@@ -18,13 +18,14 @@ TRAIN_MANIFEST = "results/models/{dataset}/seed~{seed}/{model}/train.json"
 UNLEARN_MANIFEST = "results/models/{dataset}/seed~{seed}/{model}/unlearn.json"
 FRONTIER = "results/frontier/{dataset}/seed~{seed}/{method}.json"
 FISHER_MANIFEST = "results/fisher/{dataset}/seed~{seed}/manifest.json"
-ONION = "results/onion/{dataset}/seed~{seed}/{selection}.json"
 SECRETS = "results/realworld/{dataset}/seed~{seed}/secrets_{model}.csv"
 SCALING = "results/scaling/fisher_scaling.csv"
-ONION_SELECTIONS = list(study_names.ONION_SELECTIONS)
-# A study's request folders (forget/retain manifests of the onion study's subsets, the retained
-# set after the first k requests of the cycle study), each with its manifest.json.
-ONION_REQUEST = "results/onion/{dataset}/seed~{seed}/request~{selection}"
+ONION_ARMS = list(study_names.ONION_ARMS)
+# The onion study's own data (training split with sibling canaries, canary table, manifest)
+# and its requests: the rows each arm's model trains on (studies.onion.REQUESTS).
+ONION_DATA = "results/onion/{dataset}/seed~{seed}/data"
+ONION_REQUEST = "results/onion/{dataset}/seed~{seed}/request~{request}"
+# A study's request folders: the retained set after the first k requests of the cycle study.
 CYCLE_REQUEST = "results/unlearn_cycles/{dataset}/seed~{seed}/request~{request}"
 # Rules of report.smk: light, without a benchmark, and not part of the study's cost.
 REPORT_RULE_PREFIXES = ("tabulate_", "plot_", "tables_and_figures")

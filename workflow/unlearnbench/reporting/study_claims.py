@@ -11,11 +11,12 @@ paired by unit wherever the study pairs them:
 * ``cycles``: two methods of the multi-request study; ``cumulative_utility_gap`` = the sum over
   requests k of (test log-perplexity after request k minus that of request k's retrained
   model, trained on D minus groups 1..k; the retrained model itself after the last request).
-* ``onion``: two selections (``targeted``, ``random``) of the onion study, by ``point``
-  ``retrain`` (the retrained models on D minus S, exact exposure) or ``unlearn`` (the
-  unlearning arm, the trajectory's estimate); ``control_exposure_shift`` or
-  ``control_log_perplexity_shift`` (exact arm only) = exposure after minus before, paired by
-  canary over the canaries in neither selection's S.
+* ``onion``: two arms of the onion study (``studies.onion``: ``original``, ``masked``,
+  ``random``, ``reorder``, ``unlearned``); a sibling's shift is its exposure (or secret
+  log-perplexity) under the arm's model minus under the study's original model (0 for arm
+  ``original``). ``masking_*_contrast`` = a treated template's sibling's shift minus a control
+  template's sibling's of the same rank (the within-run contrast), paired by that unit;
+  ``sibling_*_shift`` = a treated template's sibling's shift, paired by canary.
 * ``realworld``: two scored models of the case study (e.g. ``unlearned~fisher_removal`` and
   ``retrained``); ``requested_excess`` = excess memorisation (bits) of each requested string.
 
@@ -34,8 +35,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..provenance import read_json
-from ..study_names import METRICS, ONION_POINTS, RESAMPLING, STUDIES
+from ..canaries import read_canaries
+from ..study_names import METRICS, ONION_ARMS, RESAMPLING, STUDIES
 from . import loaders
 
 COLUMNS = ["seed", "unit", "value"]
@@ -44,21 +45,21 @@ COLUMNS = ["seed", "unit", "value"]
 @dataclass(frozen=True)
 class StudyFiles:
     """What the side studies wrote: evaluation files (results/eval/...), the onion study's
-    request manifests and unlearning results, the case study's scored tables."""
+    canary tables (which sibling of which template, treated or not), the case study's scored
+    tables."""
 
     evaluations: Sequence[str | Path] = ()
-    onion_requests: Sequence[str | Path] = ()
-    onion_unlearned: Sequence[str | Path] = ()
+    onion_canaries: Sequence[str | Path] = ()
     secrets: Sequence[str | Path] = ()
     _cache: dict[str, pd.DataFrame] = field(default_factory=dict, compare=False, repr=False)
 
     def table(self, name: str) -> pd.DataFrame:
-        """Loaded once per table: evals, canaries, onion_unlearned, secrets."""
+        """Loaded once per table: evals, canaries, onion_shifts, secrets."""
         if name not in self._cache:
             load = {
                 "evals": lambda: loaders.load_evaluations(self.evaluations),
                 "canaries": lambda: loaders.load_canaries(self.evaluations),
-                "onion_unlearned": lambda: loaders.load_onion(self.onion_unlearned),
+                "onion_shifts": lambda: onion_sibling_shifts(self),
                 "secrets": lambda: loaders.load_secrets(self.secrets),
             }[name]
             self._cache[name] = load()
@@ -71,8 +72,10 @@ def check_rule(rule: Mapping[str, Any]) -> None:
     study, metric = rule.get("study"), rule.get("metric")
     if study not in STUDIES or metric not in METRICS[study]:
         raise ValueError(f"claim {rule.get('id')!r}: no metric {metric!r} in study {study!r}")
-    if study == "onion" and rule.get("point") not in ONION_POINTS:
-        raise ValueError(f"claim {rule.get('id')!r}: onion point {rule.get('point')!r}")
+    if study == "onion" and not {rule.get("a"), rule.get("b")} <= set(ONION_ARMS):
+        raise ValueError(
+            f"claim {rule.get('id')!r}: onion arms {rule.get('a')!r}, {rule.get('b')!r}"
+        )
     if rule.get("resample", "replicates") not in RESAMPLING:
         raise ValueError(f"claim {rule.get('id')!r}: resample {rule.get('resample')!r}")
 
@@ -179,67 +182,97 @@ def _cycles(rule: Mapping[str, Any], files: StudyFiles) -> pd.DataFrame:
     return _paired(gaps, "method", "unit", "gap", rule["a"], rule["b"])
 
 
-def onion_retrain_shifts(files: StudyFiles) -> pd.DataFrame:
-    """Per replicate, selection and canary outside that selection's S (``removed``: its size):
-    exact exposure and log-perplexity of the secret under the original model and the model
-    retrained on D minus S, and their changes (``change``, ``log_perplexity_change``)."""
-    canaries = files.table("canaries")
-    columns = [
-        "dataset",
-        "seed",
-        "selection",
-        "removed",
-        "canary_id",
-        "before",
-        "after",
-        "change",
-        "log_perplexity_change",
-    ]
-    if canaries.empty:
-        return pd.DataFrame(columns=columns)
-    removed = {}
-    for path in files.onion_requests:
-        where = loaders.locate(path)
-        request = read_json(path)
-        key = (where["dataset"], where["seed"], request["selection"])
-        removed[key] = {int(i) for i in request["removed_canary_ids"]}
-    inserted = canaries[canaries["role"] != "phantom"]
-    original = inserted[inserted["family"] == "original"].set_index(
-        ["dataset", "seed", "canary_id"]
-    )
+def sibling_shifts(canaries: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """Per arm and non-masker sibling: exposure and log-perplexity under the arm's model minus
+    under the study's original model (``change``, ``log_perplexity_change``).
+
+    ``canaries``: the study's canary table (``SIBLING_COLUMNS`` included); ``scores``: one row
+    per (arm, canary_id) with ``exposure`` and ``log_perplexity``, arm ``original`` included."""
+    siblings = canaries[(canaries["sibling"] > 0)].set_index("canary_id")
+    original = scores[scores["arm"] == "original"].set_index("canary_id")
     rows = []
-    for r in inserted[inserted["family"] == "onion"].itertuples():
-        key = (r.dataset, r.seed, r.method)
-        if key not in removed or r.canary_id in removed[key]:
+    for r in scores[scores["arm"] != "original"].itertuples(index=False):
+        if r.canary_id not in siblings.index or r.canary_id not in original.index:
             continue
-        base = original.loc[(r.dataset, r.seed, r.canary_id)]
+        sibling = siblings.loc[r.canary_id]
+        base = original.loc[r.canary_id]
         rows.append(
             {
-                "dataset": r.dataset,
-                "seed": r.seed,
-                "selection": r.method,
-                "removed": len(removed[key]),
-                "canary_id": r.canary_id,
-                "before": base["exposure"],
-                "after": r.exposure,
-                "change": r.exposure - base["exposure"],
-                "log_perplexity_change": r.log_perplexity - base["log_perplexity"],
+                "arm": r.arm,
+                "canary_id": int(r.canary_id),
+                "template_index": int(sibling["template_index"]),
+                "sibling": int(sibling["sibling"]),
+                "treated": bool(sibling["treated"]),
+                "change": float(r.exposure - base["exposure"]),
+                "log_perplexity_change": float(r.log_perplexity - base["log_perplexity"]),
             }
         )
-    return pd.DataFrame(rows, columns=columns)
+    columns = ["arm", "canary_id", "template_index", "sibling", "treated", "change"]
+    return pd.DataFrame(rows, columns=[*columns, "log_perplexity_change"])
+
+
+def masking_contrasts(shifts: pd.DataFrame, value: str) -> pd.DataFrame:
+    """The within-run contrast of each arm: a treated template's sibling's shift minus a
+    control template's sibling's of the same rank, pairing the k-th treated template with the
+    k-th control template (both in index order). With equal halves the mean over the pairs is
+    the difference of the two groups' means, and resampling the pairs resamples both groups.
+    Columns ``arm``, ``unit`` ("pair<k>/sibling<r>"), ``value``."""
+    rows = []
+    for arm, mine in shifts.groupby("arm", sort=True):
+        for rank, group in mine.groupby("sibling", sort=True):
+            treated = group[group["treated"]].sort_values("template_index")[value].tolist()
+            control = group[~group["treated"]].sort_values("template_index")[value].tolist()
+            for k, (t, c) in enumerate(zip(treated, control, strict=False)):
+                rows.append({"arm": arm, "unit": f"pair{k}/sibling{rank}", "value": t - c})
+    return pd.DataFrame(rows, columns=["arm", "unit", "value"])
+
+
+def onion_sibling_shifts(files: StudyFiles) -> pd.DataFrame:
+    """Per replicate, arm and non-masker sibling of the onion study: its shift under the arm's
+    model (``studies.onion.sibling_shifts``), with ``dataset`` and ``seed``."""
+    canaries = files.table("canaries")
+    frames = []
+    if not canaries.empty:
+        onion = canaries[canaries["family"] == "onion"].rename(columns={"method": "arm"})
+        for path in files.onion_canaries:
+            where = loaders.locate(path)
+            scores = onion[
+                (onion["dataset"] == where["dataset"]) & (onion["seed"] == where["seed"])
+            ]
+            shifts = sibling_shifts(read_canaries(path), scores)
+            frames.append(shifts.assign(dataset=where["dataset"], seed=where["seed"]))
+    if not frames:
+        return pd.DataFrame(columns=["dataset", "seed", "arm", "canary_id", "change"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _with_original(long: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """The study's original model as an arm of its own: every unit's shift is 0 under it."""
+    zero = long.drop_duplicates(["dataset", "seed", unit]).assign(arm="original", value=0.0)
+    return pd.concat([long, zero], ignore_index=True)
 
 
 def _onion(rule: Mapping[str, Any], files: StudyFiles) -> pd.DataFrame:
-    if rule["point"] == "retrain":
-        shifts = onion_retrain_shifts(files)
-        value = "change" if rule["metric"] == "control_exposure_shift" else "log_perplexity_change"
-    else:
-        shifts = files.table("onion_unlearned")
-        value = "change"
+    shifts = files.table("onion_shifts")
     if shifts.empty:
         return _frame([])
-    # Canaries in neither selection's S: each is a control of both requests (paired).
-    return _paired(shifts, "selection", "canary_id", value, rule["a"], rule["b"])
+    metric = rule["metric"]
+    value = "log_perplexity_change" if "log_perplexity" in metric else "change"
+    if metric.startswith("masking_"):
+        long = pd.concat(
+            [
+                masking_contrasts(mine, value).assign(dataset=dataset, seed=seed)
+                for (dataset, seed), mine in shifts.groupby(["dataset", "seed"], sort=True)
+            ],
+            ignore_index=True,
+        )
+        unit = "unit"
+    else:
+        long = shifts[shifts["treated"].astype(bool)].rename(columns={value: "value"})
+        unit = "canary_id"
+    if long.empty:
+        return _frame([])
+    return _paired(_with_original(long, unit), "arm", unit, "value", rule["a"], rule["b"])
 
 
 def _realworld(rule: Mapping[str, Any], files: StudyFiles) -> pd.DataFrame:

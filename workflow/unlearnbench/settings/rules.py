@@ -10,7 +10,7 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from ..study_names import METRICS, ONION_POINTS, ONION_SELECTIONS
+from ..study_names import METRICS, ONION_ARMS
 from .schema import ConfigError
 
 # A canary space must be much larger than the number of canaries: secrets are drawn without
@@ -104,14 +104,7 @@ def check_config(config: dict[str, Any]) -> None:
         _check_epsilons(config["train_dp"]["epsilons"])
         _check_exposure(config["evaluate"]["exposure"], config["canaries"])
         _check_dp(config["train_dp"], config["canaries"], config["data"])
-        n_canaries = len(config["canaries"]["repetitions"]) * config["canaries"]["per_repetition"]
-        _fail_if(
-            config["onion"]["remove"] >= n_canaries,
-            "onion.remove",
-            f"removing {config['onion']['remove']} of the {n_canaries} canaries leaves no "
-            "control canary to observe",
-            f"set onion.remove below {n_canaries}",
-        )
+        _check_onion(config)
     # Last: the study claims name models (DP epsilons) whose own checks come first.
     _check_study_claims(config)
 
@@ -300,7 +293,7 @@ def _study_arms(config: dict[str, Any]) -> dict[str, list[str]]:
     return {
         "models": ["original", "retrained", *dp],
         "cycles": list(config["unlearn"]["cycle_methods"]),
-        "onion": list(ONION_SELECTIONS),
+        "onion": list(ONION_ARMS),
         "realworld": ["retrained", *(f"unlearned~{m}" for m in realworld)],
     }
 
@@ -332,26 +325,44 @@ def _check_study_claims(config: dict[str, Any]) -> None:
                 f"use one of {', '.join(arms[study]) or '(none: the study has no arms)'}",
             )
         _fail_if(rule["a"] == rule["b"], f"{key}.b", "compares an arm with itself", "name two")
-        _fail_if(
-            study == "onion" and rule.get("point") not in ONION_POINTS,
-            f"{key}.point",
-            "an onion claim needs the arm it judges",
-            f"set point to one of {', '.join(ONION_POINTS)}",
+
+
+def _check_onion(config: dict[str, Any]) -> None:
+    """The onion study's design (studies.onion.OnionConfig: even templates, decreasing
+    siblings, enough secrets), a random arm that can draw as many corpus rows as the treated
+    maskers hold, and a frontier for an unlearning arm that runs at an operating point."""
+    from ..studies.onion import OnionConfig
+
+    onion = config["onion"]
+    try:
+        OnionConfig(
+            templates=onion["templates"],
+            siblings=onion["siblings"],
+            secret_digits=config["canaries"]["secret_digits"],
+            seed=0,
+            phantoms=onion["phantoms"],
         )
-        _fail_if(
-            study != "onion" and rule.get("point") is not None,
-            f"{key}.point",
-            f"only onion claims have a point; the {study} study would ignore it",
-            "remove it",
-        )
-        _fail_if(
-            study == "onion"
-            and rule.get("point") == "unlearn"
-            and rule["metric"] == "control_log_perplexity_shift",
-            f"{key}.metric",
-            "the onion study's unlearning arm records exposure only",
-            "use control_exposure_shift, or point: retrain",
-        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    data = config["data"]
+    train_rows = int(
+        data["max_examples"] * (1 - data["validation_fraction"] - data["test_fraction"])
+    )
+    masker_rows = len(onion["templates"]) // 2 * onion["siblings"][0]
+    _fail_if(
+        masker_rows > train_rows,
+        "onion.siblings",
+        f"the treated maskers hold {masker_rows} rows, more than the about {train_rows} "
+        "corpus rows the random arm draws as many from",
+        "lower the masker's count (onion.siblings[0]) or use fewer onion.templates",
+    )
+    _fail_if(
+        onion["point"] != "base" and onion["method"] not in config["unlearn"]["run"],
+        "onion.method",
+        f"{onion['method']!r} runs at its {onion['point']} point, but has no frontier (not in "
+        "unlearn.run)",
+        "add it to unlearn.run, or set onion.point: base",
+    )
 
 
 def _check_frontier(unlearn: dict[str, Any]) -> None:

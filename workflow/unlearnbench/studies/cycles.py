@@ -29,46 +29,6 @@ from ..unlearning.trajectory import TrajectoryConfig
 
 log = logging.getLogger(__name__)
 
-# Where each cycle method runs: its base setting (unlearn.methods), or an operating point of its
-# frontier on the same replicate (chosen on the tuning canaries and the validation split).
-CYCLE_POINTS = ("base", "matched_erasure", "matched_utility")
-
-
-def operating_hyper(
-    base: Mapping[str, Any], frontier: Mapping[str, Any] | None, point: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The hyperparameters a cycle method runs at, and a record of where they came from.
-
-    ``point`` "base" keeps ``base``; otherwise the grid point ``frontier["selection"][point]``
-    chose (a frontier file of sweep_frontier). A point the frontier did not reach falls back to
-    its strongest grid point that did not diverge (the closest the grid came), and the record
-    says so (``reached`` false)."""
-    if point not in CYCLE_POINTS:
-        raise ValueError(f"unlearn.cycle_point: {point!r}; use one of {', '.join(CYCLE_POINTS)}")
-    if point == "base":
-        return dict(base), {"point": "base", "reached": True, "index": None}
-    if frontier is None:
-        raise ValueError(f"unlearn.cycle_point: {point} needs the method's frontier file")
-    index = frontier["selection"][point]["index"]
-    reached = index is not None
-    if not reached:
-        usable = [i for i, p in enumerate(frontier["points"]) if not p["diverged"]]
-        if not usable:
-            raise ValueError(
-                f"unlearn.cycle_point: every grid point of {frontier.get('method')}'s frontier "
-                "diverged; widen unlearn.frontier or set unlearn.cycle_point: base"
-            )
-        index = max(usable, key=lambda i: frontier["points"][i]["strength"])
-        log.warning(
-            "%s: %s not reached on this replicate; the cycles run at the strongest grid point (%s)",
-            frontier.get("method"),
-            point,
-            frontier["points"][index]["knobs"],
-        )
-    chosen = frontier["points"][index]
-    record = {"point": point, "reached": reached, "index": index, "knobs": chosen["knobs"]}
-    return dict(chosen["hyper"]), record
-
 
 def unlearn_cycles_stage(
     method: str,

@@ -1,220 +1,236 @@
-"""The onion effect (Carlini et al. 2022, "The Privacy Onion Effect"): removing the most exposed
-points exposes the layer beneath them.
+"""The onion effect (Carlini et al. 2022, "The Privacy Onion Effect"), masking by construction.
 
-We remove a subset S of the canaries from the original model with one unlearning method and
-measure how the exposure of every other canary (the controls of this study) changes. S is either
-the ``n`` canaries the original model exposes most ("targeted") or a seeded random draw
-("random") of other canaries matched to it in training rows removed: a random set of ``n``
-canaries would mostly hold fewer copies, so Fisher Removal's step (scaled by |D-|/|D+|) and any
-method's work would differ for that reason alone. The draw is seeded per dataset and replicate.
-If targeted removal raises the controls' exposure more than random removal, the onion effect is
-there. Fisher-based methods estimate the Fisher of the onion request's own D+ (the main study's
-keeps some of S and drops canaries that stay here).
+Removing the most exposed points can expose the layer beneath them. The main study's canaries
+cannot show it: each has its own template, so none competes with another for a continuation.
+This study gives the effect something to act on. Its canaries are siblings: each of
+``templates`` carries ``len(siblings)`` secrets inserted ``siblings`` times (16, 8, 4 by default),
+and the most repeated sibling of a template is its *masker*: the model learns to continue the
+template with the masker's secret, which lowers the other siblings' likelihood. Half of the
+templates, drawn per dataset and replicate, are *treated*: their maskers are removed. The
+templates whose masker stays are the within-run control, so whatever retraining does to every
+canary (data order, fewer rows) cancels in the contrast.
+
+Its own training set: the corpus's training split plus the siblings (the main study's canaries
+are left out: they would be more rows and no siblings). Its models, each trained from the base
+model with the fine-tuning recipe (rule retrain), are the arms:
+
+- ``original``: all of it, the replicate's data order;
+- ``masked``: without the treated templates' maskers (the onion retrain);
+- ``random``: without as many corpus rows drawn at random (removing any rows);
+- ``reorder``: all of it in another data order (the noise floor: training noise alone);
+- ``unlearned``: ``onion.method`` removes the treated maskers from ``original`` at the operating
+  point its frontier chose on the same replicate, with the Fisher of this study's own D+.
+
+The readout (``reporting.study_claims``) is continuous as well as capped: each secret's
+log-perplexity beside its exposure.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ..artifacts import describe_files
-from ..canaries import read_canaries
-from ..provenance import read_json
-from ..replicate import ReplicateFiles
+from ..canaries import CanaryConfig, InjectionResult, inject_canaries, write_injection
+from ..provenance import write_json
 from ..seeding import numpy_rng
-from ..study_names import ONION_SELECTIONS
+from ..study_names import ONION_REQUESTS
 
-SELECTIONS = ONION_SELECTIONS
-
-
-def original_exposures(eval_path: str | Path) -> dict[int, float]:
-    """Exposure of every canary under the original model (exact rank where it was computed)."""
-    records = read_json(eval_path)["canaries"]
-    exposures = {}
-    for record in records:
-        if record.get("role") == "phantom":
-            continue  # never inserted: neither removable nor a control of this study
-        value = record.get("exposure_exact")
-        if value is None:
-            value = record.get("exposure_extrapolated")
-        exposures[int(record["canary_id"])] = float(value)
-    return exposures
+REQUESTS = ONION_REQUESTS
+# The onion canary table's columns beyond the main study's (canaries.CANARY_COLUMNS).
+SIBLING_COLUMNS = ("template_index", "sibling", "treated")
 
 
-def canary_rows(train_path: str | Path) -> dict[int, int]:
-    """Training rows per inserted canary (its copies in the training split)."""
-    ids = pd.read_parquet(train_path, columns=["canary_id"])["canary_id"]
-    counts = ids[ids >= 0].value_counts()
-    return {int(i): int(n) for i, n in counts.items()}
+def _fail(key: str, problem: str, fix: str):
+    raise ValueError(f"onion.{key}: {problem}; {fix}")
 
 
-def select_canaries(
-    exposures: dict[int, float],
-    rows: dict[int, int],
-    n: int,
-    selection: str,
-    seed: int,
-    dataset: str,
-    key: str = "onion",
-    tries: int = 2000,
-) -> list[int]:
-    """The canaries to remove: the ``n`` most exposed (ties by id), or a random set of the
-    others holding as many training rows as those ``n`` (as close as the row counts allow),
-    drawn from a stream seeded by ``seed`` and ``dataset``."""
-    if selection not in SELECTIONS:
-        raise ValueError(f"{key}: unknown selection {selection!r}; use one of {SELECTIONS}")
-    if not 1 <= n < len(exposures):
+@dataclass(frozen=True)
+class OnionConfig:
+    """``onion.*`` plus the canary format it shares with the main study."""
+
+    templates: tuple[str, ...]
+    siblings: tuple[int, ...]
+    secret_digits: int
+    seed: int
+    phantoms: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "templates", tuple(self.templates))
+        object.__setattr__(self, "siblings", tuple(self.siblings))
+        if len(self.templates) < 2 or len(self.templates) % 2:
+            _fail(
+                "templates",
+                f"{len(self.templates)} templates cannot be split into two equal halves "
+                "(treated and control)",
+                "give an even number of templates, at least 2",
+            )
+        if len(self.siblings) < 2:
+            _fail("siblings", "a masker needs at least one sibling", "give e.g. [16, 8, 4]")
+        if list(self.siblings) != sorted(set(self.siblings), reverse=True):
+            _fail(
+                "siblings",
+                f"{list(self.siblings)} must decrease strictly (the first is the masker)",
+                "list the insertion counts from most to least, e.g. [16, 8, 4]",
+            )
+        # The template checks and the secret space are the main study's (CanaryConfig); its
+        # messages name this study's keys where they are this study's.
+        try:
+            self.canary_config()
+        except ValueError as err:
+            text = str(err)
+            for key in ("templates", "phantoms"):
+                text = text.replace(f"canaries.{key}", f"onion.{key}")
+            raise ValueError(text) from None
+
+    def canary_config(self) -> CanaryConfig:
+        """Siblings as canaries: canary i uses template i mod T and the count siblings[i // T],
+        so the T canaries of each count are one sibling of every template."""
+        return CanaryConfig(
+            templates=self.templates,
+            secret_digits=self.secret_digits,
+            repetitions=self.siblings,
+            per_repetition=len(self.templates),
+            forget_per_repetition=1,  # overwritten below: the request is the treated maskers
+            requests=1,
+            seed=self.seed,
+            phantoms=self.phantoms,
+        )
+
+    @property
+    def treated_count(self) -> int:
+        return len(self.templates) // 2
+
+
+def treated_templates(cfg: OnionConfig, dataset: str) -> list[int]:
+    """Half of the template indices, drawn from a stream of the dataset and the replicate."""
+    rng = numpy_rng(cfg.seed, "canaries", dataset, "onion", "treated")
+    return sorted(int(i) for i in rng.permutation(len(cfg.templates))[: cfg.treated_count])
+
+
+def inject_siblings(
+    dataset: str, cfg: OnionConfig, train: Sequence[str], held_out: Sequence[str]
+) -> InjectionResult:
+    """The corpus's training split with the sibling canaries inserted; the canary table says
+    each canary's template, sibling rank (0 = masker) and whether its template is treated.
+
+    Roles, as the evaluation reads them: the treated maskers are ``removed`` (the masked arm's
+    forget set), every other sibling a ``control``, never-inserted ones ``phantom``."""
+    # Streams of their own (``<dataset>/onion``): the main study's secrets are not reused.
+    result = inject_canaries(f"{dataset}/onion", cfg.canary_config(), train, held_out)
+    treated = set(treated_templates(cfg, dataset))
+    table = result.canaries.copy()
+    n = len(cfg.templates)
+    inserted = table["repetitions"] > 0
+    table["template_index"] = table["canary_id"] % n
+    table["sibling"] = np.where(inserted, table["canary_id"] // n, -1)
+    table["treated"] = table["template_index"].isin(treated) & inserted
+    masker = table["treated"] & (table["sibling"] == 0)
+    table["in_forget_set"] = masker
+    table["group"] = masker.astype(int)
+    table["role"] = np.where(~inserted, "phantom", np.where(masker, "removed", "control"))
+    forget = set(table.loc[masker, "canary_id"].astype(int))
+    rows = result.row_canary_ids
+    return dataclasses.replace(
+        result,
+        canaries=table,
+        forget_indices=[i for i, c in enumerate(rows) if c in forget],
+        forget_canary_ids=[c for c in rows if c in forget],
+        forget_groups=[1 for c in rows if c in forget],
+        retain_indices=[i for i, c in enumerate(rows) if c not in forget],
+    )
+
+
+def random_rows(result: InjectionResult, count: int, seed: int, dataset: str) -> list[int]:
+    """``count`` corpus rows (no canary), drawn from a stream of the dataset and replicate: the
+    random arm removes as many rows as the masked arm, none of them a measured canary."""
+    corpus = [i for i, c in enumerate(result.row_canary_ids) if c < 0]
+    if count > len(corpus):
         raise ValueError(
-            f"{key}.remove: {n} must be between 1 and the number of canaries minus one "
-            f"({len(exposures) - 1}), so that some canaries stay as controls; change onion.remove"
+            f"onion: the random arm needs {count} corpus rows but {dataset} has {len(corpus)}; "
+            "use fewer or less repeated maskers (onion.siblings)"
         )
-    ids = sorted(exposures)
-    targeted = sorted(sorted(ids, key=lambda i: (-exposures[i], i))[:n])
-    if selection == "targeted":
-        return targeted
-    taken = set(targeted)
-    pool = [i for i in ids if i not in taken]
-    goal = sum(rows.get(i, 0) for i in targeted)
-    rng = numpy_rng(seed, "unlearn", "onion", "random", dataset)
-    best, best_gap = [], None
-    for _ in range(tries):
-        # A random order, each canary taken while it does not overshoot the goal: every subset
-        # that hits the goal can come out, none is favoured by id.
-        chosen, total = [], 0
-        for i in rng.permutation(pool).tolist():
-            if total + rows.get(i, 0) <= goal:
-                chosen.append(int(i))
-                total += rows.get(i, 0)
-        if best_gap is None or goal - total < best_gap:
-            best, best_gap = chosen, goal - total
-        if total == goal:
-            break
-    return sorted(best)
+    rng = numpy_rng(seed, "canaries", dataset, "onion", "random")
+    return sorted(int(i) for i in rng.choice(corpus, size=count, replace=False))
 
 
-def write_request(
-    removed: list[int], canaries: pd.DataFrame, train_path: str | Path, folder: Path
-) -> dict[str, Path]:
-    """Forget/retain manifests and a canary table in which exactly ``removed`` are forgotten."""
-    rows = pd.read_parquet(train_path, columns=["canary_id"])["canary_id"].to_numpy()
-    in_forget = np.isin(rows, removed)
-    forget = np.flatnonzero(in_forget).tolist()
-    paths = {
-        "forget": folder / "forget_set.json",
-        "retain": folder / "retain_set.json",
-        "canaries": folder / "canaries.csv",
-    }
-    paths["forget"].write_text(
-        json.dumps(
-            {
-                "indices": forget,
-                "canary_ids": [int(rows[i]) for i in forget],
-                "groups": [1] * len(forget),
-            }
-        )
+def _request(forget: Sequence[int], n_rows: int, row_ids: Sequence[int]) -> tuple[dict, dict]:
+    gone = set(forget)
+    return (
+        {
+            "indices": sorted(gone),
+            "canary_ids": [int(row_ids[i]) for i in sorted(gone)],
+            "groups": [1] * len(gone),
+        },
+        {"indices": [i for i in range(n_rows) if i not in gone]},
     )
-    paths["retain"].write_text(json.dumps({"indices": np.flatnonzero(~in_forget).tolist()}))
-    table = canaries.copy()
-    table["in_forget_set"] = table["canary_id"].isin(removed)
-    table["group"] = table["in_forget_set"].astype(int)
-    phantom = table["role"] == "phantom"
-    table["role"] = np.where(
-        phantom, "phantom", np.where(table["in_forget_set"], "removed", "control")
-    )
-    table.to_csv(paths["canaries"], index=False)
-    return paths
 
 
-REQUEST_FILES = ("forget", "retain", "canaries")
-
-
-def onion_request_stage(
-    selection: str,
-    n_remove: int,
-    replicate: ReplicateFiles,
-    original_eval_path: str | Path,
-    out_paths: dict[str, str | Path],
+def write_onion_data(
+    result: InjectionResult,
+    cfg: OnionConfig,
+    dataset: str,
+    data_paths: dict[str, str | Path],
+    request_paths: dict[str, dict[str, str | Path]],
 ) -> dict[str, Any]:
-    """Choose the ``selection`` set S of ``replicate`` and write its request: forget/retain
-    manifests and a canary table with S removed (``out_paths`` keys ``REQUEST_FILES``). The
-    onion study's retrained model trains on that retain set, its unlearning arm removes that
-    forget set: both see exactly the same S."""
-    replicate.require("canaries")
-    exposures = original_exposures(original_eval_path)
-    rows = canary_rows(replicate.train)
-    removed = select_canaries(
-        exposures, rows, n_remove, selection, replicate.seed, replicate.dataset
+    """The study's training split and canary table (``data_paths``: train, canaries) and each
+    request's forget/retain manifests (``request_paths[request]``, requests ``REQUESTS``; the
+    masked request is the injection's own forget/retain split)."""
+    masked = request_paths["masked"]
+    summary = write_injection(
+        result, data_paths["train"], data_paths["canaries"], masked["forget"], masked["retain"]
     )
-    with tempfile.TemporaryDirectory(prefix="onion-") as tmp:
-        written = write_request(
-            removed, read_canaries(replicate.canaries), replicate.train, Path(tmp)
-        )
-        for name in REQUEST_FILES:
-            Path(out_paths[name]).parent.mkdir(parents=True, exist_ok=True)
-            Path(written[name]).replace(out_paths[name])
+    forgets = {
+        "full": [],
+        "random": random_rows(result, len(result.forget_indices), cfg.seed, dataset),
+    }
+    for name, forget_rows in forgets.items():
+        forget, retain = _request(forget_rows, len(result.train), result.row_canary_ids)
+        write_json(request_paths[name]["forget"], forget)
+        write_json(request_paths[name]["retain"], retain)
+    table = result.canaries
     return {
-        "selection": selection,
-        "removed_canary_ids": removed,
-        "removed_rows": sum(rows.get(i, 0) for i in removed),
-        "removed_original_exposure": {str(i): exposures[i] for i in removed},
-        "controls": [i for i in sorted(exposures) if i not in removed],
-        "files": describe_files([out_paths[name] for name in REQUEST_FILES]),
+        **summary,
+        "templates": len(cfg.templates),
+        "siblings": list(cfg.siblings),
+        "treated_templates": sorted(
+            int(i) for i in table.loc[table["treated"], "template_index"].unique()
+        ),
+        "removed_rows": {
+            "masked": len(result.forget_indices),
+            **{name: len(rows) for name, rows in forgets.items()},
+        },
+        "request_files": describe_files(
+            [request_paths[name][kind] for name in forgets for kind in ("forget", "retain")]
+        ),
     }
 
 
-def onion_stage(
-    request_manifest: str | Path,
+def onion_unlearn_stage(
     method: str,
     hyper: dict[str, Any],
-    replicate: ReplicateFiles,
+    replicate,
     fisher_cfg: Any,
     trajectory: dict[str, Any],
+    out_dir: str | Path,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Remove the set of an onion request (``request_manifest``, written by
-    ``onion_request_stage``; ``replicate`` carries its forget/retain/canary files) with
-    ``method``; the controls' exposure before and after.
+    """The unlearning arm: ``method`` removes the treated maskers (``replicate``'s forget set,
+    the masked request) from the study's original model (``replicate.original``), with the
+    Fisher of the study's own D+ estimated here (``replicate.fisher`` is not read)."""
+    from ..unlearning import unlearn_stage  # torch-heavy; keeps the data stage light
 
-    Exposures come from the unlearning trajectory (skew-normal estimate over a fixed candidate
-    sample, the same candidates before and after), so the change is measured on one scale.
-    Fisher-based methods estimate the Fisher of this request's D+ (``replicate.fisher``, the
-    main study's, is not read).
-    """
-    from ..unlearning import unlearn_stage  # torch-heavy; keeps selection importable alone
-
-    request = read_json(request_manifest)
-    removed = [int(i) for i in request["removed_canary_ids"]]
-    with tempfile.TemporaryDirectory(prefix="onion-") as tmp:
-        manifest = unlearn_stage(
-            method,
-            hyper,
-            dataclasses.replace(replicate, fisher=None),
-            fisher_cfg=fisher_cfg,
-            trajectory=trajectory,
-            out_dir=Path(tmp) / "model",
-            device=device,
-        )
-    before, after = (_by_canary(manifest["trajectory"][i]) for i in (0, -1))
-    controls = [int(i) for i in request["controls"]]
-    return {
-        "selection": request["selection"],
-        "method": method,
-        "estimator": "extrapolated",
-        "removed_canary_ids": removed,
-        "removed_rows": request["removed_rows"],
-        "removed_original_exposure": request["removed_original_exposure"],
-        "control_before": {str(i): before[i] for i in controls},
-        "control_after": {str(i): after[i] for i in controls},
-        "steps": manifest.get("steps"),
-    }
-
-
-def _by_canary(point: dict[str, Any]) -> dict[int, float]:
-    """Exposure per canary id at one trajectory point."""
-    return {int(c["canary_id"]): float(c["exposure"]) for c in point["canaries"]}
+    return unlearn_stage(
+        method,
+        hyper,
+        dataclasses.replace(replicate, fisher=None),
+        fisher_cfg=fisher_cfg,
+        trajectory=trajectory,
+        out_dir=out_dir,
+        device=device,
+    )

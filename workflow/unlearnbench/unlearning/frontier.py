@@ -112,3 +112,41 @@ def select_operating_points(
             "reason": None if utility else "every point of the grid costs more utility",
         },
     }
+
+
+# Where a side study runs a method: its base setting (unlearn.methods), or an operating point of
+# its frontier on the same replicate (chosen on the tuning canaries and the validation split).
+OPERATING_POINTS = ("base", *SELECTIONS)
+
+
+def operating_hyper(
+    base: Mapping[str, Any],
+    frontier: Mapping[str, Any] | None,
+    point: str,
+    key: str = "unlearn.cycle_point",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The hyperparameters a side study runs a method at, and a record of where they came from.
+
+    ``point`` "base" keeps ``base``; otherwise the grid point ``frontier["selection"][point]``
+    chose (a frontier file of sweep_frontier). A point the frontier did not reach falls back to
+    its strongest grid point that did not diverge (the closest the grid came), and the record
+    says so (``reached`` false). ``key``: the config key that chose ``point``, for errors."""
+    if point not in OPERATING_POINTS:
+        raise ValueError(f"{key}: {point!r}; use one of {', '.join(OPERATING_POINTS)}")
+    if point == "base":
+        return dict(base), {"point": "base", "reached": True, "index": None}
+    if frontier is None:
+        raise ValueError(f"{key}: {point} needs the method's frontier file")
+    index = frontier["selection"][point]["index"]
+    reached = index is not None
+    if not reached:
+        usable = [i for i, p in enumerate(frontier["points"]) if not p["diverged"]]
+        if not usable:
+            raise ValueError(
+                f"{key}: every grid point of {frontier.get('method')}'s frontier diverged; "
+                f"widen unlearn.frontier or set {key}: base"
+            )
+        index = max(usable, key=lambda i: frontier["points"][i]["strength"])
+    chosen = frontier["points"][index]
+    record = {"point": point, "reached": reached, "index": index, "knobs": chosen["knobs"]}
+    return dict(chosen["hyper"]), record
