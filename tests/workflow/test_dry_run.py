@@ -88,6 +88,7 @@ EXPECTED = {
         cycle_methods=2,
         side_replicates=1,
         realworld_methods=3,
+        requests=3,
     ),
     ("config/smoke.yaml",): expected(
         datasets=3,
