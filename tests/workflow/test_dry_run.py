@@ -60,7 +60,7 @@ def expected(
         "inject_onion_canaries": side,
         "evaluate_cycle_retrains": side if requests > 1 else 0,
         "evaluate_onion": side,
-        "retrain_realworld": real_runs,
+        "retrain_realworld": 2 * real_runs,  # the gold standard and its twin
         "train_dp": epsilons * side,
         "estimate_fisher": runs + real_runs,
         "sweep_frontier": methods * runs,

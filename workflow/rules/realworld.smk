@@ -6,8 +6,12 @@
 
 
 # What the stages read of realworld.* (indelible_margin is the table's: changing it reruns
-# only tabulate_realworld).
-REALWORLD_STAGE_SETTINGS = without(config["realworld"], "replicates", "methods", "indelible_margin")
+# only tabulate_realworld; point is the unlearning jobs' own).
+REALWORLD_STAGE_SETTINGS = without(
+    config["realworld"], "replicates", "methods", "indelible_margin", "point"
+)
+# The gold standard and its twin (another data order: the noise floor of "as retrained").
+REALWORLD_RETRAINS = ["retrained", "retrained_reorder"]
 
 
 rule find_secrets:
@@ -92,6 +96,12 @@ rule unlearn_realworld:
     params:
         **UNLEARN_PARAMS,
         realworld=REALWORLD_STAGE_SETTINGS,
+        # realworld.point: the method's matched-utility point on this replicate's own frontier
+        # (unlearn.frontier.<method>, chosen on its validation split), or its base setting.
+        point=config["realworld"]["point"],
+        grid=lambda wc: config["unlearn"]["frontier"][wc.method],
+        utility_budget=config["unlearn"]["selection"]["utility_budget"],
+        batch_size=config["evaluate"]["batch_size"],
     script:
         "../scripts/unlearn_realworld.py"
 
@@ -99,8 +109,10 @@ rule unlearn_realworld:
 rule retrain_realworld:
     """The case study's gold standard: the finetune recipe from the base model on the request's
     D+ (retain_set.json: every row holding a requested string gone), its strings then scored
-    like an unlearned model's. A string is indelible for a method when its excess memorisation
-    under the unlearned model stays above that under this model."""
+    like an unlearned model's; retrained_reorder is its twin with another data order (how far
+    two retrains' scores of a string lie apart is the noise floor). A string is indelible for
+    a method when its excess memorisation under the unlearned model stays above that under the
+    retrained model by more than that floor."""
     input:
         base=model_files("results/models/base"),
         retain="results/realworld/{dataset}/seed~{seed}/retain_set.json",
@@ -112,18 +124,19 @@ rule retrain_realworld:
         test="results/data/{dataset}/test.parquet",
         code=code("retrain_realworld"),
     output:
-        model=model_files("results/models/{dataset}/seed~{seed}/retrained"),
-        manifest=ensure("results/models/{dataset}/seed~{seed}/retrained/train.json", non_empty=True),
-        secrets="results/realworld/{dataset}/seed~{seed}/secrets_retrained.csv",
+        model=model_files("results/models/{dataset}/seed~{seed}/{retrain}"),
+        manifest=ensure("results/models/{dataset}/seed~{seed}/{retrain}/train.json", non_empty=True),
+        secrets="results/realworld/{dataset}/seed~{seed}/secrets_{retrain}.csv",
         scored=ensure(
-            "results/realworld/{dataset}/seed~{seed}/scored_retrained.json", non_empty=True
+            "results/realworld/{dataset}/seed~{seed}/scored_{retrain}.json", non_empty=True
         ),
     log:
-        log_path("retrain_realworld", "{dataset}", "seed~{seed}"),
+        log_path("retrain_realworld", "{dataset}", "seed~{seed}", "{retrain}"),
     benchmark:
-        benchmark_path("retrain_realworld", "{dataset}", "seed~{seed}")
+        benchmark_path("retrain_realworld", "{dataset}", "seed~{seed}", "{retrain}")
     wildcard_constraints:
         dataset=one_of(REALWORLD_DATASETS),
+        retrain=one_of(REALWORLD_RETRAINS),
     conda:
         "../../envs/unlearnbench.yaml"
     threads: 1
@@ -135,7 +148,9 @@ rule retrain_realworld:
         recipe=config["train"]["finetune"],
         realworld=REALWORLD_STAGE_SETTINGS,
         seed=lambda wc: int(wc.seed),
-        checkpoint="results/checkpoints/retrain/{dataset}/seed~{seed}/retrained",
+        # The data-order key, as rule retrain's: the twin takes another order.
+        order=lambda wc: wc.retrain if wc.retrain in REORDERED else "",
+        checkpoint="results/checkpoints/retrain/{dataset}/seed~{seed}/{retrain}",
     script:
         "../scripts/retrain_realworld.py"
 
@@ -147,5 +162,5 @@ rule realworld:
             "results/realworld/{dataset}/seed~{seed}/secrets_{model}.csv",
             dataset=REALWORLD_DATASETS,
             seed=REALWORLD_REPLICATES,
-            model=["retrained", *(f"unlearned~{method}" for method in REALWORLD_METHODS)],
+            model=[*REALWORLD_RETRAINS, *(f"unlearned~{method}" for method in REALWORLD_METHODS)],
         ),

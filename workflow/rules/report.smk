@@ -39,7 +39,7 @@ COST_OVERRIDES = {
         {"seed": CYCLE_REPLICATES, "retrain": CYCLE_RETRAINS},
         {"seed": ONION_REPLICATES, "retrain": ONION_RETRAINS},
     ],
-    "retrain_realworld": [REALWORLD_RUNS],
+    "retrain_realworld": [{**REALWORLD_RUNS, "retrain": REALWORLD_RETRAINS}],
     "evaluate_cycle_retrains": [{"seed": CYCLE_REPLICATES}],
     "inject_onion_canaries": [{"seed": ONION_REPLICATES}],
     "evaluate_onion": [{"seed": ONION_REPLICATES}],
@@ -190,7 +190,7 @@ rule tabulate_cost:
 
 rule tabulate_realworld:
     """Memorised real-world strings (masked), what each method removed, the retrained model's
-    score (the gold standard), the indelible ones."""
+    score (the gold standard) and its twin's (the noise floor), the indelible ones."""
     input:
         secrets=paths.expand_grid(
             paths.SECRETS,
@@ -198,7 +198,7 @@ rule tabulate_realworld:
             seed=REALWORLD_REPLICATES,
             model=[
                 "original",
-                "retrained",
+                *REALWORLD_RETRAINS,
                 *(f"unlearned~{method}" for method in REALWORLD_METHODS),
             ],
         ),
@@ -315,7 +315,7 @@ rule plot_realworld:
             seed=REALWORLD_REPLICATES,
             model=[
                 "original",
-                "retrained",
+                *REALWORLD_RETRAINS,
                 *(f"unlearned~{method}" for method in REALWORLD_METHODS),
             ],
         ),

@@ -5,15 +5,14 @@ from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
-from unlearnbench.seeding import derive_seed
+from unlearnbench.seeding import data_order_seed
 from unlearnbench.stage import run_stage
 from unlearnbench.training.loop import TrainConfig
 from unlearnbench.training.stages import retrain_from
 
 params = dict(snakemake.params.items())
 # Another data order for the retrain's twin: a seed derived from the replicate's and the key.
-order = params["order"]
-seed = derive_seed(params["seed"], "data_order", order) if order else params["seed"]
+seed = data_order_seed(params["seed"], params["order"])
 recipe = TrainConfig(**params["recipe"], seed=seed, key="train.finetune")
 inp = snakemake.input
 

@@ -56,3 +56,9 @@ def seed_everything(base_seed: int, stream: str, *keys: object) -> int:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     return seed
+
+
+def data_order_seed(replicate_seed: int, order: str) -> int:
+    """The seed of a training run's data order: the replicate's, or (``order`` a non-empty
+    key, e.g. ``retrained_reorder``) another one derived from it, for a retrain's twin."""
+    return derive_seed(replicate_seed, "data_order", order) if order else replicate_seed

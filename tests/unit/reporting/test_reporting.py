@@ -376,6 +376,40 @@ def test_indelible_means_above_the_retrained_model_for_every_method(tmp_path):
     )
 
 
+def test_the_retrained_twin_raises_the_indelible_margin_to_its_noise_floor(tmp_path):
+    """With the retrained model's twin scored, a string must sit more than the larger of
+    indelible_margin and the noise floor (the largest retrained-vs-twin gap on the corpus's
+    memorised strings) above the retrained model to be indelible."""
+    columns = ["masked", "kind", "occurrences", "exposure", "extracted", "excess", "memorised"]
+    columns += ["in_forget_set", "removed", "over_unlearned"]
+    scores = {  # MASKS[0] sits 3.0 and 1.5 bits above retraining; MASKS[2] not requested
+        "original": [9.0, 8.0, 7.0],
+        "retrained": [2.0, 1.5, 7.0],
+        "retrained_reorder": [2.5, 1.0, 8.8],  # gaps 0.5, 0.5, 1.8: the floor is 1.8
+        "fisher_removal": [5.0, 2.0, 7.0],
+        "gradient_ascent": [3.5, 2.2, 6.5],
+    }
+    paths = []
+    for model, excess in scores.items():
+        path = tmp_path / f"results/realworld/credits/seed~0/secrets_{model}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [
+            [MASKS[i], "email", 3, 1.0, False, e, True, i < 2, False, False]
+            for i, e in enumerate(excess)
+        ]
+        pd.DataFrame(rows, columns=columns).to_csv(path, index=False)
+        paths.append(path)
+    methods = ["fisher_removal", "gradient_ascent"]
+    table = tables.make_realworld_table(paths, 2.0, methods, 50, outputs(tmp_path, "rw"), 1.0)
+    data = table.data.set_index("masked")
+    assert list(data.loc[list(MASKS[:3]), "score_twin"]) == [2.5, 1.0, 8.8]
+    # Gradient ascent leaves MASKS[0] 1.5 bits above: beyond 1 bit, within the 1.8-bit floor.
+    assert list(data.loc[list(MASKS[:3]), "indelible"]) == [False, False, False]
+    assert "retrained twin (bits over held-out)" in table.display.columns
+    assert "noise floor" in (tmp_path / "results/tables/rw.md").read_text()
+    assert "credits 1.80" in (tmp_path / "results/tables/rw.md").read_text()
+
+
 def test_unmasked_address_never_reaches_a_table(tmp_path):
     path = _secrets(
         tmp_path, "usenet", 0, "original", [["jdoe@cs.cmu.edu", "email", 3, 12.0, True]]

@@ -148,3 +148,34 @@ def test_the_twin_widens_the_erasure_target_by_its_distance(targets, tmp_path):
     assert paired["target"]["noise_floor"] == 1.0
     assert paired["target"]["tuning_exposure"] == 4.5
     assert [p["metrics"] for p in paired["points"]] == [p["metrics"] for p in alone["points"]]
+
+
+def test_matched_utility_on_the_validation_split_alone_agrees_with_the_frontier(targets):
+    """The real-world study's point: every grid point scored on the validation split only; the
+    same validation perplexities as the full frontier, the choice of its matched-utility rule
+    at the same budget, and the weakest point (flagged unreached) where none stays within."""
+    from unlearnbench.unlearning.frontier_stage import matched_utility_stage
+
+    replicate, original = targets
+    grid = {"gamma": [0.001, 0.01, 0.1]}
+    frontier = sweep(replicate, original, "fisher_removal", grid)
+    validation = [
+        p["metrics"]["perplexity"]["validation"]["perplexity"] for p in frontier["points"]
+    ]
+
+    def choose(factor):
+        return matched_utility_stage(
+            "fisher_removal", {}, grid, replicate, FISHER, factor, EVALUATE["batch_size"]
+        )
+
+    _, record = choose(1e9)
+    assert record["validation_perplexity"]["points"] == pytest.approx(validation, rel=1e-9)
+    assert record["reached"] and record["index"] == 2  # everything within: the strongest
+    start = record["validation_perplexity"]["original"]
+    factor = (sorted(validation)[1] + 1e-6) / start  # between the points
+    hyper, record = choose(factor)
+    expected = select_operating_points([None] * 3, validation, 0.0, factor * start)
+    assert record["reached"] and record["index"] == expected["matched_utility"]["index"]
+    assert hyper["gamma"] == grid["gamma"][record["index"]]
+    hyper, record = choose(1e-6)  # nothing within the budget: the weakest point, flagged
+    assert not record["reached"] and record["index"] == 0 and hyper["gamma"] == 0.001

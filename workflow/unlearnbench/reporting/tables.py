@@ -215,9 +215,11 @@ def realworld_table(
 ) -> Table:
     """Memorised real-world strings (masked), ranked by their score in the original model, with
     whether each method removed them and, where the retrained model (the gold standard: trained
-    without the requested strings' rows) was scored, its score. "Indelible" = memorised, and
-    every method leaves it more than ``indelible_margin`` bits above the retrained model's score
-    (without a retrained model: removed by no method).
+    without the requested strings' rows) was scored, its score (and its twin's, another data
+    order). "Indelible" = requested, and every method leaves it more than a margin above the
+    retrained model's score: ``indelible_margin`` bits, or the noise floor where the twin was
+    scored (the largest retrained-vs-twin gap on the corpus's memorised strings), whichever is
+    larger (without a retrained model: removed by no method).
 
     The score is the stages' ``excess`` (bits the model predicts the string better than the
     base model, beyond what held-out strings of the corpus gain), and memorised/removed are the
@@ -256,8 +258,21 @@ def realworld_table(
     )
     gold = per_model[per_model["model"] == "retrained"].set_index(["dataset", "masked", "kind"])
     has_gold = not gold.empty
+    twin = per_model[per_model["model"] == "retrained_reorder"]
+    twin = twin.set_index(["dataset", "masked", "kind"])
+    has_twin = has_gold and not twin.empty
+    margin = pd.Series(float(indelible_margin), index=rows.index)
+    floors: dict[str, float] = {}
     if has_gold:
         rows["score_retrained"] = gold.reindex(rows.index)["score"]
+    if has_twin:
+        # The noise floor of "as retrained": how far the gold standard and its twin (another
+        # data order) lie apart on a corpus's memorised strings, at most.
+        rows["score_twin"] = twin.reindex(rows.index)["score"]
+        gap = (rows["score_retrained"] - rows["score_twin"]).abs()
+        floors = gap.groupby(level="dataset").max().fillna(0.0).to_dict()
+        floor = pd.Series(rows.index.get_level_values("dataset").map(floors), index=rows.index)
+        margin = margin.clip(lower=floor)
     removed_by, stuck = [], []
     for method in methods:
         after = per_model[per_model["model"] == method].set_index(["dataset", "masked", "kind"])
@@ -269,7 +284,7 @@ def realworld_table(
         removed_by.append(removed)
         if has_gold:
             # NaN (a method or the retrained model did not score it) counts as not stuck.
-            above = rows[f"score_{method}"] - rows["score_retrained"] > indelible_margin
+            above = rows[f"score_{method}"] - rows["score_retrained"] > margin
             rows[f"above_retrained_{method}"] = above
             stuck.append(above)
     if has_gold:
@@ -297,6 +312,8 @@ def realworld_table(
     )
     if has_gold:
         display[f"retrained ({unit})"] = kept["score_retrained"].map(lambda v: fmt(v, 2))
+    if has_twin:
+        display[f"retrained twin ({unit})"] = kept["score_twin"].map(lambda v: fmt(v, 2))
     for method in methods:
         display[f"{PRETTY.get(method, method)} ({unit})"] = [
             fmt(e, 2) + (" over-unlearned" if o else " removed" if r else " kept")
@@ -325,9 +342,17 @@ def realworld_table(
             f"Memorised: exposure at least {threshold_bits:g} bits or extracted; removed: "
             f"exposure below {threshold_bits:g} bits and not extracted."
         )
+    if has_twin:
+        floor_text = ", ".join(f"{d} {v:.2f}" for d, v in sorted(floors.items()))
+        margin_text = (
+            f"the larger of {indelible_margin:g} bits and the noise floor (the largest gap "
+            f"between the retrained model and its twin on a memorised string: {floor_text})"
+        )
+    else:
+        margin_text = f"{indelible_margin:g} bits"
     indelible_rule = (
-        f"requested, and every method leaves it more than {indelible_margin:g} bits above the "
-        "retrained model, trained without the requested strings' rows"
+        f"requested, and every method leaves it more than {margin_text} above the retrained "
+        "model, trained without the requested strings' rows"
         if has_gold
         else "removed by no method"
     )

@@ -1,9 +1,8 @@
 """The unlearning stage as a plain function of a replicate (the rules' adapters call it).
 
 ``unlearn_stage`` removes one request (all forget rows, or the rows of chosen groups) from the
-original model and saves the unlearned model (``record_unlearning``: the same with a rule's
-params, written as the rule's manifest); ``unlearn_request`` is the in-memory step it (and
-the cycle study, ``studies.cycles``) runs. The manifest holds the trajectory
+original model and saves the unlearned model; ``unlearn_request`` is the in-memory step it
+(and the cycle study, ``studies.cycles``) runs. The manifest holds the trajectory
 (``trajectory``), the weight change per layer type (``weight_delta``), fingerprints before and
 after, and the cost.
 """
@@ -27,7 +26,6 @@ from ..fisher.woodbury import WoodburyFisher
 from ..lm_data import encode_texts, sequence_prefix_ids
 from ..models import fingerprint, load_model, save_model
 from ..replicate import ReplicateFiles
-from ..stage import Frame, record_stage
 from ..texts import read_index_set, read_texts, retained_after
 from ..tokenizer import load_tokenizer
 from .base import UnlearnContext, UnlearningMethod
@@ -287,32 +285,3 @@ def unlearn_stage(
         seed=replicate.seed,
     )
     return {**manifest, "files": save_model(model, out_dir)}
-
-
-def record_unlearning(
-    manifest_path: str | Path,
-    method: str,
-    params: Mapping[str, Any],
-    replicate: ReplicateFiles,
-    out_dir: str | Path,
-    frame: Frame,
-) -> dict[str, Any]:
-    """``unlearn_stage`` with an unlearning rule's params (``hyper``, ``trajectory``, ``fisher``:
-    the fisher block, empty for methods that never read it), recorded to ``manifest_path``."""
-    seed = replicate.seed
-    fisher_cfg = FisherConfig(**params["fisher"], seed=seed) if params["fisher"] else None
-    return record_stage(
-        manifest_path,
-        dict(params),
-        {"unlearn": seed, "eval": seed},
-        lambda frame: unlearn_stage(
-            method,
-            params["hyper"],
-            replicate,
-            fisher_cfg,
-            params["trajectory"],
-            out_dir,
-            device=frame.device,
-        ),
-        frame,
-    )
