@@ -101,9 +101,18 @@ def _gold_standard(axes, col: int, ev: pd.DataFrame, ca: pd.DataFrame) -> None:
     for row in gold.itertuples():
         mine = ca[(ca["model"] == row.model) & (ca["seed"] == row.seed)]
         removed = mine[(mine["group"] >= 1) & (mine["group"] <= row.cycle)]
-        exposures.append({"cycle": row.cycle, "exposure": removed["exposure"].mean()})
-    line = pd.DataFrame(exposures).groupby("cycle")["exposure"].mean()
-    axes[1][col].plot(line.index, line.values, **style)
+        control = mine[mine["role"] == "control"]
+        exposures.append(
+            {
+                "cycle": row.cycle,
+                "removed": removed["exposure"].mean(),
+                "control": control["exposure"].mean(),
+            }
+        )
+    lines = pd.DataFrame(exposures).groupby("cycle")[["removed", "control"]].mean()
+    axes[1][col].plot(lines.index, lines["removed"].values, **style)
+    # The controls stay in every request's D+: the gold standard keeps them memorised.
+    axes[2][col].plot(lines.index, lines["control"].values, **style)
 
 
 def make_cycles_figure(
