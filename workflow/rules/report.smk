@@ -140,6 +140,7 @@ rule tabulate_claims:
         studies=config["claims"]["studies"],
         datasets=VERDICT_DATASETS,
         bootstrap=config["claims"]["bootstrap"],
+        confirmatory_replicates=config["claims"]["confirmatory_replicates"],
     script:
         "../scripts/tabulate_claims.py"
 

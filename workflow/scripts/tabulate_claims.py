@@ -17,6 +17,7 @@ result = make_claims_table(
     params.bootstrap,
     dict(snakemake.output),
     study_rules=params.studies,
+    confirmatory_replicates=params.confirmatory_replicates,
     study_files=StudyFiles(
         evaluations=list(inp.study_evaluations),
         onion_canaries=list(inp.onion_canaries),

@@ -206,9 +206,18 @@ def _claim_diff(dataset: str, seed: int) -> float:
 
 def test_claims_table_verdicts_from_the_frontiers(study, tmp_path):
     out = outputs(tmp_path, "claims")
-    result = protocol_tables.make_claims_table(study.frontiers, RULES, DATASETS, BOOTSTRAP, out)
-    assert list(result.columns) == [*claims.COLUMNS, "scope"]
-    assert set(result["scope"]) == {"fair protocol"}
+    result = protocol_tables.make_claims_table(
+        study.frontiers, RULES, DATASETS, BOOTSTRAP, out, confirmatory_replicates=6
+    )
+    assert list(result.columns) == [*claims.COLUMNS, "design", "scope"]
+    # 6 replicates where both methods reached their points, 5 where one did not: below the
+    # confirmatory count, the claim is marked exploratory in its scope.
+    by_design = result.set_index("id")["design"]
+    assert by_design["fr_erases_more"] == "confirmatory"
+    assert by_design["fr_keeps_utility"] == "exploratory: 5 of 6 replicates"
+    assert result.set_index("id").loc["fr_keeps_utility", "scope"] == (
+        "fair protocol; exploratory: 5 of 6 replicates"
+    )
     by = result.set_index("id")
     # A clear effect (Fisher Removal's removed canaries 3+ bits lower on every replicate).
     held = by.loc["fr_erases_more"]
@@ -235,7 +244,7 @@ def test_claims_table_verdicts_from_the_frontiers(study, tmp_path):
     for ext, path in out.items():
         assert Path(path).stat().st_size > 0, ext
     csv = pd.read_csv(out["csv"])
-    assert list(csv.columns) == [*claims.COLUMNS, "scope"]
+    assert list(csv.columns) == [*claims.COLUMNS, "design", "scope"]
     assert list(csv["verdict"]) == ["held", "not held", "inconclusive"]
     md = Path(out["md"]).read_text()
     row = "| Fisher Removal erases more than gradient ascent at matched utility | fair protocol |"

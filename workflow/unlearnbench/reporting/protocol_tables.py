@@ -128,14 +128,24 @@ def _spec(rule: Mapping[str, Any], pooled: bool = False) -> claims.Claim:
 
 def _scope(rule: Mapping[str, Any] | None, data: pd.DataFrame) -> str:
     """Where a claim's measurements come from: the fair protocol's verdict replicates, or a side
-    study's replicates (units pooled: one replicate, exploratory)."""
+    study's replicates (units pooled: one replicate's units resampled alone)."""
     if rule is None:
         return "fair protocol"
     if rule.get("resample", "replicates") == "units":
         replicates = sorted({u.rsplit("/", 1)[0] for u in data["unit"]}) if len(data) else []
         where = ", ".join(replicates) or "none"
-        return f"{rule['study']} study ({where}; units pooled: exploratory)"
+        return f"{rule['study']} study ({where}; units pooled)"
     return f"{rule['study']} study ({', '.join(sorted(set(data['seed']))) or 'none'})"
+
+
+def _design(seeds: int, pooled: bool, needed: int | None) -> str:
+    """ "confirmatory", or "exploratory" with why: the claim rests on fewer replicates than the
+    config's claims.confirmatory_replicates (or pools one replicate's units)."""
+    if pooled:
+        return "exploratory: one replicate"
+    if needed is not None and seeds < needed:
+        return f"exploratory: {seeds} of {needed} replicates"
+    return "confirmatory"
 
 
 def claims_table(
@@ -146,9 +156,12 @@ def claims_table(
     bootstrap: Mapping[str, Any],
     study_rules: Sequence[Mapping[str, Any]] = (),
     study_files: study_claims.StudyFiles | None = None,
+    confirmatory_replicates: int | None = None,
 ) -> tuple[Table, pd.DataFrame]:
     """Every claim of the config judged: the fair protocol's on the verdict datasets'
-    replicates, the side studies' on their own; Holm corrects across all of them."""
+    replicates, the side studies' on their own; Holm corrects across all of them. A claim on
+    fewer than ``confirmatory_replicates`` replicates (or on one replicate's pooled units) is
+    marked exploratory (column ``design``, and in its scope)."""
     selected = frontiers.restrict(selected, datasets)
     canaries = frontiers.restrict(canaries, datasets)
     study_files = study_files or study_claims.StudyFiles()
@@ -168,6 +181,14 @@ def claims_table(
         alpha=bootstrap["alpha"],
         seed=bootstrap["seed"],
     )
+    result["design"] = [
+        _design(seeds, pooled=spec.min_seeds == 1, needed=confirmatory_replicates)
+        for seeds, spec in zip(result["seeds"], specs, strict=True)
+    ]
+    scopes = [
+        scope if design == "confirmatory" else f"{scope}; {design}"
+        for scope, design in zip(scopes, result["design"], strict=True)
+    ]
     result["scope"] = scopes
     display = pd.DataFrame(
         {
@@ -201,7 +222,8 @@ def claims_table(
     notes = [
         f"Fair protocol: verdict datasets {', '.join(datasets)} (replicate = dataset and seed). "
         "Side studies: their own replicates (scope); a study on one replicate resamples its "
-        f"units only and is exploratory. {footnote}"
+        "units only. Exploratory: a claim on one replicate, or on fewer than "
+        f"{confirmatory_replicates or 2} replicates (claims.confirmatory_replicates). {footnote}"
     ]
     return Table("Claims of the paper, judged by the DAG", result, display, notes), result
 
@@ -214,12 +236,20 @@ def make_claims_table(
     outputs: Mapping[str, str],
     study_rules: Sequence[Mapping[str, Any]] = (),
     study_files: study_claims.StudyFiles | None = None,
+    confirmatory_replicates: int | None = None,
 ) -> pd.DataFrame:
     """claims.csv (every column of the judgement) and claims.md (the readable table)."""
     _, selected = frontiers.load_frontiers(frontier_files)
     canaries = frontiers.selected_canaries(frontier_files)
     table, result = claims_table(
-        rules, selected, canaries, datasets, bootstrap, study_rules, study_files
+        rules,
+        selected,
+        canaries,
+        datasets,
+        bootstrap,
+        study_rules,
+        study_files,
+        confirmatory_replicates,
     )
     _write(table, outputs)
     return result
