@@ -23,6 +23,7 @@ from unlearnbench.fisher.estimation import FisherConfig
 from unlearnbench.models import ModelConfig
 from unlearnbench.settings import load_schema, validate_config, without
 from unlearnbench.studies.fisher_scaling import ScalingConfig
+from unlearnbench.studies.onion import OnionConfig
 from unlearnbench.studies.realworld.stages import RealworldConfig
 from unlearnbench.training.dp_sweep import dp_settings
 from unlearnbench.training.loop import TrainConfig
@@ -63,7 +64,10 @@ BUILDERS = {
     "fisher": lambda v: FisherConfig(**v, seed=0),
     "unlearn.trajectory": TrajectoryConfig.from_dict,
     "realworld": lambda v: RealworldConfig(
-        **without(v, "replicates", "methods", "indelible_margin"), seed=0
+        **without(v, "replicates", "methods", "indelible_margin", "point"), seed=0
+    ),
+    "onion": lambda v: OnionConfig(
+        **without(v, "replicates", "method", "point"), secret_digits=4, seed=0
     ),
     "evaluate": lambda v: EvalConfig.from_settings(v, seed=0),
     "evaluate.exposure": lambda v: EvalConfig.from_settings(
