@@ -15,7 +15,7 @@ from opacus.accountants.utils import get_noise_multiplier
 from transformers.pytorch_utils import Conv1D
 from unlearnbench.lm_data import collate
 from unlearnbench.models import ModelConfig, build_model, fingerprint
-from unlearnbench.training import dp as dp_module
+from unlearnbench.training import dp_accounting as dp_module
 from unlearnbench.training.dp import (
     DPConfig,
     make_private,

@@ -18,11 +18,8 @@ Design choices, each for determinism and exact resumption:
 - **Noise is a pure function of the step too**: the generator Opacus draws noise from is
   re-seeded from the ``dp`` stream keyed by t before each step. A checkpoint therefore needs
   weights, optimizer moments, the step and the accountant's history, nothing else.
-- **Exact step count.** ``make_private_with_epsilon`` calibrates for ``int(epochs / q)``
-  steps, which float rounding makes one short of ``epochs / q`` for about 5 % of dataset sizes
-  (e.g. 93 steps per epoch): the run would then overspend its budget. We calibrate with
-  the steps actually run (``_calibrate``: the window Opacus's ``get_noise_multiplier`` targets,
-  found in half the accountant calls), then call ``make_private``, as that method does.
+- **The noise multiplier** is calibrated for the steps actually run (dp_accounting.py), then
+  ``make_private`` is called, as ``make_private_with_epsilon`` does.
 - **Loss = mean over sequences of each sequence's mean token loss.** Opacus's hooks scale the
   backprops by the batch size, so each per-sample gradient is the gradient of that sequence's
   own loss. A token-mean over the whole batch would divide sequence i's gradient by the
@@ -32,10 +29,6 @@ Design choices, each for determinism and exact resumption:
   pass but not the step: Opacus clips nothing, adds the noise, the optimizer steps and the
   accountant counts it, exactly as Opacus treats an empty ``DPDataLoader`` batch. Skipping the
   noisy update itself would publish the data-dependent fact that the batch was empty.
-- **Accountant** defaults to ``"prv"``, Opacus's default: numerical composition of privacy
-  loss random variables (Gopi et al. 2021) gives a tighter epsilon than RDP for the same
-  noise, so less noise for the same guarantee; it reports an upper bound (eps_error 0.01).
-  ``"rdp"`` stays available for comparison with older papers.
 - ``secure_mode=False``: seeded pseudo-randomness is what makes runs reproducible; a
   production release would retrain with ``secure_mode=True`` (Opacus's advice).
 - Opacus attaches its hooks without wrapping the model (``wrap_model=False``), so the model
@@ -44,9 +37,7 @@ Design choices, each for determinism and exact resumption:
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -56,7 +47,6 @@ from typing import Any
 
 import torch
 from opacus import PrivacyEngine
-from opacus.accountants import create_accountant
 from opacus.grad_sample import register_grad_sampler
 from opacus.optimizers import DPOptimizer
 from torch.utils.data import DataLoader
@@ -67,13 +57,20 @@ from ..logs import progress
 from ..models import fingerprint
 from ..seeding import derive_seed, torch_generator
 from .checkpoint import clear_checkpoint, inputs_fingerprint, resume, save_checkpoint
+from .dp_accounting import (
+    ACCOUNTANTS,
+    accounted_steps,
+    noise_multiplier,
+    resolve_delta,
+    sample_rate,
+    spent_epsilon,
+    steps_per_epoch,
+)
 from .param_subset import TRAINABLE, freeze_all_but
 
 log = logging.getLogger(__name__)
 
-ACCOUNTANTS = ("prv", "rdp")
 GRAD_SAMPLE_MODES = ("hooks", "functorch")  # "ew" fails on GPT-2's Conv1D, "ghost" needs untied
-MAX_NOISE_MULTIPLIER = 1e3  # beyond this the updates are noise: the budget is a config mistake
 
 
 @dataclass(frozen=True)
@@ -154,129 +151,6 @@ class DPConfig:
             if not ok:
                 value = self.target_epsilon if name == "epsilons" else getattr(self, name)
                 raise ValueError(f"{self.key}.{name}: {problem}, got {value}; {fix}")
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
-
-
-def sample_rate(n: int, batch_size: int) -> float:
-    """Opacus's convention (``DPDataLoader.from_data_loader``): q = 1 / steps per epoch."""
-    return 1 / steps_per_epoch(n, batch_size)
-
-
-def resolve_delta(cfg: DPConfig, n: int) -> float:
-    """``cfg.delta``, or 1/N; a delta above 1/N is refused.
-
-    Publishing each training example in the clear with probability delta is (0, delta)-DP, so a
-    delta of 1/N or more admits leaking about one whole example: delta should be well below
-    1/N. 1/N itself is the literature's usual (boundary) choice for these experiments
-    (paper-notes.md) and the default; anything larger is a mistake.
-    """
-    bound = 1 / n
-    if cfg.delta is None:
-        return bound
-    if cfg.delta > bound:
-        raise ValueError(
-            f"{cfg.key}.delta: delta must be <= 1/N = {bound:.3g} (N = {n} training sequences), "
-            f"got {cfg.delta}; a larger delta allows publishing a training example verbatim. "
-            "Choose a smaller delta, or leave it unset for 1/N"
-        )
-    return cfg.delta
-
-
-EPSILON_TOLERANCE = 0.01  # spent epsilon lands in [target - 0.01, target], as with Opacus
-
-
-def spent_epsilon(sigma: float, q: float, steps: int, delta: float, accountant: str) -> float:
-    """Epsilon that ``steps`` Poisson-sampled steps at noise multiplier ``sigma`` spend."""
-    acc = create_accountant(mechanism=accountant)
-    acc.history = [(sigma, q, steps)]
-    with warnings.catch_warnings():
-        # At much noise RDP's best order is its largest one; the warning is meaningless.
-        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-        return float(acc.get_epsilon(delta=delta))
-
-
-@functools.lru_cache(maxsize=64)
-def _calibrate(epsilon: float, delta: float, q: float, steps: int, accountant: str) -> float:
-    """The noise multiplier whose spent epsilon lies in [epsilon - EPSILON_TOLERANCE, epsilon].
-
-    Spent epsilon falls smoothly with sigma, so regula falsi (Illinois variant) on log sigma
-    reaches the window in ~6 accountant calls where Opacus's ``get_noise_multiplier`` bisects
-    ~13 times; a PRV call costs ~0.6 s, so this saves ~4 s of every train_dp job.
-    tests/unit/training/test_dp.py checks the window and compares with Opacus's search.
-    """
-
-    def gap(log_sigma: float) -> float:  # > 0: overspends; the goal is the window's middle
-        spent = spent_epsilon(math.exp(log_sigma), q, steps, delta, accountant)
-        spent = spent if math.isfinite(spent) else 1e6  # far too little noise: just "too much"
-        return spent - (epsilon - EPSILON_TOLERANCE / 2)
-
-    # Bracket the root by doubling/halving from sigma = 1 (the usual order of magnitude).
-    lo = hi = 0.0
-    f_lo = f_hi = gap(0.0)
-    while f_hi > 0:
-        lo, f_lo = hi, f_hi
-        hi += math.log(2)
-        f_hi = gap(hi)
-    while f_lo <= 0:
-        if abs(f_lo) <= EPSILON_TOLERANCE / 2:
-            return math.exp(lo)
-        hi, f_hi = lo, f_lo
-        lo -= math.log(2)
-        f_lo = gap(lo)
-    side = 0
-    for _ in range(100):
-        x = hi - f_hi * (hi - lo) / (f_hi - f_lo)
-        f_x = gap(x)
-        if abs(f_x) <= EPSILON_TOLERANCE / 2:
-            return math.exp(x)
-        if f_x > 0:  # x overspends: it replaces the low end
-            lo, f_lo = x, f_x
-            if side == -1:
-                f_hi /= 2  # Illinois: halve the stale end so the bracket shrinks from both sides
-            side = -1
-        else:
-            hi, f_hi = x, f_x
-            if side == 1:
-                f_lo /= 2
-            side = 1
-    raise RuntimeError(f"noise calibration for epsilon {epsilon} did not converge")
-
-
-def noise_multiplier(cfg: DPConfig, n: int) -> float:
-    """The smallest noise multiplier (to Opacus's tolerance) that keeps the whole run within
-    (target_epsilon, delta); a readable error if no sensible one exists. 0 for the noise-free
-    control (target_epsilon None)."""
-    if cfg.target_epsilon is None:
-        return 0.0
-    delta = resolve_delta(cfg, n)
-    q = sample_rate(n, cfg.batch_size)
-    steps = accounted_steps(cfg, n)
-    ceiling = create_accountant(mechanism=cfg.accountant)
-    ceiling.history = [(MAX_NOISE_MULTIPLIER, q, steps)]
-    with warnings.catch_warnings():
-        # At this much noise RDP's best order is its largest one; the warning is meaningless.
-        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-        floor_epsilon = ceiling.get_epsilon(delta=delta)
-    if floor_epsilon > cfg.target_epsilon:
-        raise ValueError(
-            f"{cfg.key}.epsilons: target epsilon {cfg.target_epsilon} is unreachable with "
-            f"{steps} accounted steps ({cfg.epochs} epochs, {cfg.key}.epochs, of "
-            f"{steps_per_epoch(n, cfg.batch_size)} steps, plus {cfg.extra_accounted_steps} "
-            f"of a rate sweep) at sample "
-            f"rate {q:.3g} ({cfg.key}.batch_size = {cfg.batch_size} of N = {n}, delta = "
-            f"{delta:.3g}): even noise multiplier {MAX_NOISE_MULTIPLIER:g} spends "
-            f"{floor_epsilon:.3g}. Raise the target epsilon, or lower {cfg.key}.epochs or "
-            f"{cfg.key}.batch_size"
-        )
-    return _calibrate(cfg.target_epsilon, delta, q, steps, cfg.accountant)
-
-
-def accounted_steps(cfg: DPConfig, n: int) -> int:
-    """The steps the privacy budget covers: this run's and ``cfg.extra_accounted_steps``."""
-    return steps_per_epoch(n, cfg.batch_size) * cfg.epochs + cfg.extra_accounted_steps
 
 
 def poisson_rows(n: int, q: float, seed: int, step: int) -> list[int]:
