@@ -13,13 +13,15 @@ Design choices, each for determinism and exact resumption:
   (seed, t): each example is kept iff a uniform draw from the ``data_order`` stream keyed by t
   is < q. This is exactly the subsampling the accountant analyses (same q, one accountant step
   per optimizer step), but unlike Opacus's ``DPDataLoader`` it needs no sampler state to
-  resume mid-epoch. Opacus gets a plain ``DataLoader`` with ``poisson_sampling=False``; it reads
-  the sample rate from it the same way ``DPDataLoader`` would (q = 1 / len(loader)).
-- **Noise is a pure function of the step too**: the generator Opacus draws noise from is
-  re-seeded from the ``dp`` stream keyed by t before each step. A checkpoint therefore needs
-  weights, optimizer moments, the step and the accountant's history, nothing else.
-- **The noise multiplier** is calibrated for the steps actually run (dp_accounting.py), then
-  ``make_private`` is called, as ``make_private_with_epsilon`` does.
+  resume mid-epoch. Opacus's optimizer and accountant get the sample rate ``DPDataLoader``
+  would give them (q = 1 / steps per epoch) and its expected batch size (int(N q)).
+- **Noise is a pure function of the step too**: the generator Opacus draws noise from lives
+  on the model's device and is re-seeded from the ``dp`` stream keyed by t before each step. A
+  checkpoint therefore needs weights, optimizer moments, the step and the accountant's
+  history, nothing else. Batches are drawn on the CPU and moved to the model's device.
+- **The noise multiplier** is calibrated for the steps actually run (dp_accounting.py).
+- **Per-sample gradients** come by one of several routes (``grad_sample_mode``, dp_routes.py),
+  all ending in Opacus's clipping, noise and accountant.
 - **Loss = mean over sequences of each sequence's mean token loss.** Opacus's hooks scale the
   backprops by the batch size, so each per-sample gradient is the gradient of that sequence's
   own loss. A token-mean over the whole batch would divide sequence i's gradient by the
@@ -31,28 +33,22 @@ Design choices, each for determinism and exact resumption:
   noisy update itself would publish the data-dependent fact that the batch was empty.
 - ``secure_mode=False``: seeded pseudo-randomness is what makes runs reproducible; a
   production release would retrain with ``secure_mode=True`` (Opacus's advice).
-- Opacus attaches its hooks without wrapping the model (``wrap_model=False``), so the model
-  keeps its parameter names and checkpoints are the plain model's state dict.
+- Every route attaches hooks without wrapping the model, so the model keeps its parameter
+  names and checkpoints are the plain model's state dict.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from opacus import PrivacyEngine
-from opacus.grad_sample import register_grad_sampler
-from opacus.optimizers import DPOptimizer
-from torch.utils.data import DataLoader
-from transformers.pytorch_utils import Conv1D
 
-from ..lm_data import Batch, collate, token_losses
+from ..lm_data import collate
 from ..logs import progress
 from ..models import fingerprint
 from ..seeding import derive_seed, torch_generator
@@ -66,11 +62,10 @@ from .dp_accounting import (
     spent_epsilon,
     steps_per_epoch,
 )
+from .dp_routes import GRAD_SAMPLE_MODES, attach
 from .param_subset import TRAINABLE, freeze_all_but
 
 log = logging.getLogger(__name__)
-
-GRAD_SAMPLE_MODES = ("hooks", "functorch")  # "ew" fails on GPT-2's Conv1D, "ghost" needs untied
 
 
 @dataclass(frozen=True)
@@ -85,7 +80,7 @@ class DPConfig:
     delta: float | None = None  # None: 1/N, N = number of training sequences
     max_grad_norm: float = 1.0  # per-sample clipping bound C
     accountant: str = "prv"
-    grad_sample_mode: str = "hooks"
+    grad_sample_mode: str = "lean"
     trainable: str = "all"  # which parameters DP-SGD trains (param_subset.TRAINABLE)
     # Steps of other runs on the same data that the same (epsilon, delta) must also cover (a
     # rate sweep's candidates, dp_sweep): the noise is calibrated for all of them together.
@@ -126,7 +121,7 @@ class DPConfig:
                 "grad_sample_mode",
                 self.grad_sample_mode in GRAD_SAMPLE_MODES,
                 f"must be one of {GRAD_SAMPLE_MODES}",
-                "use 'hooks' (fastest here)",
+                "use 'lean' (the fastest here), or see dp_routes.py",
             ),
             (
                 "trainable",
@@ -157,69 +152,6 @@ def poisson_rows(n: int, q: float, seed: int, step: int) -> list[int]:
     """Step ``step``'s batch: each of the n examples independently with probability q."""
     draws = torch.rand(n, generator=torch_generator(seed, "data_order", "dp_poisson", step))
     return torch.nonzero(draws < q).flatten().tolist()
-
-
-def per_sequence_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, float, int]:
-    """Mean over sequences of each sequence's mean token loss (the per-sample objective), and
-    the batch's summed token loss and predicted-token count (for token-mean reporting)."""
-    # Opacus's per-sample hooks need every layer's (B, T, .) layout: no padding skipping.
-    total, count = token_losses(model, batch, skip_padding=False)
-    loss = (total / count.clamp(min=1)).mean()
-    return loss, float(total.detach().sum()), int(count.sum())
-
-
-def private_step(
-    model: torch.nn.Module, optimizer: DPOptimizer, batch: Batch | None
-) -> tuple[float, int]:
-    """One DP-SGD step on ``batch`` (None: an empty Poisson batch); returns (summed token loss,
-    predicted tokens). Clipping, noise, averaging and accounting happen in ``optimizer.step``."""
-    optimizer.zero_grad(set_to_none=True)
-    if batch is None:
-        # Nothing to forward: zero per-sample gradients make Opacus take its empty-batch path
-        # (clip nothing, add noise, step, count the step for the accountant).
-        for p in optimizer.params:
-            p.grad_sample = p.new_zeros((0, *p.shape))
-        optimizer.step()
-        return 0.0, 0
-    loss, total, count = per_sequence_loss(model, batch)
-    with warnings.catch_warnings():
-        # The token embedding's input (ids) needs no gradient; Opacus's hook still fires.
-        warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        loss.backward()
-    optimizer.step()
-    return total, count
-
-
-def make_private(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    n: int,
-    cfg: DPConfig,
-    noise: float,
-    noise_generator: torch.Generator | None = None,
-):
-    """Attach Opacus to ``model`` (hooks, no wrapper) and wrap ``optimizer``.
-
-    Returns (engine, hooks, dp_optimizer); call ``hooks.cleanup()`` when done. The DataLoader
-    only tells Opacus N and the sample rate: batches come from ``poisson_rows``.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")  # deliberate, above
-        engine = PrivacyEngine(accountant=cfg.accountant, secure_mode=False)
-    indices = DataLoader(range(n), batch_size=cfg.batch_size)
-    hooks, dp_optimizer, _ = engine.make_private(
-        module=model,
-        optimizer=optimizer,
-        data_loader=indices,
-        noise_multiplier=noise,
-        max_grad_norm=cfg.max_grad_norm,
-        poisson_sampling=False,  # we sample (Poisson, same q) ourselves: see module docstring
-        noise_generator=noise_generator,
-        grad_sample_mode=cfg.grad_sample_mode,
-        wrap_model=False,
-    )
-    hooks.forbid_grad_accumulation()  # make_private does this only for its own Poisson loader
-    return engine, hooks, dp_optimizer
 
 
 def make_optimizer(model: torch.nn.Module, cfg: DPConfig) -> torch.optim.Optimizer:
@@ -290,24 +222,27 @@ def train_dp(
         accountant_state = meta["accountant"]
         log.info("resuming from step %d of %d", step, total_steps)
 
-    noise_generator = torch.Generator(device="cpu")
-    engine, hooks, dp_optimizer = make_private(model, optimizer, n, cfg, noise, noise_generator)
-    if accountant_state is not None:
-        engine.accountant.load_state_dict(
-            {
-                "history": [tuple(entry) for entry in accountant_state["history"]],
-                "mechanism": accountant_state["mechanism"],
-            }
-        )
+    # Noise is drawn where the gradients live (Opacus draws it on the gradient's device).
+    device = next(model.parameters()).device
+    noise_generator = torch.Generator(device=device)
+    route = None
     try:
+        route = attach(model, optimizer, n, cfg, noise, noise_generator)
+        if accountant_state is not None:
+            route.accountant.load_state_dict(
+                {
+                    "history": [tuple(entry) for entry in accountant_state["history"]],
+                    "mechanism": accountant_state["mechanism"],
+                }
+            )
         done = step  # steps taken so far (more than stop when resumed past it)
         bar = progress(range(step, stop), desc=cfg.key, total=max(0, stop - step))
         start = time.perf_counter()
         for step in bar:
             rows = poisson_rows(n, q, cfg.seed, step)
-            batch = collate([sequences[i] for i in rows], pad_id) if rows else None
+            batch = collate([sequences[i] for i in rows], pad_id).to(device) if rows else None
             noise_generator.manual_seed(derive_seed(cfg.seed, "dp", "noise", step))
-            loss_sum, count = private_step(model, dp_optimizer, batch)
+            loss_sum, count = route.step(batch)
             running["loss"] += loss_sum
             running["tokens"] += count
             history["tokens"] += int(batch.attention_mask.sum()) if batch is not None else 0
@@ -326,20 +261,20 @@ def train_dp(
                     "history": history,
                     "running": running,
                     **expected,
-                    "accountant": dict(engine.accountant.state_dict()),
+                    "accountant": dict(route.accountant.state_dict()),
                 }
                 save_checkpoint(checkpoint_dir, model, optimizer, meta)
             if on_step is not None:
                 on_step(done)
         history["seconds"] += time.perf_counter() - start
     finally:
-        dp_optimizer.zero_grad(set_to_none=True)
-        hooks.cleanup()  # the caller gets a plain model back, also after an error
+        if route is not None:
+            route.cleanup()  # the caller gets a plain model back, also after an error
         model.requires_grad_(True)
     model.eval()
     # Without noise nothing is guaranteed (epsilon = infinity): recorded as null. With other
     # runs accounted (a sweep), the guarantee covers them all: this run's steps and theirs.
-    epsilon_run = engine.accountant.get_epsilon(delta=delta) if noise > 0 else None
+    epsilon_run = route.accountant.get_epsilon(delta=delta) if noise > 0 else None
     epsilon = epsilon_run
     if noise > 0 and cfg.extra_accounted_steps:
         epsilon = spent_epsilon(noise, q, accounted_steps(cfg, n), delta, cfg.accountant)
@@ -354,9 +289,10 @@ def train_dp(
         "delta": delta,
         "noise_multiplier": noise,
         "sample_rate": q,
-        "expected_batch_size": dp_optimizer.expected_batch_size,  # Opacus: int(N * q)
+        "expected_batch_size": route.optimizer.expected_batch_size,  # Opacus: int(N * q)
         "max_grad_norm": cfg.max_grad_norm,
         "accountant": cfg.accountant,
+        "grad_sample_mode": cfg.grad_sample_mode,
         "steps": total_steps,
         "steps_done": done,
         "trainable": cfg.trainable,
@@ -364,18 +300,3 @@ def train_dp(
         **history,
         "tokens_per_second": history["tokens"] / max(history["seconds"], 1e-9),
     }
-
-
-@register_grad_sampler(Conv1D)
-def conv1d_grad_sample(
-    layer: Conv1D, activations: list[torch.Tensor], backprops: torch.Tensor
-) -> dict[torch.nn.Parameter, torch.Tensor]:
-    """Per-sample gradients of transformers' ``Conv1D`` (GPT-2's linear layers, weight stored
-    (in, out)): one batched matmul instead of Opacus's per-layer functorch fallback."""
-    inputs = activations[0].to(backprops.dtype)
-    grads = {}
-    if layer.weight.requires_grad:
-        grads[layer.weight] = torch.einsum("n...i,n...j->nij", inputs, backprops)
-    if layer.bias is not None and layer.bias.requires_grad:
-        grads[layer.bias] = torch.einsum("n...k->nk", backprops)
-    return grads
