@@ -1,12 +1,15 @@
-"""dp_budget's closed-form screen against Opacus's accountants: whenever it calls a target
-epsilon surely reachable, both accountants agree; the sweep's step count is dp_sweep's."""
+"""dp_budget's screen against Opacus's accountants: whenever it calls a target epsilon surely
+reachable, both accountants agree; it needs no torch; the sweep's step count is dp_sweep's."""
 
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import pytest
 from opacus.accountants import RDPAccountant
+from snakemake_runner import REPO
 from unlearnbench import dp_budget
 from unlearnbench.training.dp_accounting import epsilon_floor
 
@@ -38,9 +41,37 @@ def test_bound_is_above_what_the_accountant_reports(shape, accountant):
     bound = dp_budget.epsilon_upper_bound(dp_budget.MAX_NOISE_MULTIPLIER, steps, delta)
     assert floor <= bound + (dp_budget.PRV_ERROR_MARGIN if accountant == "prv" else 0)
     # The screen's verdict is never wrong where it speaks: just above the bound is reachable.
+    q = dp_budget.sample_rate(n, batch)
     target = bound + dp_budget.PRV_ERROR_MARGIN
-    assert dp_budget.surely_reachable(target, steps, delta) and floor <= target
-    assert not dp_budget.surely_reachable(floor / 2, steps, delta)  # it asks, never refuses
+    assert dp_budget.surely_reachable(target, q, steps, delta) and floor <= target
+    assert not dp_budget.surely_reachable(floor / 2, q, steps, delta)  # it asks, never refuses
+    # The second stage: Opacus's own RDP analysis at a subset of its orders bounds both.
+    rdp = dp_budget.rdp_epsilon(dp_budget.MAX_NOISE_MULTIPLIER, q, steps, delta)
+    assert floor <= rdp + (dp_budget.PRV_ERROR_MARGIN if accountant == "prv" else 0)
+
+
+def test_rdp_stage_is_opacus_rdp_accountant_at_those_orders():
+    q, steps, delta = 0.01, 1_000, 1e-6
+    accountant = RDPAccountant()
+    accountant.history = [(dp_budget.MAX_NOISE_MULTIPLIER, q, steps)]
+    report = accountant.get_epsilon(delta=delta, alphas=list(dp_budget.RDP_ORDERS))
+    assert dp_budget.rdp_epsilon(dp_budget.MAX_NOISE_MULTIPLIER, q, steps, delta) == report
+    assert accountant.get_epsilon(delta=delta) <= report
+
+
+def test_an_absurd_run_is_settled_without_torch():
+    """2 x 10^12 sequences (a config the planner refuses later): the closed form is loose at
+    so many steps, the RDP stage settles it, and neither loads torch or the PRV accountant."""
+    code = (
+        "import sys; sys.path.insert(0, 'workflow')\n"
+        "from unlearnbench import dp_budget as b\n"
+        "n = 2 * 10**12; steps = 12 * b.steps_per_epoch(n, 32)\n"
+        "assert not b.epsilon_upper_bound(1e3, steps, 1 / n) < 8\n"
+        "assert b.surely_reachable(8.0, b.sample_rate(n, 32), steps, 1 / n)\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_bound_is_the_gaussian_rdp_bound_by_hand():

@@ -3,9 +3,11 @@ build by the config check; training/dp_accounting.py does the exact accounting i
 
 A target epsilon is reachable when some noise multiplier up to ``MAX_NOISE_MULTIPLIER`` spends
 no more than it. Deciding that exactly needs Opacus's accountant, whose import costs ~3 s of
-every DAG build (it loads torch). ``surely_reachable`` first answers from a closed-form upper
+every DAG build (it loads torch). ``surely_reachable`` answers first from a closed-form upper
 bound of what that much noise spends, which settles every practical target (epsilon above
-~0.3-0.5); only a target near the bound asks the accountant.
+~0.3-0.5) of a practical run; then (many steps make the closed form loose) from Opacus's own
+Renyi analysis of the subsampled Gaussian, a module of numpy and scipy alone, loaded without
+the rest of Opacus. Only a target near the floor asks the accountant itself.
 
 The bound: DP-SGD's steps are subsampled Gaussian mechanisms of noise multiplier sigma;
 subsampling never weakens privacy, so each step's Renyi DP at order alpha is at most the
@@ -16,12 +18,17 @@ RDP accountant reports at most this at each order it tries (a tighter subsampled
 conversion), so the bound is taken over orders it tries (it minimises over its own ~150, up to
 63: a larger order would bound the true epsilon but not its report). Its PRV accountant reports
 the true epsilon to within its error bound (``PRV_ERROR_MARGIN`` covers it).
-tests/unit/test_dp_budget.py checks the screen against both accountants.
+tests/unit/test_dp_budget.py checks both stages against both accountants.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
+import warnings
+from pathlib import Path
+from types import ModuleType
 
 MAX_NOISE_MULTIPLIER = 1e3  # beyond this the updates are noise: the budget is a config mistake
 # Opacus's PRV accountant reports an upper bound within eps_error = 0.01 of the true epsilon
@@ -60,8 +67,34 @@ def epsilon_upper_bound(sigma: float, steps: int, delta: float) -> float:
     )
 
 
-def surely_reachable(epsilon: float, steps: int, delta: float) -> bool:
+@functools.cache
+def opacus_rdp_analysis() -> ModuleType:
+    """``opacus/accountants/analysis/rdp.py`` (numpy and scipy only), loaded without running
+    ``opacus/__init__.py``, which imports torch."""
+    package = importlib.util.find_spec("opacus")  # finds the package, runs none of it
+    path = Path(package.submodule_search_locations[0]) / "accountants" / "analysis" / "rdp.py"
+    spec = importlib.util.spec_from_file_location(f"{__package__}._opacus_rdp", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rdp_epsilon(sigma: float, q: float, steps: int, delta: float) -> float:
+    """What Opacus's RDP accountant reports for ``steps`` steps at (sigma, q), or more: its own
+    analysis over ``RDP_ORDERS``, a subset of the orders it minimises over."""
+    analysis = opacus_rdp_analysis()
+    orders = list(RDP_ORDERS)
+    rdp = analysis.compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=orders)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the")
+        epsilon, _ = analysis.get_privacy_spent(orders=orders, rdp=rdp, delta=delta)
+    return float(epsilon)
+
+
+def surely_reachable(epsilon: float, q: float, steps: int, delta: float) -> bool:
     """True when ``MAX_NOISE_MULTIPLIER`` certainly spends less than ``epsilon`` under either
     accountant; False means only that the accountant must be asked."""
-    bound = epsilon_upper_bound(MAX_NOISE_MULTIPLIER, steps, delta)
-    return bound + PRV_ERROR_MARGIN <= epsilon
+    sigma = MAX_NOISE_MULTIPLIER
+    if epsilon_upper_bound(sigma, steps, delta) + PRV_ERROR_MARGIN <= epsilon:
+        return True
+    return rdp_epsilon(sigma, q, steps, delta) + PRV_ERROR_MARGIN <= epsilon

@@ -247,12 +247,12 @@ def _epsilon_floor(dp: dict[str, Any], epsilon: float, n: int, rates: int) -> fl
     delta = dp["delta"] if dp["delta"] is not None else 1 / n
     total = dp_budget.steps_per_epoch(n, dp["batch_size"]) * dp["epochs"]
     steps = total + dp_budget.sweep_extra_steps(total, rates, dp["sweep_fraction"])
-    if dp_budget.surely_reachable(epsilon, steps, delta):
+    q = dp_budget.sample_rate(n, dp["batch_size"])
+    if dp_budget.surely_reachable(epsilon, q, steps, delta):
         return None
     # Rare (epsilon near the floor): the accountant itself, at the price of loading torch.
     from ..training.dp_accounting import epsilon_floor
 
-    q = dp_budget.sample_rate(n, dp["batch_size"])
     return epsilon_floor(q, steps, delta, dp["accountant"])
 
 
