@@ -1,56 +1,70 @@
-"""DP-SGD vs non-private training throughput on the default-size model, measured in one run.
+"""DP-SGD vs non-private training throughput, per grad-sample route, on GPT-2- and OPT-shaped
+models, measured in one run.
 
     PYTHONPATH=workflow python tests/benchmarks/bench_dp_throughput.py [--steps 30] [--rounds 5]
+        [--threads 1] [--shapes gpt2,opt] [--modes lean,hooks,functorch,vmap,ghost]
 
-Every mode trains the same model (GPT-2, 2 layers, width 128, context 128, vocab 8192) on the
-same fixed batch of 32 random sequences of 90-110 tokens: non-private (``mean_loss``, global
-clipping, AdamW, as ``training.train`` does), and DP-SGD through ``dp.private_step`` with
-Opacus's ``hooks`` and ``functorch`` per-sample gradient modes, plus ``hooks`` without dp.py's
-Conv1D grad sampler (Opacus's own per-layer functorch fallback for GPT-2's Conv1D), to show what
-that sampler buys. Modes are interleaved round by round, so a load change on the shared machine
-hits all of them alike; each reports its median round. The last line is the ratio of the best
-DP mode to non-private (project target >= 0.6; dp-transformers reports 0.63 for GPT-2).
+Each shape trains the same model on the same fixed batch of 32 random sequences of 90-110
+tokens: non-private (``mean_loss``, global clipping, AdamW, as ``training.train`` does), and
+DP-SGD through each route of ``train_dp.grad_sample_mode`` (training/dp_routes.py), one step
+exactly as ``train_dp`` takes it (clipping, seeded noise, accounting). Shapes: GPT-2 with 2
+layers of width 128, context 128, vocabulary 8192 (tied embeddings, as the default's model but
+with a 4x vocabulary, the shape of the earlier measurements); OPT with the same sizes and a
+4x MLP. Ghost clipping refuses tied embeddings, so its row trains an untied copy of each shape
+and is compared with that copy's own non-private step.
 
-Where DP-SGD's extra time goes (torch.profiler, 1 thread): about 60 % is the per-sample
-gradient matmuls, most of it (by flops, ~3/4) the tied embedding / lm_head's 32 x 8192 x 128
-per-sample gradient; the rest is zero-filling and scaling those tensors and clipping. Only
-ghost clipping avoids materialising them, and it needs untied embeddings. ``--threads 1`` with
-the CPU-time column is the reliable reading when other jobs share the machine (2 threads
-oversubscribe the cores then).
+Modes are interleaved round by round, so a load change on the shared machine hits all of them
+alike; each reports its median round. ``--threads 1`` (the train_dp rule's thread count) with
+the CPU-time column is the reliable reading when other jobs share the machine. The last lines
+give each shape's fastest route and its ratio (project goal: >= 0.8).
+
+Where the time goes (GPT-2 shape): the tied embedding / output layer's per-sample gradients
+(32 x 8192 x 128 per step) dominate the per-sample work; ``lean`` saves the batch gradient
+that Opacus's ``hooks`` computes and discards (a third of the backward pass's matmuls).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
 
 import torch
-from opacus.grad_sample import GradSampleModule
-from transformers.pytorch_utils import Conv1D
+from transformers import GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM
 from unlearnbench.lm_data import collate, mean_loss
-from unlearnbench.models import ModelConfig, build_model
-from unlearnbench.training.dp import DPConfig, make_private, private_step
+from unlearnbench.training.dp import DPConfig
 from unlearnbench.training.dp import make_optimizer as make_dp_optimizer
+from unlearnbench.training.dp_routes import GRAD_SAMPLE_MODES, attach
 from unlearnbench.training.loop import TrainConfig, make_optimizer
 
-VOCAB, EOS, BATCH = 8192, 0, 32
+VOCAB, EOS, BATCH, WIDTH, LAYERS, CONTEXT = 8192, 0, 32, 128, 2, 128
 
 
 def batch_of_sequences(seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(90, 111, (BATCH,), generator=gen).tolist()
-    return collate([torch.randint(1, VOCAB, (n,), generator=gen).tolist() for n in lengths], EOS)
+    return collate([torch.randint(2, VOCAB, (n,), generator=gen).tolist() for n in lengths], EOS)
 
 
-def model():
-    cfg = ModelConfig(n_layer=2, n_embd=128, n_head=4, n_positions=128)
-    return build_model(cfg, vocab_size=VOCAB, eos_id=EOS, seed=0).train()
+def build(shape: str, tied: bool = True) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if shape == "gpt2":
+        cfg = GPT2Config(
+            vocab_size=VOCAB, n_positions=CONTEXT, n_embd=WIDTH, n_layer=LAYERS, n_head=4,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=tied,
+            bos_token_id=0, eos_token_id=0,
+        )  # fmt: skip
+        return GPT2LMHeadModel(cfg).train()
+    cfg = OPTConfig(
+        vocab_size=VOCAB, hidden_size=WIDTH, num_hidden_layers=LAYERS, ffn_dim=4 * WIDTH,
+        num_attention_heads=4, max_position_embeddings=CONTEXT, word_embed_proj_dim=WIDTH,
+        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, tie_word_embeddings=tied,
+    )  # fmt: skip
+    return OPTForCausalLM(cfg).train()
 
 
-def non_private_step_fn(batch):
-    net = model()
+def non_private_step_fn(batch, shape: str, tied: bool = True):
+    net = build(shape, tied)
     cfg = TrainConfig(epochs=1, batch_size=BATCH, lr=1e-4, seed=0)
     optimizer = make_optimizer(net, cfg)
 
@@ -64,29 +78,18 @@ def non_private_step_fn(batch):
     return step
 
 
-@contextlib.contextmanager
-def opacus_conv1d_fallback():
-    """Unregister dp.py's Conv1D grad sampler for the duration (Opacus then uses functorch)."""
-    sampler = GradSampleModule.GRAD_SAMPLERS.pop(Conv1D)
-    try:
-        yield
-    finally:
-        GradSampleModule.GRAD_SAMPLERS[Conv1D] = sampler
-
-
-def dp_step_fn(batch, mode: str, fallback: bool = False):
-    net = model()
+def dp_step_fn(batch, shape: str, mode: str):
+    net = build(shape, tied=mode != "ghost")
     cfg = DPConfig(
         epochs=1, batch_size=BATCH, lr=1e-4, target_epsilon=8, seed=0, grad_sample_mode=mode
     )
-    context = opacus_conv1d_fallback if fallback else contextlib.nullcontext
-    with context():
-        # The step's cost does not depend on the noise multiplier: skip the calibration.
-        _, _, optimizer = make_private(net, make_dp_optimizer(net, cfg), 1000 * BATCH, cfg, 1.0)
+    generator = torch.Generator()
+    # The step's cost does not depend on the noise multiplier: skip the calibration.
+    route = attach(net, make_dp_optimizer(net, cfg), 1000 * BATCH, cfg, 1.0, generator)
 
     def step():
-        with context():
-            private_step(net, optimizer, batch)
+        generator.manual_seed(0)
+        route.step(batch)
 
     return step
 
@@ -96,10 +99,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per mode")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per mode")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
-    parser.add_argument("--modes", default="hooks,functorch", help="DP grad-sample modes")
-    parser.add_argument(
-        "--skip-fallback", action="store_true", help="skip hooks with Opacus's Conv1D fallback"
-    )
+    parser.add_argument("--shapes", default="gpt2,opt", help="model shapes")
+    parser.add_argument("--modes", default=",".join(GRAD_SAMPLE_MODES), help="DP routes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
     if args.threads:
@@ -107,17 +108,20 @@ def main() -> None:
 
     batch = batch_of_sequences()
     tokens = int(batch.attention_mask.sum())
-    steps = {"non-private": non_private_step_fn(batch)}
-    for mode in args.modes.split(","):
-        steps[f"dp-sgd {mode}"] = dp_step_fn(batch, mode)
-    if not args.skip_fallback:
-        steps["dp-sgd hooks, opacus Conv1D"] = dp_step_fn(batch, "hooks", fallback=True)
+    shapes, modes = args.shapes.split(","), args.modes.split(",")
+    steps = {}
+    for shape in shapes:
+        steps[(shape, "non-private")] = non_private_step_fn(batch, shape)
+        if "ghost" in modes:
+            steps[(shape, "non-private, untied")] = non_private_step_fn(batch, shape, tied=False)
+        for mode in modes:
+            steps[(shape, mode)] = dp_step_fn(batch, shape, mode)
     for step in steps.values():
         for _ in range(args.warmup):
             step()
     per_round = max(1, args.steps // args.rounds)
-    seconds: dict[str, list[float]] = {name: [] for name in steps}
-    cpu_seconds: dict[str, list[float]] = {name: [] for name in steps}
+    seconds: dict[tuple, list[float]] = {name: [] for name in steps}
+    cpu_seconds: dict[tuple, list[float]] = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, step in steps.items():
             start, cpu_start = time.perf_counter(), time.process_time()
@@ -131,23 +135,23 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH} x "
         f"{tokens / BATCH:.0f} tokens, {args.rounds} rounds x {per_round} steps per mode"
     )
-    print("mode: wall-clock tokens/s (x non-private) | tokens per CPU-second (x non-private)")
-    for name, value in rate.items():
-        spread = max(seconds[name]) / min(seconds[name])
+    print("shape, mode: wall-clock tokens/s (x non-private) | tokens per CPU-second (x)")
+    best = {}
+    for (shape, mode), value in rate.items():
+        base = (shape, "non-private, untied" if mode == "ghost" else "non-private")
+        ratio, cpu_ratio = value / rate[base], cpu_rate[(shape, mode)] / cpu_rate[base]
+        spread = max(seconds[(shape, mode)]) / min(seconds[(shape, mode)])
         print(
-            f"{name:>28}: {value:7.0f} ({value / rate['non-private']:.2f}) | "
-            f"{cpu_rate[name]:7.0f} ({cpu_rate[name] / cpu_rate['non-private']:.2f}); "
-            f"slowest/fastest round {spread:.2f}"
+            f"{shape:>5}, {mode:>19}: {value:7.0f} ({ratio:.2f}) | "
+            f"{cpu_rate[(shape, mode)]:7.0f} ({cpu_ratio:.2f}); slowest/fastest round {spread:.2f}"
         )
-    # Only the modes train_dp can run compete; the fallback row is a diagnostic.
-    modes = [f"dp-sgd {mode}" for mode in args.modes.split(",")]
-    best = max(modes, key=rate.get)
-    print(f"best DP mode (wall clock): {best}")
-    print(
-        "(on a shared machine trust the CPU-time column: with --threads 1 it is what the step "
-        "costs, whatever else runs)"
-    )
-    print(f"dp-sgd throughput ratio (dp/non-private): {rate[best] / rate['non-private']:.2f}")
+        if mode in GRAD_SAMPLE_MODES and ratio > best.get(shape, ("", 0.0))[1]:
+            best[shape] = (mode, ratio, cpu_ratio)
+    for shape, (mode, ratio, cpu_ratio) in best.items():
+        print(
+            f"{shape}: fastest DP route {mode}, dp-sgd throughput ratio (dp/non-private) "
+            f"{ratio:.2f} wall clock, {cpu_ratio:.2f} CPU time"
+        )
 
 
 if __name__ == "__main__":

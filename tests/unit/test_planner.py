@@ -105,6 +105,8 @@ def test_the_planner_imports_no_torch(tmp_path):
         "from unlearnbench.settings import validate_config\n"
         "check_plan(validate_config(config_of('config.yaml')), "
         "{'estimate_fisher': {'mem_mb': 6000, 'gpu': 2}}, 24000)\n"
+        # paper.yaml's epsilons too: the DP reachability check settles them without torch
+        "validate_config(config_of('config.yaml', 'paper.yaml'))\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
@@ -134,3 +136,16 @@ def test_a_hub_models_fisher_is_sized_and_the_refusal_says_how_many_gpus():
         check_plan(config, {"estimate_fisher": {"mem_mb": 6000}}, local=False)  # on CPUs
     config["model"] = {**config["model"], "source": "some/unknown-model"}
     assert estimates(config) == []
+
+
+def test_ghost_clipping_is_sized_without_per_sample_gradients():
+    config = validate_config(config_of("config.yaml"))
+    ghost = validate_config({**config, "train_dp": {**config["train_dp"], "trainable": "last_block",
+                                                    "grad_sample_mode": "ghost"}})  # fmt: skip
+    memory_of = {
+        mode: next(e.memory_mb for e in estimates(c) if e.rule == "train_dp")
+        for mode, c in (("lean", config), ("ghost", ghost))
+    }
+    d = scratch_parameters(config["model"], config["tokenizer"]["vocab_size"])
+    per_sample_mb = 2 * config["train_dp"]["batch_size"] * d * 4 / 2**20
+    assert memory_of["lean"] - memory_of["ghost"] == pytest.approx(per_sample_mb)

@@ -22,7 +22,10 @@ Data
 
 Models and training
     ``models``          GPT-2 from scratch or from the hub; safetensors; fingerprints
-    ``training/``       the training loop, checkpoints, the training stages, DP-SGD (Opacus)
+    ``training/``       the training loop, checkpoints, the training stages, DP-SGD (Opacus;
+                        its grad-sample routes for GPT-2 and OPT, the accounting)
+    ``dp_budget``       DP-SGD's step budget and whether an epsilon is reachable, without torch
+                        (read at DAG build)
 
 Second-order information and unlearning
     ``fisher/``         per-example gradients and the inverse empirical Fisher (Woodbury)

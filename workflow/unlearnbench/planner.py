@@ -213,12 +213,15 @@ def estimates(config: Mapping[str, Any], device: str = "cpu", gpus: int = 1) -> 
             f"{d} parameters, {examples} sequences of <= {seq} tokens, {recipe['epochs']} epochs",
         )
     poisson = 2 * dp["batch_size"]  # a Poisson batch can exceed its expectation
+    # Ghost clipping keeps per-sample gradient norms, never the gradients themselves.
+    ghost = dp["grad_sample_mode"] == "ghost"
     add(
         "train_dp",
-        _train_memory_mb(d, poisson, config) + poisson * d * 4 / MB + text_mb,
+        _train_memory_mb(d, poisson, config) + (0 if ghost else poisson * d * 4 / MB) + text_mb,
         6 * d * rows * seq * dp["epochs"],
         "train_dp.batch_size",
-        f"per-sample gradients of up to {poisson} sequences x {d} parameters",
+        f"{'ghost clipping' if ghost else 'per-sample gradients'} of up to {poisson} sequences "
+        f"x {d} parameters",
     )
     m = min(fisher["examples"], rows)
     fisher_mb = (m * d * 4 + 2 * m * m * 8) / MB  # G and the m x m Gram matrix / factor

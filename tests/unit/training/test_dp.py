@@ -1,31 +1,19 @@
-"""DP-SGD: Opacus's per-sample gradients and clipping against slow references, the privacy
-accounting against an independent accountant, determinism and bitwise-equal resumption."""
+"""DP-SGD: the privacy accounting against an independent accountant, determinism and
+bitwise-equal resumption (the routes' per-sample gradients and clipping: test_dp_routes.py)."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 
 import pytest
 import torch
-from opacus import GradSampleModule
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
-from transformers.pytorch_utils import Conv1D
-from unlearnbench.lm_data import collate
 from unlearnbench.models import ModelConfig, build_model, fingerprint
-from unlearnbench.training import dp as dp_module
-from unlearnbench.training.dp import (
-    DPConfig,
-    make_private,
-    noise_multiplier,
-    per_sequence_loss,
-    poisson_rows,
-    private_step,
-    resolve_delta,
-    train_dp,
-)
+from unlearnbench.training import dp_accounting as dp_module
+from unlearnbench.training.dp import DPConfig, noise_multiplier, poisson_rows, train_dp
+from unlearnbench.training.dp_accounting import resolve_delta
 
 VOCAB, EOS = 50, 0
 
@@ -60,55 +48,6 @@ def reference():
     model = tiny_model()
     history = train_dp(model, data(), DPConfig(**RECIPE), pad_id=EOS)
     return fingerprint(model), history
-
-
-@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # ids need no gradient
-@pytest.mark.filterwarnings("ignore:In CPU autocast")  # Opacus's functorch path, harmless
-@pytest.mark.parametrize("mode", ["hooks", "functorch"])
-def test_per_sample_gradients_equal_single_example_backward_passes(mode):
-    assert Conv1D in GradSampleModule.GRAD_SAMPLERS  # hooks mode uses dp.py's Conv1D sampler
-    sequences = data(4)
-    model = tiny_model()
-    reference_model = copy.deepcopy(model)
-    gsm = GradSampleModule(model.train(), force_functorch=mode == "functorch")
-    loss, _, _ = per_sequence_loss(gsm, collate(sequences, EOS))  # padded, explicit positions
-    loss.backward()
-    reference_model.train()
-    for row, sequence in enumerate(sequences):
-        reference_model.zero_grad()
-        per_sequence_loss(reference_model, collate([sequence], EOS))[0].backward()
-        for (name, p), ref in zip(
-            gsm._module.named_parameters(), reference_model.parameters(), strict=True
-        ):
-            assert torch.allclose(p.grad_sample[row], ref.grad, atol=1e-6, rtol=1e-4), name
-    tied = model.transformer.wte.weight
-    assert tied is model.lm_head.weight and tied.grad_sample.shape == (4, VOCAB, 16)
-
-
-def test_clipped_update_equals_mean_of_clipped_per_sample_gradients():
-    sequences, clip = data(4), 0.05  # small bound: every sequence is clipped
-    model = tiny_model().train()
-    reference_model = copy.deepcopy(model)
-    cfg = DPConfig(**{**RECIPE, "batch_size": 4, "max_grad_norm": clip})
-    sgd = torch.optim.SGD(model.parameters(), lr=1.0)
-    # N = 8, expected batch 4: Opacus averages over int(N q) = 4 = the real batch size.
-    engine, hooks, optimizer = make_private(model, sgd, 8, cfg, noise=0.0)
-    private_step(model, optimizer, collate(sequences, EOS))
-    hooks.cleanup()
-    expected = [torch.zeros_like(p) for p in reference_model.parameters()]
-    for sequence in sequences:
-        reference_model.zero_grad()
-        per_sequence_loss(reference_model, collate([sequence], EOS))[0].backward()
-        grads = [p.grad for p in reference_model.parameters()]
-        norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
-        assert norm > clip
-        for total, g in zip(expected, grads, strict=True):
-            total += g * min(1.0, clip / (float(norm) + 1e-6)) / len(sequences)
-    for p, ref, update in zip(
-        model.parameters(), reference_model.parameters(), expected, strict=True
-    ):
-        assert torch.allclose(ref - p, update, atol=1e-7, rtol=1e-4)
-    assert engine.accountant.history == [(0.0, 0.5, 1)]
 
 
 @pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")

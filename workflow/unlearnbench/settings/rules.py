@@ -10,6 +10,7 @@ from __future__ import annotations
 import string
 from typing import Any
 
+from .. import dp_budget
 from ..study_names import METRICS, ONION_ARMS
 from .schema import ConfigError
 
@@ -104,6 +105,8 @@ def check_config(config: dict[str, Any]) -> None:
         _check_epsilons(config["train_dp"]["epsilons"])
         _check_exposure(config["evaluate"]["exposure"], config["canaries"])
         _check_dp(config["train_dp"], config["canaries"], config["data"])
+        _check_dp_reachable(config["train_dp"], config["canaries"], config["data"])
+        _check_ghost_clipping(config["train_dp"], config["model"])
         _check_onion(config)
     # Last: the study claims name models (DP epsilons) whose own checks come first.
     _check_study_claims(config)
@@ -186,6 +189,64 @@ def _check_dp(dp: dict[str, Any], can: dict[str, Any], data: dict[str, Any]) -> 
         "sequences this config allows; a delta that large admits publishing an example verbatim",
         "leave train_dp.delta unset (null = 1/N) or choose a smaller value, e.g. 1e-5",
     )
+
+
+def _check_dp_reachable(dp: dict[str, Any], can: dict[str, Any], data: dict[str, Any]) -> None:
+    """A target epsilon no noise multiplier reaches is refused here, not in the job. The job
+    calibrates for the exact N; before the data exist the config bounds N (at least the canary
+    copies, at most the capped split plus them), and the epsilon is refused only when it is out
+    of reach at both ends (what the most noise spends moves little with N, mostly through
+    delta = 1/N). Ends that dp_budget's closed form settles never load the accountant."""
+    if dp["epochs"] is None or dp["batch_size"] is None:
+        return  # resolve_dp_budget fills them in validate_config, before this check
+    copies = sum(can["repetitions"]) * can["per_repetition"]
+    sizes = sorted({max(1, copies), max_train_examples(data) + copies})
+    rates = 1 if isinstance(dp["lr"], int | float) else len(dp["lr"])
+    for i, epsilon in enumerate(dp["epsilons"]):
+        floors = [_epsilon_floor(dp, epsilon, n, rates) for n in sizes]
+        if any(floor is None or floor <= epsilon for floor in floors):
+            continue
+        sweep = f", {rates} candidate rates" if rates > 1 else ""
+        delta = "1/N" if dp["delta"] is None else f"{dp['delta']:g}"
+        _fail_if(
+            True,
+            f"train_dp.epsilons[{i}]",
+            f"target epsilon {epsilon:g} is unreachable: even noise multiplier "
+            f"{dp_budget.MAX_NOISE_MULTIPLIER:g} spends {min(floors):.3g} or more "
+            f"(train_dp.accountant {dp['accountant']}, delta {delta}, {dp['epochs']} epochs "
+            f"at expected batch {dp['batch_size']}{sweep}, for any of the {sizes[0]} to "
+            f"{sizes[-1]} training sequences data.max_examples and the canaries allow)",
+            "raise the epsilon or train_dp.delta, or use train_dp.accountant: prv (tighter)",
+        )
+
+
+def _check_ghost_clipping(dp: dict[str, Any], model: dict[str, Any]) -> None:
+    """Ghost clipping cannot clip a parameter two layers share; a GPT-2 trained from scratch
+    ties its token embedding to its output layer (a hub model is checked by the job, which
+    sees its weights)."""
+    _fail_if(
+        dp["grad_sample_mode"] == "ghost"
+        and dp["trainable"] == "all"
+        and model["source"] == "scratch",
+        "train_dp.grad_sample_mode",
+        "ghost clipping cannot clip the token embedding the GPT-2 trained from scratch shares "
+        "with its output layer (tied embeddings), and train_dp.trainable: all trains it",
+        "use lean (the default) or hooks, or train_dp.trainable: last_block or norms_biases",
+    )
+
+
+def _epsilon_floor(dp: dict[str, Any], epsilon: float, n: int, rates: int) -> float | None:
+    """What the most noise spends on N = n sequences; None when it is surely below epsilon."""
+    delta = dp["delta"] if dp["delta"] is not None else 1 / n
+    total = dp_budget.steps_per_epoch(n, dp["batch_size"]) * dp["epochs"]
+    steps = total + dp_budget.sweep_extra_steps(total, rates, dp["sweep_fraction"])
+    q = dp_budget.sample_rate(n, dp["batch_size"])
+    if dp_budget.surely_reachable(epsilon, q, steps, delta):
+        return None
+    # Rare (epsilon near the floor): the accountant itself, at the price of loading torch.
+    from ..training.dp_accounting import epsilon_floor
+
+    return epsilon_floor(q, steps, delta, dp["accountant"])
 
 
 def _check_exposure(exp: dict[str, Any], can: dict[str, Any]) -> None:

@@ -13,16 +13,15 @@ Design choices, each for determinism and exact resumption:
   (seed, t): each example is kept iff a uniform draw from the ``data_order`` stream keyed by t
   is < q. This is exactly the subsampling the accountant analyses (same q, one accountant step
   per optimizer step), but unlike Opacus's ``DPDataLoader`` it needs no sampler state to
-  resume mid-epoch. Opacus gets a plain ``DataLoader`` with ``poisson_sampling=False``; it reads
-  the sample rate from it the same way ``DPDataLoader`` would (q = 1 / len(loader)).
-- **Noise is a pure function of the step too**: the generator Opacus draws noise from is
-  re-seeded from the ``dp`` stream keyed by t before each step. A checkpoint therefore needs
-  weights, optimizer moments, the step and the accountant's history, nothing else.
-- **Exact step count.** ``make_private_with_epsilon`` calibrates for ``int(epochs / q)``
-  steps, which float rounding makes one short of ``epochs / q`` for about 5 % of dataset sizes
-  (e.g. 93 steps per epoch): the run would then overspend its budget. We calibrate with
-  the steps actually run (``_calibrate``: the window Opacus's ``get_noise_multiplier`` targets,
-  found in half the accountant calls), then call ``make_private``, as that method does.
+  resume mid-epoch. Opacus's optimizer and accountant get the sample rate ``DPDataLoader``
+  would give them (q = 1 / steps per epoch) and its expected batch size (int(N q)).
+- **Noise is a pure function of the step too**: the generator Opacus draws noise from lives
+  on the model's device and is re-seeded from the ``dp`` stream keyed by t before each step. A
+  checkpoint therefore needs weights, optimizer moments, the step and the accountant's
+  history, nothing else. Batches are drawn on the CPU and moved to the model's device.
+- **The noise multiplier** is calibrated for the steps actually run (dp_accounting.py).
+- **Per-sample gradients** come by one of several routes (``grad_sample_mode``, dp_routes.py),
+  all ending in Opacus's clipping, noise and accountant.
 - **Loss = mean over sequences of each sequence's mean token loss.** Opacus's hooks scale the
   backprops by the batch size, so each per-sample gradient is the gradient of that sequence's
   own loss. A token-mean over the whole batch would divide sequence i's gradient by the
@@ -32,48 +31,41 @@ Design choices, each for determinism and exact resumption:
   pass but not the step: Opacus clips nothing, adds the noise, the optimizer steps and the
   accountant counts it, exactly as Opacus treats an empty ``DPDataLoader`` batch. Skipping the
   noisy update itself would publish the data-dependent fact that the batch was empty.
-- **Accountant** defaults to ``"prv"``, Opacus's default: numerical composition of privacy
-  loss random variables (Gopi et al. 2021) gives a tighter epsilon than RDP for the same
-  noise, so less noise for the same guarantee; it reports an upper bound (eps_error 0.01).
-  ``"rdp"`` stays available for comparison with older papers.
 - ``secure_mode=False``: seeded pseudo-randomness is what makes runs reproducible; a
   production release would retrain with ``secure_mode=True`` (Opacus's advice).
-- Opacus attaches its hooks without wrapping the model (``wrap_model=False``), so the model
-  keeps its parameter names and checkpoints are the plain model's state dict.
+- Every route attaches hooks without wrapping the model, so the model keeps its parameter
+  names and checkpoints are the plain model's state dict.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from opacus import PrivacyEngine
-from opacus.accountants import create_accountant
-from opacus.grad_sample import register_grad_sampler
-from opacus.optimizers import DPOptimizer
-from torch.utils.data import DataLoader
-from transformers.pytorch_utils import Conv1D
 
-from ..lm_data import Batch, collate, token_losses
+from ..lm_data import collate
 from ..logs import progress
 from ..models import fingerprint
 from ..seeding import derive_seed, torch_generator
 from .checkpoint import clear_checkpoint, inputs_fingerprint, resume, save_checkpoint
+from .dp_accounting import (
+    ACCOUNTANTS,
+    accounted_steps,
+    noise_multiplier,
+    resolve_delta,
+    sample_rate,
+    spent_epsilon,
+    steps_per_epoch,
+)
+from .dp_routes import GRAD_SAMPLE_MODES, attach
 from .param_subset import TRAINABLE, freeze_all_but
 
 log = logging.getLogger(__name__)
-
-ACCOUNTANTS = ("prv", "rdp")
-GRAD_SAMPLE_MODES = ("hooks", "functorch")  # "ew" fails on GPT-2's Conv1D, "ghost" needs untied
-MAX_NOISE_MULTIPLIER = 1e3  # beyond this the updates are noise: the budget is a config mistake
 
 
 @dataclass(frozen=True)
@@ -88,7 +80,7 @@ class DPConfig:
     delta: float | None = None  # None: 1/N, N = number of training sequences
     max_grad_norm: float = 1.0  # per-sample clipping bound C
     accountant: str = "prv"
-    grad_sample_mode: str = "hooks"
+    grad_sample_mode: str = "lean"
     trainable: str = "all"  # which parameters DP-SGD trains (param_subset.TRAINABLE)
     # Steps of other runs on the same data that the same (epsilon, delta) must also cover (a
     # rate sweep's candidates, dp_sweep): the noise is calibrated for all of them together.
@@ -129,7 +121,7 @@ class DPConfig:
                 "grad_sample_mode",
                 self.grad_sample_mode in GRAD_SAMPLE_MODES,
                 f"must be one of {GRAD_SAMPLE_MODES}",
-                "use 'hooks' (fastest here)",
+                "use 'lean' (the fastest here), or see dp_routes.py",
             ),
             (
                 "trainable",
@@ -156,196 +148,10 @@ class DPConfig:
                 raise ValueError(f"{self.key}.{name}: {problem}, got {value}; {fix}")
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
-
-
-def sample_rate(n: int, batch_size: int) -> float:
-    """Opacus's convention (``DPDataLoader.from_data_loader``): q = 1 / steps per epoch."""
-    return 1 / steps_per_epoch(n, batch_size)
-
-
-def resolve_delta(cfg: DPConfig, n: int) -> float:
-    """``cfg.delta``, or 1/N; a delta above 1/N is refused.
-
-    Publishing each training example in the clear with probability delta is (0, delta)-DP, so a
-    delta of 1/N or more admits leaking about one whole example: delta should be well below
-    1/N. 1/N itself is the literature's usual (boundary) choice for these experiments
-    (paper-notes.md) and the default; anything larger is a mistake.
-    """
-    bound = 1 / n
-    if cfg.delta is None:
-        return bound
-    if cfg.delta > bound:
-        raise ValueError(
-            f"{cfg.key}.delta: delta must be <= 1/N = {bound:.3g} (N = {n} training sequences), "
-            f"got {cfg.delta}; a larger delta allows publishing a training example verbatim. "
-            "Choose a smaller delta, or leave it unset for 1/N"
-        )
-    return cfg.delta
-
-
-EPSILON_TOLERANCE = 0.01  # spent epsilon lands in [target - 0.01, target], as with Opacus
-
-
-def spent_epsilon(sigma: float, q: float, steps: int, delta: float, accountant: str) -> float:
-    """Epsilon that ``steps`` Poisson-sampled steps at noise multiplier ``sigma`` spend."""
-    acc = create_accountant(mechanism=accountant)
-    acc.history = [(sigma, q, steps)]
-    with warnings.catch_warnings():
-        # At much noise RDP's best order is its largest one; the warning is meaningless.
-        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-        return float(acc.get_epsilon(delta=delta))
-
-
-@functools.lru_cache(maxsize=64)
-def _calibrate(epsilon: float, delta: float, q: float, steps: int, accountant: str) -> float:
-    """The noise multiplier whose spent epsilon lies in [epsilon - EPSILON_TOLERANCE, epsilon].
-
-    Spent epsilon falls smoothly with sigma, so regula falsi (Illinois variant) on log sigma
-    reaches the window in ~6 accountant calls where Opacus's ``get_noise_multiplier`` bisects
-    ~13 times; a PRV call costs ~0.6 s, so this saves ~4 s of every train_dp job.
-    tests/unit/training/test_dp.py checks the window and compares with Opacus's search.
-    """
-
-    def gap(log_sigma: float) -> float:  # > 0: overspends; the goal is the window's middle
-        spent = spent_epsilon(math.exp(log_sigma), q, steps, delta, accountant)
-        spent = spent if math.isfinite(spent) else 1e6  # far too little noise: just "too much"
-        return spent - (epsilon - EPSILON_TOLERANCE / 2)
-
-    # Bracket the root by doubling/halving from sigma = 1 (the usual order of magnitude).
-    lo = hi = 0.0
-    f_lo = f_hi = gap(0.0)
-    while f_hi > 0:
-        lo, f_lo = hi, f_hi
-        hi += math.log(2)
-        f_hi = gap(hi)
-    while f_lo <= 0:
-        if abs(f_lo) <= EPSILON_TOLERANCE / 2:
-            return math.exp(lo)
-        hi, f_hi = lo, f_lo
-        lo -= math.log(2)
-        f_lo = gap(lo)
-    side = 0
-    for _ in range(100):
-        x = hi - f_hi * (hi - lo) / (f_hi - f_lo)
-        f_x = gap(x)
-        if abs(f_x) <= EPSILON_TOLERANCE / 2:
-            return math.exp(x)
-        if f_x > 0:  # x overspends: it replaces the low end
-            lo, f_lo = x, f_x
-            if side == -1:
-                f_hi /= 2  # Illinois: halve the stale end so the bracket shrinks from both sides
-            side = -1
-        else:
-            hi, f_hi = x, f_x
-            if side == 1:
-                f_lo /= 2
-            side = 1
-    raise RuntimeError(f"noise calibration for epsilon {epsilon} did not converge")
-
-
-def noise_multiplier(cfg: DPConfig, n: int) -> float:
-    """The smallest noise multiplier (to Opacus's tolerance) that keeps the whole run within
-    (target_epsilon, delta); a readable error if no sensible one exists. 0 for the noise-free
-    control (target_epsilon None)."""
-    if cfg.target_epsilon is None:
-        return 0.0
-    delta = resolve_delta(cfg, n)
-    q = sample_rate(n, cfg.batch_size)
-    steps = accounted_steps(cfg, n)
-    ceiling = create_accountant(mechanism=cfg.accountant)
-    ceiling.history = [(MAX_NOISE_MULTIPLIER, q, steps)]
-    with warnings.catch_warnings():
-        # At this much noise RDP's best order is its largest one; the warning is meaningless.
-        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-        floor_epsilon = ceiling.get_epsilon(delta=delta)
-    if floor_epsilon > cfg.target_epsilon:
-        raise ValueError(
-            f"{cfg.key}.epsilons: target epsilon {cfg.target_epsilon} is unreachable with "
-            f"{steps} accounted steps ({cfg.epochs} epochs, {cfg.key}.epochs, of "
-            f"{steps_per_epoch(n, cfg.batch_size)} steps, plus {cfg.extra_accounted_steps} "
-            f"of a rate sweep) at sample "
-            f"rate {q:.3g} ({cfg.key}.batch_size = {cfg.batch_size} of N = {n}, delta = "
-            f"{delta:.3g}): even noise multiplier {MAX_NOISE_MULTIPLIER:g} spends "
-            f"{floor_epsilon:.3g}. Raise the target epsilon, or lower {cfg.key}.epochs or "
-            f"{cfg.key}.batch_size"
-        )
-    return _calibrate(cfg.target_epsilon, delta, q, steps, cfg.accountant)
-
-
-def accounted_steps(cfg: DPConfig, n: int) -> int:
-    """The steps the privacy budget covers: this run's and ``cfg.extra_accounted_steps``."""
-    return steps_per_epoch(n, cfg.batch_size) * cfg.epochs + cfg.extra_accounted_steps
-
-
 def poisson_rows(n: int, q: float, seed: int, step: int) -> list[int]:
     """Step ``step``'s batch: each of the n examples independently with probability q."""
     draws = torch.rand(n, generator=torch_generator(seed, "data_order", "dp_poisson", step))
     return torch.nonzero(draws < q).flatten().tolist()
-
-
-def per_sequence_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, float, int]:
-    """Mean over sequences of each sequence's mean token loss (the per-sample objective), and
-    the batch's summed token loss and predicted-token count (for token-mean reporting)."""
-    # Opacus's per-sample hooks need every layer's (B, T, .) layout: no padding skipping.
-    total, count = token_losses(model, batch, skip_padding=False)
-    loss = (total / count.clamp(min=1)).mean()
-    return loss, float(total.detach().sum()), int(count.sum())
-
-
-def private_step(
-    model: torch.nn.Module, optimizer: DPOptimizer, batch: Batch | None
-) -> tuple[float, int]:
-    """One DP-SGD step on ``batch`` (None: an empty Poisson batch); returns (summed token loss,
-    predicted tokens). Clipping, noise, averaging and accounting happen in ``optimizer.step``."""
-    optimizer.zero_grad(set_to_none=True)
-    if batch is None:
-        # Nothing to forward: zero per-sample gradients make Opacus take its empty-batch path
-        # (clip nothing, add noise, step, count the step for the accountant).
-        for p in optimizer.params:
-            p.grad_sample = p.new_zeros((0, *p.shape))
-        optimizer.step()
-        return 0.0, 0
-    loss, total, count = per_sequence_loss(model, batch)
-    with warnings.catch_warnings():
-        # The token embedding's input (ids) needs no gradient; Opacus's hook still fires.
-        warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        loss.backward()
-    optimizer.step()
-    return total, count
-
-
-def make_private(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    n: int,
-    cfg: DPConfig,
-    noise: float,
-    noise_generator: torch.Generator | None = None,
-):
-    """Attach Opacus to ``model`` (hooks, no wrapper) and wrap ``optimizer``.
-
-    Returns (engine, hooks, dp_optimizer); call ``hooks.cleanup()`` when done. The DataLoader
-    only tells Opacus N and the sample rate: batches come from ``poisson_rows``.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")  # deliberate, above
-        engine = PrivacyEngine(accountant=cfg.accountant, secure_mode=False)
-    indices = DataLoader(range(n), batch_size=cfg.batch_size)
-    hooks, dp_optimizer, _ = engine.make_private(
-        module=model,
-        optimizer=optimizer,
-        data_loader=indices,
-        noise_multiplier=noise,
-        max_grad_norm=cfg.max_grad_norm,
-        poisson_sampling=False,  # we sample (Poisson, same q) ourselves: see module docstring
-        noise_generator=noise_generator,
-        grad_sample_mode=cfg.grad_sample_mode,
-        wrap_model=False,
-    )
-    hooks.forbid_grad_accumulation()  # make_private does this only for its own Poisson loader
-    return engine, hooks, dp_optimizer
 
 
 def make_optimizer(model: torch.nn.Module, cfg: DPConfig) -> torch.optim.Optimizer:
@@ -416,24 +222,27 @@ def train_dp(
         accountant_state = meta["accountant"]
         log.info("resuming from step %d of %d", step, total_steps)
 
-    noise_generator = torch.Generator(device="cpu")
-    engine, hooks, dp_optimizer = make_private(model, optimizer, n, cfg, noise, noise_generator)
-    if accountant_state is not None:
-        engine.accountant.load_state_dict(
-            {
-                "history": [tuple(entry) for entry in accountant_state["history"]],
-                "mechanism": accountant_state["mechanism"],
-            }
-        )
+    # Noise is drawn where the gradients live (Opacus draws it on the gradient's device).
+    device = next(model.parameters()).device
+    noise_generator = torch.Generator(device=device)
+    route = None
     try:
+        route = attach(model, optimizer, n, cfg, noise, noise_generator)
+        if accountant_state is not None:
+            route.accountant.load_state_dict(
+                {
+                    "history": [tuple(entry) for entry in accountant_state["history"]],
+                    "mechanism": accountant_state["mechanism"],
+                }
+            )
         done = step  # steps taken so far (more than stop when resumed past it)
         bar = progress(range(step, stop), desc=cfg.key, total=max(0, stop - step))
         start = time.perf_counter()
         for step in bar:
             rows = poisson_rows(n, q, cfg.seed, step)
-            batch = collate([sequences[i] for i in rows], pad_id) if rows else None
+            batch = collate([sequences[i] for i in rows], pad_id).to(device) if rows else None
             noise_generator.manual_seed(derive_seed(cfg.seed, "dp", "noise", step))
-            loss_sum, count = private_step(model, dp_optimizer, batch)
+            loss_sum, count = route.step(batch)
             running["loss"] += loss_sum
             running["tokens"] += count
             history["tokens"] += int(batch.attention_mask.sum()) if batch is not None else 0
@@ -452,20 +261,20 @@ def train_dp(
                     "history": history,
                     "running": running,
                     **expected,
-                    "accountant": dict(engine.accountant.state_dict()),
+                    "accountant": dict(route.accountant.state_dict()),
                 }
                 save_checkpoint(checkpoint_dir, model, optimizer, meta)
             if on_step is not None:
                 on_step(done)
         history["seconds"] += time.perf_counter() - start
     finally:
-        dp_optimizer.zero_grad(set_to_none=True)
-        hooks.cleanup()  # the caller gets a plain model back, also after an error
+        if route is not None:
+            route.cleanup()  # the caller gets a plain model back, also after an error
         model.requires_grad_(True)
     model.eval()
     # Without noise nothing is guaranteed (epsilon = infinity): recorded as null. With other
     # runs accounted (a sweep), the guarantee covers them all: this run's steps and theirs.
-    epsilon_run = engine.accountant.get_epsilon(delta=delta) if noise > 0 else None
+    epsilon_run = route.accountant.get_epsilon(delta=delta) if noise > 0 else None
     epsilon = epsilon_run
     if noise > 0 and cfg.extra_accounted_steps:
         epsilon = spent_epsilon(noise, q, accounted_steps(cfg, n), delta, cfg.accountant)
@@ -480,9 +289,10 @@ def train_dp(
         "delta": delta,
         "noise_multiplier": noise,
         "sample_rate": q,
-        "expected_batch_size": dp_optimizer.expected_batch_size,  # Opacus: int(N * q)
+        "expected_batch_size": route.optimizer.expected_batch_size,  # Opacus: int(N * q)
         "max_grad_norm": cfg.max_grad_norm,
         "accountant": cfg.accountant,
+        "grad_sample_mode": cfg.grad_sample_mode,
         "steps": total_steps,
         "steps_done": done,
         "trainable": cfg.trainable,
@@ -490,18 +300,3 @@ def train_dp(
         **history,
         "tokens_per_second": history["tokens"] / max(history["seconds"], 1e-9),
     }
-
-
-@register_grad_sampler(Conv1D)
-def conv1d_grad_sample(
-    layer: Conv1D, activations: list[torch.Tensor], backprops: torch.Tensor
-) -> dict[torch.nn.Parameter, torch.Tensor]:
-    """Per-sample gradients of transformers' ``Conv1D`` (GPT-2's linear layers, weight stored
-    (in, out)): one batched matmul instead of Opacus's per-layer functorch fallback."""
-    inputs = activations[0].to(backprops.dtype)
-    grads = {}
-    if layer.weight.requires_grad:
-        grads[layer.weight] = torch.einsum("n...i,n...j->nij", inputs, backprops)
-    if layer.bias is not None and layer.bias.requires_grad:
-        grads[layer.bias] = torch.einsum("n...k->nk", backprops)
-    return grads

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -35,8 +34,9 @@ from typing import Any
 
 import torch
 
+from ..dp_budget import prefix_steps, steps_per_epoch, sweep_extra_steps
 from ..evaluation.language import perplexity
-from .dp import DPConfig, steps_per_epoch, train_dp
+from .dp import DPConfig, train_dp
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,6 @@ def dp_settings(
     return recipe, sweep
 
 
-def prefix_steps(total_steps: int, fraction: float) -> int:
-    """Steps each candidate trains before the choice: at least one, at most the whole run."""
-    return min(total_steps, max(1, math.ceil(fraction * total_steps)))
-
-
 def rate_label(lr: float) -> str:
     return f"lr~{lr:g}"
 
@@ -115,7 +110,7 @@ def sweep_dp(
 
     total = steps_per_epoch(len(sequences), cfg.batch_size) * cfg.epochs
     prefix = prefix_steps(total, sweep.fraction)
-    swept = replace(cfg, extra_accounted_steps=(len(lrs) - 1) * prefix)
+    swept = replace(cfg, extra_accounted_steps=sweep_extra_steps(total, len(lrs), sweep.fraction))
     record_path = checkpoint_dir / "sweep.json"
     losses = _losses(record_path)
     for lr in lrs:
