@@ -4,7 +4,8 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
-from unlearnbench.fisher.estimation import FisherConfig, estimate_fisher_stage
+from unlearnbench.fisher.estimation import FisherConfig
+from unlearnbench.fisher.storage import estimate_fisher_stage
 from unlearnbench.replicate import ReplicateFiles
 from unlearnbench.stage import run_stage
 

@@ -81,7 +81,7 @@ def frontier_stage(
     cfg = EvalConfig.from_settings(eval_settings, seed=replicate.seed)
     scoring = load_scoring_data(replicate, cfg, device)
     model, data = setup_replicate(replicate, replicate.original, device)
-    fisher = load_fisher(replicate.fisher, model) if cls.needs_fisher else None
+    fisher = load_fisher(replicate.fisher, model, data) if cls.needs_fisher else None
     original = {k: v.detach().clone() for k, v in model.state_dict().items()}
     before = snapshot(model)
     forget = [data.sequences[i] for i in data.forget_rows]
