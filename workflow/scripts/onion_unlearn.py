@@ -5,9 +5,13 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
 from unlearnbench.fisher.estimation import FisherConfig
+from unlearnbench.fisher.launch import ran_on_every_gpu
 from unlearnbench.replicate import ReplicateFiles
 from unlearnbench.stage import record_stage, start_stage
 from unlearnbench.studies.onion import onion_stage
+
+if ran_on_every_gpu(snakemake):  # gpu > 1: this script ran once per GPU, under torchrun
+    sys.exit(0)
 
 params = dict(snakemake.params.items())
 inp, out = snakemake.input, snakemake.output

@@ -7,10 +7,14 @@ from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
+from unlearnbench.fisher.launch import ran_on_every_gpu
 from unlearnbench.replicate import ReplicateFiles
 from unlearnbench.stage import start_stage
 from unlearnbench.studies.realworld.stages import record_secret_scores
 from unlearnbench.unlearning.stage import record_unlearning
+
+if ran_on_every_gpu(snakemake):  # gpu > 1: this script ran once per GPU, under torchrun
+    sys.exit(0)
 
 params = dict(snakemake.params.items())
 inp, out = snakemake.input, snakemake.output
