@@ -43,7 +43,7 @@ from ..tokenizer import load_tokenizer
 from .estimation import FisherConfig, estimate_fisher, gradient_matrix, sampled_sequences
 from .matrix_free import MatrixFreeFisher
 from .sharded import GatheredFisher, estimate_sharded_fisher, load_sharded_fisher, rank_world
-from .woodbury import CHUNK_COLUMNS, ROW_BLOCK, Artifact, WoodburyFisher, read_artifact
+from .woodbury import Artifact, WoodburyFisher, read_artifact
 
 log = logging.getLogger(__name__)
 Fisher = WoodburyFisher | MatrixFreeFisher | GatheredFisher
@@ -110,13 +110,7 @@ def load_fisher(
         G = G.to(device)
     elif device.type == "cuda":
         G = G.pin_memory()  # host storage: column chunks stream to the GPU
-    return WoodburyFisher(
-        G, art.meta["lambda"], art.blocks, [L.to(device) for L in art.factors],
-        fingerprint=art.meta["fingerprint"], parameter_names=art.meta.get("parameter_names"),
-        cost=art.meta.get("cost"), diag=None if art.diag is None else art.diag.to(device),
-        chunk_columns=art.meta.get("chunk_columns", CHUNK_COLUMNS),
-        row_block=art.meta.get("row_block", ROW_BLOCK), device=device, record=art.record,
-    )  # fmt: skip
+    return WoodburyFisher.from_artifact(art, G, device)
 
 
 def stored_config(art: Artifact) -> FisherConfig:

@@ -382,15 +382,20 @@ class WoodburyFisher:
         meta_path: str | Path,
         expected_fingerprint: str | None = None,
         device: str | torch.device = "cpu",
-        gradients_device: str | torch.device | None = None,
     ) -> WoodburyFisher:
         """Load and check an artifact that holds G: format, fingerprint, shapes; corrupted files
-        are a ValueError that names the file and the fix. ``gradients_device``: where G goes
-        (default ``device``; "cpu" with a GPU ``device`` is host storage)."""
+        are a ValueError that names the file and the fix."""
         art = read_artifact(tensors_path, meta_path, expected_fingerprint)
         if art.gradients is None:
             raise art.fail(f"gradients missing (the {art.meta.get('storage')} artifact)")
-        G = art.gradients.to(gradients_device or device)
+        return cls.from_artifact(art, art.gradients.to(device), device)
+
+    @classmethod
+    def from_artifact(
+        cls, art: Artifact, G: torch.Tensor, device: str | torch.device
+    ) -> WoodburyFisher:
+        """The stored Fisher with gradients ``G`` (read back, or recomputed from the artifact's
+        sample), products on ``device``."""
         return cls(
             G,
             art.meta["lambda"],
