@@ -7,7 +7,9 @@ Static M-FAC / WoodFisher (Frantar et al. 2021; Singh & Alistarh 2020), per bloc
 ``literal_recursion`` computes h_i one rank-one update at a time (O(m^2 d) memory-bound matrix-
 vector passes); ``recursion_factors`` derives the same h_i and den_i from ``WoodburyFisher``'s
 Cholesky factors (den_i = L_ii^2 / lam, h_i = (L_ii / lam) (L^{-1} G)_i); ``dense_inverse`` forms
-the d x d inverse for small d.
+the d x d inverse for small d. ``correlated_gradients`` are the synthetic G the Fisher tests
+share, ``MatrixRows`` serves a fixed G as a matrix-free Fisher's recomputed rows, ``rel_err``
+is their yardstick.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from unlearnbench.fisher.woodbury import (
     check_blocks,
     checked_cholesky,
     column_chunks,
+    row_tiles,
     uses_dual_form,
 )
 
@@ -128,3 +131,43 @@ def dense_inverse(
             keep[a:b, a:b] = True
         F = F * keep
     return torch.linalg.inv(F + lam * torch.eye(d, dtype=torch.float64))
+
+
+def correlated_gradients(m: int, d: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+    """Rows share a rank-3 part, like real per-example gradients: an ill-conditioned Gram."""
+    gen = torch.Generator().manual_seed(seed)
+    shared = torch.randn(m, 3, generator=gen, dtype=torch.float64) @ torch.randn(
+        3, d, generator=gen, dtype=torch.float64
+    )
+    return (shared + 0.1 * torch.randn(m, d, generator=gen, dtype=torch.float64)).to(dtype)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b||, in float64."""
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+class MatrixRows:
+    """A fixed G served the way ``GradientRows`` serves recomputed gradients: chunk by chunk,
+    counting the rows it hands out."""
+
+    def __init__(self, G: torch.Tensor, rows: int) -> None:
+        self.G, self.rows, self.computed = G, rows, 0
+        self.m, self.d, self.device = G.shape[0], G.shape[1], G.device
+        self.weights = "fixed"
+
+    def tiles(self):
+        return row_tiles(self.m, self.rows)
+
+    def compute(self, lo: int, hi: int, slot: int = 0) -> torch.Tensor:
+        self.computed += hi - lo
+        return self.G[lo:hi].clone()  # a fresh buffer, as a recomputation gives
+
+    def release(self) -> None:
+        pass
+
+    def weights_fingerprint(self) -> str:
+        return self.weights
+
+    def parameter_names(self) -> None:
+        return None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -64,3 +67,20 @@ def replicate_files(tmp_path_factory) -> ReplicateFiles:
         validation=root / "validation.parquet",
         original=root / "original",
     )
+
+
+@pytest.fixture(scope="module")
+def targets(replicate_files, tmp_path_factory):
+    """What a frontier's selection compares with: the retrained model's tuning canaries (a
+    synthetic metrics file at a level the grid crosses) and the original's validation
+    perplexity."""
+    root = tmp_path_factory.mktemp("targets")
+    table = pd.read_csv(replicate_files.canaries)
+    tuning = table[table["role"] == "tuning"]
+    retrained = root / "retrained.json"
+    retrained.write_text(json.dumps({"canaries": [
+        {"canary_id": int(c), "role": "tuning", "exposure_exact": 3.5} for c in tuning.canary_id
+    ]}))  # fmt: skip
+    original = root / "original.json"
+    original.write_text(json.dumps({"perplexity": {"validation": {"perplexity": 60.0}}}))
+    return dataclasses.replace(replicate_files, retrained_metrics=retrained), original

@@ -149,3 +149,38 @@ def test_ghost_clipping_is_sized_without_per_sample_gradients():
     d = scratch_parameters(config["model"], config["tokenizer"]["vocab_size"])
     per_sample_mb = 2 * config["train_dp"]["batch_size"] * d * 4 / 2**20
     assert memory_of["lean"] - memory_of["ghost"] == pytest.approx(per_sample_mb)
+
+
+def test_matrix_free_is_sized_without_g_on_one_gpu_only():
+    config = validate_config(config_of("config.yaml"))
+    config["model"] = {**config["model"], "source": "facebook/opt-2.7b"}
+    config["fisher"] |= {"storage": "matrix_free", "gradient_method": "loop", "recompute_rows": 2}
+    one, two = ({"estimate_fisher": {"mem_mb": 500_000, "gpu": n}} for n in (1, 2))
+    (fisher,) = check_plan(config, one, local=False)
+    assert fisher.gpu_memory_mb < memory.GPU_MB and "storage matrix_free" in fisher.detail
+    assert fisher.memory_mb < 20_000  # no G in host memory either (2.5 TB at m = 256)
+    with pytest.raises(PlanError, match=r"fisher\.storage: matrix_free runs in one process .* "
+                       r"rule estimate_fisher asks for 2 GPUs"):  # fmt: skip
+        check_plan(config, two, local=False)
+    sweep = {"sweep_frontier": {"mem_mb": 500_000, "gpu": 4}}
+    with pytest.raises(PlanError, match=r"rule sweep_frontier asks for 4 GPUs"):
+        check_plan(config, sweep, local=False)
+    config["fisher"]["recompute_rows"] = 16
+    with pytest.raises(PlanError, match=r"fisher\.recompute_rows: .* lower fisher\.recompute_rows "
+                       r"to 2; or lower fisher\.examples to \d+$"):  # fmt: skip
+        check_plan(config, one, local=False)
+
+
+def test_host_storage_and_bfloat16_size_the_gradients_where_they_live():
+    config = validate_config(config_of("config.yaml"))
+    config["model"] = {**config["model"], "source": "gpt2"}  # G: 119 GiB at m = 256
+    config["fisher"] |= {"gradient_method": "loop", "storage": "host"}
+    rule = {"estimate_fisher": {"mem_mb": 150_000, "gpu": 1}}
+    (host,) = check_plan(config, rule, local=False)
+    assert host.gpu_memory_mb < 5_000 and host.memory_mb > 120_000
+    config["fisher"]["dtype"] = "bfloat16"
+    (half,) = check_plan(config, rule, local=False)
+    assert half.memory_mb < host.memory_mb - 55_000
+    with pytest.raises(PlanError, match=r"fisher\.examples: .* lower fisher\.examples or "
+                       r"fisher\.dtype"):  # fmt: skip
+        check_plan(config, {"estimate_fisher": {"mem_mb": 20_000, "gpu": 1}}, local=False)

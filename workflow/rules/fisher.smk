@@ -4,7 +4,9 @@
 
 rule estimate_fisher:
     """F = lambda I + (1/m) sum g_i g_i^T from m per-example gradients of D+, stored as the
-    Woodbury factors (safetensors + JSON) with the fingerprint of the weights it belongs to."""
+    Woodbury factors (safetensors + JSON) with the fingerprint of the weights it belongs to, and
+    the gradients themselves where one process holds them all (fisher.storage: device or host);
+    with resources gpu > 1 the adapter runs once per GPU under torchrun (the sharded Fisher)."""
     input:
         unpack(request_manifests),
         model=model_files("results/models/{dataset}/seed~{seed}/original"),

@@ -6,9 +6,13 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
 from unlearnbench.fisher.estimation import FisherConfig
+from unlearnbench.fisher.launch import ran_on_every_gpu
 from unlearnbench.replicate import ReplicateFiles
 from unlearnbench.stage import run_stage
 from unlearnbench.unlearning.frontier_stage import frontier_stage
+
+if ran_on_every_gpu(snakemake):  # gpu > 1: this script ran once per GPU, under torchrun
+    sys.exit(0)
 
 params = dict(snakemake.params.items())
 inp = snakemake.input

@@ -9,11 +9,15 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, als
 from unlearnbench.artifacts import describe_files
 from unlearnbench.evaluation import EvalConfig, load_scoring_data, record_metrics
 from unlearnbench.fisher.estimation import FisherConfig
+from unlearnbench.fisher.launch import ran_on_every_gpu
 from unlearnbench.provenance import read_json
 from unlearnbench.replicate import ReplicateFiles
 from unlearnbench.stage import run_stage
 from unlearnbench.studies.cycles import unlearn_cycles_stage
 from unlearnbench.unlearning.frontier import operating_hyper
+
+if ran_on_every_gpu(snakemake):  # gpu > 1: this script ran once per GPU, under torchrun
+    sys.exit(0)
 
 params = dict(snakemake.params.items())
 out = snakemake.output

@@ -9,12 +9,16 @@ from pathlib import Path
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the unlearnbench package, also under --sdm conda
 
 from unlearnbench.fisher.estimation import FisherConfig
+from unlearnbench.fisher.launch import ran_on_every_gpu
 from unlearnbench.replicate import ReplicateFiles
 from unlearnbench.stage import record_stage, start_stage
 from unlearnbench.studies.realworld.stages import record_secret_scores
 from unlearnbench.unlearning.frontier import operating_hyper
 from unlearnbench.unlearning.frontier_stage import matched_utility_stage
 from unlearnbench.unlearning.stage import unlearn_stage
+
+if ran_on_every_gpu(snakemake):  # gpu > 1: this script ran once per GPU, under torchrun
+    sys.exit(0)
 
 params = dict(snakemake.params.items())
 inp, out = snakemake.input, snakemake.output

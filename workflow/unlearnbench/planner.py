@@ -42,6 +42,11 @@ BYTES_PER_ROW = 400  # a text row in pandas/Python: the characters plus object o
 # about a dense bf16 H100 for a GPU job.
 RATE = {"cpu": 4e11, "gpu": 1e15}
 CACHE_BUDGET_MB = 1024  # the digit-tree walk's key/value cache (exposure.tree)
+# Rules whose adapter runs once per GPU under torchrun when they ask for more than one
+# (fisher.launch): the Fisher's estimate and the unlearning jobs that read or estimate one.
+SHARDED_RULES = (
+    "estimate_fisher", "sweep_frontier", "unlearn_realworld", "unlearn_cycles", "onion_unlearn",
+)  # fmt: skip
 
 
 class PlanError(ConfigError):
@@ -120,16 +125,26 @@ def _fisher_shape(config: Mapping[str, Any]):
 
 
 def _fisher_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``fisher.*`` as ``fisher.memory`` takes it. ``storage`` and ``dtype`` are not config keys
-    yet: the code stores G in float32 on the model's device."""
+    """``fisher.*`` as ``fisher.memory`` takes it."""
     fisher = config["fisher"]
-    return {
-        "blocks": fisher["blocks"],
-        "block_size": fisher["block_size"],
-        "storage": fisher.get("storage", "device"),
-        "dtype": fisher.get("dtype", "float32"),
-        "gradient_method": fisher["gradient_method"],
-    }
+    keys = ("blocks", "block_size", "storage", "dtype", "gradient_method", "recompute_rows")
+    return {key: fisher[key] for key in keys}
+
+
+def _gradient_passes(config: Mapping[str, Any], m: int) -> int:
+    """Per-example gradients the Fisher's set-up computes: m, or matrix_free's recomputations."""
+    fisher = config["fisher"]
+    if fisher["storage"] != "matrix_free":
+        return m
+    return fisher_memory_module().setup_gradients(m, fisher["recompute_rows"])
+
+
+def _stored_gradients_mb(config: Mapping[str, Any], m: int, d: int) -> float:
+    """G as a Fisher-reading job holds it (none for matrix_free)."""
+    fisher = config["fisher"]
+    if fisher["storage"] == "matrix_free":
+        return 0.0
+    return m * d * fisher_memory_module().DTYPE_BYTES[fisher["dtype"]] / MB
 
 
 def _fisher_estimate(config: Mapping[str, Any], device: str, gpus: int) -> Estimate | None:
@@ -144,15 +159,19 @@ def _fisher_estimate(config: Mapping[str, Any], device: str, gpus: int) -> Estim
         shape, m, seq, gpus=gpus, device=device, process_mb=PROCESS_MB, **_fisher_settings(config)
     )
     keys = ["fisher.examples"]
+    if config["fisher"]["storage"] == "host":
+        keys.append("fisher.dtype")  # G in host RAM: bfloat16 halves it
     if config["model"]["source"] == "scratch":
         keys.append(parameter_driver(config["model"], config["tokenizer"]["vocab_size"]))
-    g_mb = m * d * memory.DTYPE_BYTES[_fisher_settings(config)["dtype"]] / MB
+    g_mb = m * d * memory.DTYPE_BYTES[config["fisher"]["dtype"]] / MB
+    passes = _gradient_passes(config, m)
     return Estimate(
         "estimate_fisher",
         need.host_mb + _text_mb(config),
-        (6 * d * m * seq + 2 * m * m * d) / RATE[device],
+        (6 * d * passes * seq + 2 * m * m * d) / RATE[device],
         tuple(keys),
-        f"m = {m} gradients of d = {d} parameters ({g_mb:,.0f} MB)",
+        f"m = {m} gradients of d = {d} parameters ({g_mb:,.0f} MB, storage "
+        f"{config['fisher']['storage']}, {passes} gradient computations)",
         need.gpu_mb,
     )
 
@@ -224,7 +243,7 @@ def estimates(config: Mapping[str, Any], device: str = "cpu", gpus: int = 1) -> 
         f"x {d} parameters",
     )
     m = min(fisher["examples"], rows)
-    fisher_mb = (m * d * 4 + 2 * m * m * 8) / MB  # G and the m x m Gram matrix / factor
+    fisher_mb = _stored_gradients_mb(config, m, d) + 2 * m * m * 8 / MB  # G, Gram and factor
     out.append(_fisher_estimate(config, device, gpus))
     batch = config["unlearn"]["trajectory"]["batch_size"]
     points = max((_grid_size(g) for g in config["unlearn"]["frontier"].values()), default=1)
@@ -343,13 +362,21 @@ def check_plan(
     ``gpu_mb``: memory of one GPU (default ``fisher.memory.GPU_MB``, 80 GB)."""
     problems = []
     plans = []
+    one_process = set()  # rules refused for asking matrix_free to run on several GPUs
     gpu_mb = fisher_memory_module().GPU_MB if gpu_mb is None else gpu_mb
     for rule, declared in resources.items():
         gpus = int(declared.get("gpu") or 0)
         device = "gpu" if gpus else "cpu"
         plans += [e for e in estimates(config, device, max(gpus, 1)) if e.rule == rule]
+        if gpus > 1 and rule in SHARDED_RULES and config["fisher"]["storage"] == "matrix_free":
+            one_process.add(rule)
+            problems.append(
+                f"fisher.storage: matrix_free runs in one process (it stores no columns to "
+                f"shard), but rule {rule} asks for {gpus} GPUs; give it resources gpu=1, or set "
+                "fisher.storage: device or host for the sharded Fisher"
+            )
     for e in plans:
-        if e.gpu_memory_mb > gpu_mb:
+        if e.gpu_memory_mb > gpu_mb and e.rule not in one_process:
             problems.append(_fisher_gpu_refusal(config, resources[e.rule], gpu_mb))
         declared = resources.get(e.rule, {})
         limit = declared.get("mem_mb")
@@ -382,8 +409,7 @@ def _fisher_gpu_refusal(
     m = min(config["fisher"]["examples"], rows)
     return fisher_memory_module().gpu_refusal(
         _fisher_shape(config), m, tokens_per_sequence(config), gpus=int(declared["gpu"]),
-        gpu_mb=gpu_mb, storage_key="storage" in config["fisher"],
-        **_fisher_settings(config),
+        gpu_mb=gpu_mb, host_mb=declared.get("mem_mb"), **_fisher_settings(config),
     )  # fmt: skip
 
 

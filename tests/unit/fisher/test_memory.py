@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from references.fisher_recursion import MatrixRows, correlated_gradients
 from transformers import GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM
 from unlearnbench.fisher import memory
+from unlearnbench.fisher.matrix_free import MatrixFreeFisher
 from unlearnbench.fisher.memory import (
     GPU_MB,
     MB,
@@ -157,9 +159,52 @@ def test_refusal_names_the_key_the_numbers_and_the_fixes():
     assert "m = 1024 gradients of d = 124,439,808" in message
     assert "ask for 7 GPUs (resources gpu=7" in message
     assert f"lower fisher.examples to {largest_m(shape, 336, 1, gradient_method='loop')}" in message
-    assert "fisher.storage" not in message  # not a config key (yet)
-    offered = gpu_refusal(shape, 1024, 336, gradient_method="loop", storage_key=True)
-    assert "set fisher.storage: host" in offered
+    assert "set fisher.storage: host" in message
+
+
+def test_matrix_free_peak_by_hand():
+    """Two chunks of recompute_rows gradients, one example's workspace, the Gram sums beside
+    the factors; one chunk when it holds all m rows."""
+    need = fisher_memory(TOY, 8, 8, storage="matrix_free", gradient_method="loop",
+                         recompute_rows=3, process_mb=0)  # fmt: skip
+    workspace = 4 * TOY_D + 8 * 360 * 4 + 12 * 8 * 10
+    factor, setup = 8 * 8 * 8, 4 * 8 * 8 * 8
+    cuda = memory.CUDA_CONTEXT_MB * MB
+    chunks = 2 * 3 * 4 * TOY_D
+    assert need.gpu_mb * MB == pytest.approx(
+        cuda + 4 * TOY_D + chunks + workspace + 2 * factor + setup
+    )
+    whole = fisher_memory(TOY, 8, 8, storage="matrix_free", gradient_method="loop",
+                          recompute_rows=50, process_mb=0)  # fmt: skip
+    assert whole.parts["recomputed chunks"] * MB == 8 * 4 * TOY_D
+    assert fisher_memory(TOY, 8, 8, storage="matrix_free", gpus=4).gpus == 1  # one process
+
+
+def test_setup_gradients_and_the_largest_recompute_rows():
+    assert memory.setup_gradients(256, 256) == 256
+    assert memory.setup_gradients(256, 1) == 256 * 257 // 2
+    assert memory.setup_gradients(10, 4) == 4 + (4 + 4) + (2 + 8)  # chunks of 4, 4, 2
+    for m, rows in ((60, 1), (60, 7), (10, 4), (16, 100)):  # what the set-up really computes
+        source = MatrixRows(correlated_gradients(m, 8, dtype=torch.float32), rows)
+        fisher = MatrixFreeFisher.set_up(source, 1e-3)
+        assert fisher.cost["setup_gradients"] == memory.setup_gradients(m, rows)
+    shape, kw = MODELS["facebook/opt-2.7b"], {"gradient_method": "loop"}
+    rows = memory.largest_recompute_rows(shape, 256, 336, **kw)
+    free = {"storage": "matrix_free", **kw}
+    assert rows >= 1 and fisher_memory(shape, 256, 336, recompute_rows=rows, **free).fits()
+    assert not fisher_memory(shape, 256, 336, recompute_rows=rows + 1, **free).fits()
+
+
+def test_matrix_free_refusals_name_recompute_rows_and_one_gpu():
+    shape = MODELS["facebook/opt-2.7b"]
+    kw = {"storage": "matrix_free", "gradient_method": "loop"}
+    message = gpu_refusal(shape, 256, 336, recompute_rows=16, **kw)
+    rows = memory.largest_recompute_rows(shape, 256, 336, gradient_method="loop")
+    assert message.startswith("fisher.recompute_rows: rule estimate_fisher would need about ")
+    assert f"lower fisher.recompute_rows to {rows}" in message and "ask for" not in message
+    assert gpu_refusal(shape, 256, 336, recompute_rows=rows, **kw) is None
+    two = gpu_refusal(shape, 256, 336, gpus=2, recompute_rows=rows, **kw)
+    assert two.startswith("fisher.storage: matrix_free runs in one process")
 
 
 def test_a_vmap_workspace_that_cannot_fit_names_the_gradient_method():
@@ -172,11 +217,12 @@ def test_the_table_has_every_model_m_and_gpu_count():
     text = markdown_table()
     sections = text.split("**storage: ")[1:]
     assert [s.split("**")[0] for s in sections] == list(memory.STORAGE_MODES)
-    for section in sections:
+    for storage, section in zip(memory.STORAGE_MODES, sections, strict=True):
         rows = [line for line in section.splitlines() if line.startswith("|")]
         header, rule, body = rows[0], rows[1], rows[2:]
-        assert header.count("|") == rule.count("|") == 11  # 10 columns
-        assert all(row.count("|") == 11 for row in body)
+        pipes = 9 if storage == "matrix_free" else 11  # 8 or 10 columns
+        assert header.count("|") == rule.count("|") == pipes
+        assert all(row.count("|") == pipes for row in body)
         assert len(body) == len(MODELS) * len(memory.TABLE_EXAMPLES)
         assert [row.split(" | ")[2] for row in body[:4]] == ["16", "64", "256", "1024"]
         labels = {row.split(" | ")[0].lstrip("| ") for row in body}
@@ -185,6 +231,9 @@ def test_the_table_has_every_model_m_and_gpu_count():
     device = [line for line in sections[0].splitlines() if line.startswith("|")]
     assert device[2].startswith("| GPT-2 124M | 124 M | 16 |") and device[2].endswith("| 1 |")
     assert device[-1].startswith("| OPT-2.7b |") and device[-1].endswith("| none |")
+    # matrix_free fits OPT-2.7b at m = 1024 on one GPU, recomputing 2 rows at a time
+    free = [line for line in sections[2].splitlines() if line.startswith("|")]
+    assert free[-1].startswith("| OPT-2.7b | 2,652 M | 1024 | 10,115.0 | 2 |")
 
 
 def test_cli_prints_the_table(capsys):

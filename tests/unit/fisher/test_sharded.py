@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from references.fisher_recursion import dense_inverse
+from references.fisher_recursion import correlated_gradients, dense_inverse, rel_err
 from unlearnbench.fisher.estimation import FisherConfig, estimate_fisher
+from unlearnbench.fisher.launch import launch_command
 from unlearnbench.fisher.sharded import (
     ShardedWoodburyFisher,
     estimate_sharded_fisher,
-    launch_command,
     shard_plan,
     shard_width,
     take_columns,
@@ -49,21 +49,8 @@ TINY = ModelConfig(n_layer=1, n_embd=16, n_head=2, n_positions=32)
 VOCAB = 50
 
 
-def correlated_gradients(m: int, d: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
-    """Rows share a rank-3 part, like real per-example gradients: an ill-conditioned Gram."""
-    gen = torch.Generator().manual_seed(seed)
-    shared = torch.randn(m, 3, generator=gen, dtype=torch.float64) @ torch.randn(
-        3, d, generator=gen, dtype=torch.float64
-    )
-    return (shared + 0.1 * torch.randn(m, d, generator=gen, dtype=torch.float64)).to(dtype)
-
-
 def vector(d: int, seed: int, dtype) -> torch.Tensor:
     return torch.randn(d, generator=torch.Generator().manual_seed(100 + seed)).to(dtype)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
 
 
 def cases():

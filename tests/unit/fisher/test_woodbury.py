@@ -6,7 +6,13 @@ import json
 
 import pytest
 import torch
-from references.fisher_recursion import dense_inverse, literal_recursion, recursion_factors
+from references.fisher_recursion import (
+    correlated_gradients,
+    dense_inverse,
+    literal_recursion,
+    recursion_factors,
+    rel_err,
+)
 from unlearnbench.fisher.woodbury import WoodburyFisher, check_blocks, fixed_size_blocks
 
 D = 40
@@ -17,19 +23,6 @@ BLOCKINGS = {
     "fixed_16": fixed_size_blocks(D, 16),
 }
 SHAPES = {"m>d": 60, "m<d": 16}
-
-
-def correlated_gradients(m: int, d: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
-    """Rows share a rank-3 part, like real per-example gradients: an ill-conditioned Gram."""
-    gen = torch.Generator().manual_seed(seed)
-    shared = torch.randn(m, 3, generator=gen, dtype=torch.float64) @ torch.randn(
-        3, d, generator=gen, dtype=torch.float64
-    )
-    return (shared + 0.1 * torch.randn(m, d, generator=gen, dtype=torch.float64)).to(dtype)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
 
 
 def small_tiles(G, lam, blocks):

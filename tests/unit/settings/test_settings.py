@@ -111,6 +111,18 @@ BAD_CONFIGS = [
     ),
     ({"onion.siblings": [4, 8]}, "onion.siblings", "decrease"),
     ({"onion.siblings": [200, 8]}, "onion.siblings", "corpus rows"),
+    ({"fisher.storage": "disk"}, "fisher.storage", "disk"),
+    ({"fisher.storage": "matrix_free", "fisher.dtype": "bfloat16"}, "fisher.dtype", "stores none"),
+    (
+        {"fisher.storage": "matrix_free", "unlearn.methods.fisher_removal.iterations": 2},
+        "unlearn.methods.fisher_removal.iterations",
+        "matrix_free",
+    ),
+    (  # Fisher Forgetting has no refresh: its second step always reuses the starting Fisher
+        {"fisher.storage": "matrix_free", "unlearn.frontier.fisher_forgetting.iterations": [1, 3]},
+        "unlearn.methods.fisher_forgetting.iterations",
+        "3 steps",
+    ),
     ({"onion.method": "forget_all"}, "onion.method", "forget_all"),
     ({"onion.method": "grad_diff"}, "onion.method", "unlearn.run"),
     (
@@ -151,6 +163,16 @@ SCHEMA_KEYWORDS = {
     "additionalProperties", "required", "items", "enum", "pattern", "minimum", "maximum",
     "exclusiveMinimum", "exclusiveMaximum", "minItems", "uniqueItems", "oneOf",
 }  # fmt: skip
+
+
+def test_matrix_free_takes_several_steps_with_a_fresh_fisher():
+    config = config_of("config.yaml")
+    config["fisher"] |= {"storage": "matrix_free", "recompute_rows": 4}
+    config["unlearn"]["methods"]["fisher_removal"] |= {"iterations": 3, "refresh_fisher": True}
+    validate_config(config)  # every step re-estimates the Fisher at the current weights
+    config["fisher"]["storage"] = "host"
+    config["unlearn"]["methods"]["fisher_forgetting"]["iterations"] = 2
+    validate_config(config)  # a stored G serves any weights
 
 
 def test_schema_nodes_use_only_schema_keywords_and_whole_descriptions():

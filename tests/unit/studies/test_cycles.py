@@ -6,7 +6,8 @@ import dataclasses
 import json
 
 import pytest
-from unlearnbench.fisher.estimation import FisherConfig, estimate_fisher_stage
+from unlearnbench.fisher.estimation import FisherConfig
+from unlearnbench.fisher.storage import estimate_fisher_stage
 from unlearnbench.models import fingerprint, load_model
 from unlearnbench.studies.cycles import unlearn_cycles_stage
 from unlearnbench.unlearning import unlearn_stage

@@ -64,22 +64,6 @@ def test_erasure_target_is_the_retrained_level_plus_the_noise_floor():
     assert erasure_target(0.5, None)["tuning_exposure"] == 0.5  # no twin: the bare level
 
 
-@pytest.fixture(scope="module")
-def targets(replicate_files, tmp_path_factory):
-    """What selection compares with: the retrained model's tuning canaries (a synthetic metrics
-    file at a level the grid crosses) and the original's validation perplexity."""
-    root = tmp_path_factory.mktemp("targets")
-    table = pd.read_csv(replicate_files.canaries)
-    tuning = table[table["role"] == "tuning"]
-    retrained = root / "retrained.json"
-    retrained.write_text(json.dumps({"canaries": [
-        {"canary_id": int(c), "role": "tuning", "exposure_exact": 3.5} for c in tuning.canary_id
-    ]}))  # fmt: skip
-    original = root / "original.json"
-    original.write_text(json.dumps({"perplexity": {"validation": {"perplexity": 60.0}}}))
-    return dataclasses.replace(replicate_files, retrained_metrics=retrained), original
-
-
 def sweep(replicate, original, method, grid, hyper=None):
     return frontier_stage(method, hyper or {}, grid, replicate, FISHER, EVALUATE, 1.5, original)
 

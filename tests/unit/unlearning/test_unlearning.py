@@ -324,10 +324,11 @@ def test_fisher_of_other_weights_is_refused(tmp_path):
     fisher = estimate_fisher(model, synthetic_replicate().sequences[:26], FISHER, EOS)
     paths = (tmp_path / "fisher.safetensors", tmp_path / "fisher.json")
     fisher.save(*paths)
-    assert load_fisher(paths, model).fingerprint == fingerprint(model)
+    data = synthetic_replicate()
+    assert load_fisher(paths, model, data).fingerprint == fingerprint(model)
     other = build_model(TINY, vocab_size=VOCAB, eos_id=EOS, seed=1)
     with pytest.raises(ValueError, match=r"fisher\.json: .*rerun estimate_fisher for this model"):
-        load_fisher(paths, other)
+        load_fisher(paths, other, data)
 
 
 # A known answer

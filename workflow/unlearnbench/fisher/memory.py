@@ -7,17 +7,19 @@ workspace of the per-example gradients (one example's gradient and activations f
 (one float64 m x m Cholesky factor per dual block, n x n per primal block, and a Gram matrix
 being factored: about 4 m x m float64 at once). Where G lives is the storage mode:
 
-- ``device``: G on the GPU, next to the model (today's code), its columns split over W GPUs
-  when sharded (``sharded.py``: each rank also holds a full-width buffer of the rows in
-  flight). Saving copies each rank's G to host memory.
-- ``host``: G in host RAM, column blocks streamed to the GPU (two m x 65536 buffers).
-- ``matrix_free``: G never stored; per-example gradients are recomputed for every product
-  (two row chunks at once for the Gram matrix), so memory is the model, a gradient workspace,
-  two float64 d-vectors and the factors, and time grows instead (O(m) gradient passes per
-  set-up and per diagonal; a JVP and a VJP pass per product).
+- ``device``: G on the GPU, next to the model, its columns split over W GPUs when sharded
+  (``sharded.py``: each rank also holds a full-width buffer of the rows in flight). Saving
+  copies G and the factors to host memory.
+- ``host``: G in host RAM (each rank's columns when sharded), column blocks streamed to the
+  GPU (two m x 65536 buffers).
+- ``matrix_free``: G never stored (``matrix_free.py``); per-example gradients are recomputed
+  ``recompute_rows`` at a time into two (rows, d) chunks, so memory is the model, those chunks,
+  a gradient workspace and the Gram sums beside the factors, and time grows instead
+  (``setup_gradients``: about m^2 / (2 rows) per-example gradients for the set-up). One process
+  only: it has no columns to shard.
 
-On a CPU run (no GPU) every mode is host memory. ``host`` and ``matrix_free`` are what-ifs:
-only ``device`` (and on CPUs, host memory) is implemented.
+On a CPU run (no GPU) every mode is host memory. All three modes are implemented; only the
+device mode's peaks are calibrated (below), the other two follow the same terms.
 
 Calibration: ``estimate_fisher`` then ``save`` on CPU (storage device = host memory, ``loop``,
 128-token sequences, vocabulary 2048, random weights, one thread), each point in a fresh
@@ -185,11 +187,14 @@ def fisher_memory(
     gradient_method: str = "auto",
     device: str = "gpu",
     process_mb: float = PROCESS_MB,
+    recompute_rows: int = 16,
 ) -> FisherMemory:
     """Peak memory of estimating F from m per-example gradients of ``tokens``-token sequences.
 
-    ``gpus``: processes (one per GPU); in ``device`` mode G's columns are split over them.
+    ``gpus``: processes (one per GPU); in ``device`` and ``host`` mode G's columns are split
+    over them (matrix_free runs in one process: ``gpus`` is ignored there).
     ``device``: "gpu" or "cpu" (then everything is host memory and ``gpus`` is ignored).
+    ``recompute_rows``: matrix_free's chunk of recomputed gradients.
     """
     if storage not in STORAGE_MODES:
         raise ValueError(f"fisher.storage: unknown {storage!r}; use one of {STORAGE_MODES}")
@@ -197,8 +202,10 @@ def fisher_memory(
         raise ValueError(f"fisher.dtype: unknown {dtype!r}; use one of {tuple(DTYPE_BYTES)}")
     if device not in ("gpu", "cpu"):
         raise ValueError(f"device must be gpu or cpu, got {device!r}")
-    ranks = max(1, gpus) if device == "gpu" else 1
+    ranks = max(1, gpus) if device == "gpu" and storage != "matrix_free" else 1
     d, rows = shape.d, gradient_rows(gradient_method, device)
+    if storage == "matrix_free" and rows > 1:
+        rows = recompute_rows  # vmap computes a whole chunk at once
     widths = block_widths(shape, blocks, block_size)
     dual = [w for w in widths if w >= m]
     primal = [w for w in widths if w < m]
@@ -212,14 +219,17 @@ def fisher_memory(
     weights = 4 * d
     workspace = rows * 4 * d + activation_bytes(shape, rows, tokens)
     stored = m * math.ceil(d / ranks) * DTYPE_BYTES[dtype]
-    sharded_rows = rows * 4 * d if ranks > 1 and storage == "device" else 0
+    sharded_rows = rows * 4 * d if ranks > 1 else 0
     parts = {"weights": weights, "gradient workspace": workspace, "factors": factors}
     parts["set-up"] = setup
+    # matrix_free: two chunks of recomputed rows (one when a chunk holds all m), and the Gram
+    # sums beside the factors
+    held = min(recompute_rows, m)
+    chunks, sums = (1 if held == m else 2) * held * 4 * d, factors
     if device == "cpu":
         if storage == "matrix_free":
-            on_device = weights + 2 * rows * 4 * d + activation_bytes(shape, rows, tokens)
-            on_device += 16 * d + factors + setup
-            parts.pop("gradient workspace")
+            parts |= {"recomputed chunks": chunks, "Gram sums": sums}
+            on_device = weights + chunks + workspace + sums + factors + setup
         else:
             parts["G"] = stored
             on_device = weights + stored + max(workspace, factors + setup)
@@ -231,13 +241,12 @@ def fisher_memory(
         host = stored + factors  # saving: G and the factors copied to host memory
     elif storage == "host":
         stream = 2 * m * min(CHUNK_COLUMNS, d) * DTYPE_BYTES[dtype]
-        parts |= {"G (host)": stored, "stream buffers": stream}
-        gpu = cuda + weights + max(workspace, stream + factors + setup)
+        parts |= {"G (host)": stored, "stream buffers": stream, "row buffer": sharded_rows}
+        gpu = cuda + weights + max(workspace + sharded_rows, stream + factors + setup)
         host = stored + factors
     else:
-        pair = 2 * rows * 4 * d + activation_bytes(shape, rows, tokens)  # two row chunks
-        parts |= {"gradient workspace": pair, "vectors": 16 * d}
-        gpu = cuda + weights + pair + 16 * d + factors + setup
+        parts |= {"recomputed chunks": chunks, "Gram sums": sums}
+        gpu = cuda + weights + chunks + workspace + sums + factors + setup
         host = factors
     host_per_rank = process_mb * MB + max(weights, host)  # the model is loaded on the host first
     return FisherMemory(storage, device, ranks, gpu / MB, ranks * host_per_rank / MB, _mb(parts))
@@ -277,6 +286,33 @@ def largest_m(
     return lo
 
 
+def setup_gradients(m: int, rows: int) -> int:
+    """Per-example gradients a matrix-free set-up computes (``MatrixFreeFisher.set_up``): every
+    row chunk once as the held chunk, and again beside each later chunk."""
+    sizes = [min(rows, m - lo) for lo in range(0, m, rows)]
+    return sum(size + sum(sizes[:i]) for i, size in enumerate(sizes))
+
+
+def largest_recompute_rows(
+    shape: ModelShape, m: int, tokens: int, *, gpu_mb: float = GPU_MB, **kwargs
+) -> int:
+    """The largest ``fisher.recompute_rows`` (<= m) at which a matrix-free estimate fits one GPU,
+    or 0 if even one row does not (fewer recomputations: m^2 / (2 rows))."""
+    kwargs = {key: v for key, v in kwargs.items() if key != "recompute_rows"}
+    kwargs["storage"] = "matrix_free"
+
+    def fits(rows: int) -> bool:
+        return fisher_memory(shape, m, tokens, recompute_rows=rows, **kwargs).gpu_mb <= gpu_mb
+
+    if not fits(1):
+        return 0
+    lo, hi = 1, m + 1
+    while hi - lo > 1:  # fits(lo), and hi is past the end or does not fit
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
 def gpu_refusal(
     shape: ModelShape,
     m: int,
@@ -285,18 +321,30 @@ def gpu_refusal(
     gpus: int = 1,
     gpu_mb: float = GPU_MB,
     storage: str = "device",
-    storage_key: bool = False,
+    host_mb: float | None = None,
     **kwargs,
 ) -> str | None:
     """None if the estimate fits ``gpus`` GPUs of ``gpu_mb``, else why not and what to change,
-    the config key first. ``storage_key``: whether the config has ``fisher.storage`` (then a
-    storage mode that fits is offered)."""
+    the config key first (another storage mode is offered only where it also fits the job's
+    ``host_mb``, when given)."""
+    if storage == "matrix_free" and gpus > 1:
+        return (
+            f"fisher.storage: matrix_free runs in one process (it stores no columns to shard), "
+            f"but rule estimate_fisher asks for {gpus} GPUs; give it resources gpu=1, or set "
+            "fisher.storage: device or host for the sharded Fisher"
+        )
     need = fisher_memory(shape, m, tokens, gpus=gpus, storage=storage, **kwargs)
     if need.gpu_mb <= gpu_mb:
         return None
     parts = need.parts
     rows = gradient_rows(kwargs.get("gradient_method", "auto"), "gpu")
-    if rows > 1 and parts["gradient workspace"] > max(parts.get("G", 0), gpu_mb / 2):
+    if storage == "matrix_free":
+        key = "fisher.recompute_rows"
+        problem = (
+            f"{kwargs.get('recompute_rows', 16)} recomputed gradients of d = {shape.d:,} "
+            f"parameters held twice ({parts['recomputed chunks'] / 1024:,.1f} GiB)"
+        )
+    elif rows > 1 and parts["gradient workspace"] > max(parts.get("G", 0), gpu_mb / 2):
         key = "fisher.gradient_method"
         problem = (
             f"vmap holds {rows} per-example gradients and their activations at once "
@@ -312,18 +360,23 @@ def gpu_refusal(
         loop = {**kwargs, "gradient_method": "loop"}
         if fisher_memory(shape, m, tokens, gpus=gpus, storage=storage, **loop).gpu_mb <= gpu_mb:
             fixes.append("set fisher.gradient_method: loop")
-    more = fewest_gpus(shape, m, tokens, gpu_mb=gpu_mb, storage=storage, **kwargs)
-    if more is not None:
-        fixes.append(f"ask for {more} GPUs (resources gpu={more}: the sharded Fisher)")
+    if storage == "matrix_free":
+        fewer = largest_recompute_rows(shape, m, tokens, gpu_mb=gpu_mb, **kwargs)
+        if fewer:
+            fixes.append(f"lower fisher.recompute_rows to {fewer}")
+    else:
+        more = fewest_gpus(shape, m, tokens, gpu_mb=gpu_mb, storage=storage, **kwargs)
+        if more is not None:
+            fixes.append(f"ask for {more} GPUs (resources gpu={more}: the sharded Fisher)")
     smaller = largest_m(shape, tokens, gpus, gpu_mb=gpu_mb, storage=storage, **kwargs)
     if 2 <= smaller < m:
         fixes.append(f"lower fisher.examples to {smaller}")
-    if storage_key:
-        for mode in STORAGE_MODES:
-            other = fisher_memory(shape, m, tokens, gpus=gpus, storage=mode, **kwargs)
-            if mode != storage and other.gpu_mb <= gpu_mb:
-                fixes.append(f"set fisher.storage: {mode} ({other.gpu_mb / 1024:,.1f} GiB)")
-                break
+    for mode in STORAGE_MODES:
+        other = fisher_memory(shape, m, tokens, gpus=gpus, storage=mode, **kwargs)
+        one_process = mode == "matrix_free" and gpus > 1
+        if mode != storage and other.fits(gpu_mb, host_mb) and not one_process:
+            fixes.append(f"set fisher.storage: {mode} ({other.gpu_mb / 1024:,.1f} GiB)")
+            break
     return (
         f"{key}: rule estimate_fisher would need about {need.gpu_mb:,.0f} MB per GPU on {gpus} "
         f"GPU{'s' if gpus > 1 else ''} ({problem}; storage {storage}), more than a GPU's "
@@ -359,7 +412,8 @@ def markdown_table(
 ) -> str:
     """One Markdown table per storage mode: per-GPU peak (GiB) at each GPU count, ✗ where it
     exceeds ``gpu_mb``, the job's host memory on one GPU (✗ over ``host_mb``), and the fewest
-    GPUs of one node on which both fit."""
+    GPUs of one node on which both fit; for matrix_free (one GPU), the largest
+    ``recompute_rows`` that fits, its peak and the gradients its set-up recomputes."""
     out = [
         f"Fisher estimation's peak memory (GiB): {tokens}-token sequences, blocks {blocks}, "
         f"G in {dtype}, gradients by {gradient_method}, GPUs of {gpu_mb / 1024:g} GiB, a node "
@@ -367,15 +421,16 @@ def markdown_table(
         f"(each further GPU adds its process, {PROCESS_MB / 1024:.1f} GiB)."
     ]
     for storage in storage_modes:
+        kw = dict(blocks=blocks, storage=storage, dtype=dtype, gradient_method=gradient_method)
+        if storage == "matrix_free":
+            out.append(_matrix_free_table(models, examples, tokens, gpu_mb, host_mb, kw))
+            continue
         head = ["model", "d", "m", "G (GiB)", *(f"{g} GPU{'s' * (g > 1)}" for g in gpus)]
         head += ["host", "fewest GPUs"]
         lines = [f"\n**storage: {storage}**\n", _row(head), _row(["---"] * len(head))]
         for name in models:
             shape = MODELS[name]
             for m in examples:
-                kw = dict(
-                    blocks=blocks, storage=storage, dtype=dtype, gradient_method=gradient_method
-                )
                 cells = [shape.label, f"{shape.d / 1e6:,.0f} M", str(m)]
                 cells.append(f"{m * shape.d * DTYPE_BYTES[dtype] / GB:,.1f}")
                 for g in gpus:
@@ -388,6 +443,33 @@ def markdown_table(
                 lines.append(_row(cells))
         out.append("\n".join(lines))
     return "\n".join(out) + "\n"
+
+
+def _matrix_free_table(
+    models: Iterable[str],
+    examples: Sequence[int],
+    tokens: int,
+    gpu_mb: float,
+    host_mb: float,
+    kw: dict,
+) -> str:
+    """matrix_free runs on one GPU: the largest recompute_rows that fits, the peak there, and
+    the per-example gradients its set-up computes (m when G is stored)."""
+    head = ["model", "d", "m", "G not stored (GiB)", "recompute_rows", "1 GPU", "host"]
+    head.append("set-up gradients")
+    lines = ["\n**storage: matrix_free** (one GPU)\n", _row(head), _row(["---"] * len(head))]
+    for name in models:
+        shape = MODELS[name]
+        for m in examples:
+            cells = [shape.label, f"{shape.d / 1e6:,.0f} M", str(m), f"{m * shape.d * 4 / GB:,.1f}"]
+            rows = largest_recompute_rows(shape, m, tokens, gpu_mb=gpu_mb, **kw)
+            need = fisher_memory(shape, m, tokens, recompute_rows=max(rows, 1), **kw)
+            cells.append(str(rows) if rows else "none")
+            cells.append(_cell(need.gpu_mb / 1024, need.gpu_mb <= gpu_mb))
+            cells.append(_cell(need.host_mb / 1024, need.host_mb <= host_mb))
+            cells.append(f"{setup_gradients(m, rows):,}" if rows else "-")
+            lines.append(_row(cells))
+    return "\n".join(lines)
 
 
 def _row(cells: Sequence[str]) -> str:

@@ -26,37 +26,25 @@ float64 one (the sharded result is as accurate, within 1.7x).
 
 Gradients (``estimate_sharded_fisher``): every rank computes all m per-example gradients with
 the full (replicated) model, a few rows at a time into a (rows, d) buffer, and keeps its
-columns. Redundant gradient compute (W x), no m x d communication; a row split with an
-all-to-all is the next step where gradients dominate the cost.
+columns, stored as ``fisher.storage`` (device or host RAM) and ``fisher.dtype`` say. Redundant
+gradient compute (W x), no m x d communication; a row split with an all-to-all is the next
+step where gradients dominate the cost.
 
-Launching. A rule whose resources ask for more than one GPU runs its package function under
-torchrun, one process per GPU, from its (still thin) adapter script:
+Artifact (``save``): the factors of every block (a primal block's factor is sent from its
+owner) and the sample record, never G: the same format as a matrix-free Fisher's, readable by
+any number of ranks. A consumer rank recomputes its own columns (one gradient pass) and takes
+the factors (``from_artifact``); ``GatheredFisher`` gives the unlearning methods the
+single-process interface (whole d-vectors in and out; one broadcast, the m-vector
+all-reduce and an all-gather per product).
 
-    # workflow/rules/fisher.smk
-    rule estimate_fisher:
-        resources: gpu=4, mem_mb=..., runtime=...
-        script: "../scripts/estimate_fisher.py"
-
-    # workflow/scripts/estimate_fisher.py
-    gpus = int(snakemake.resources.gpu)
-    if gpus > 1:  # W processes; each calls init_distributed() then estimate_sharded_fisher
-        argv = launch_command(gpus, "unlearnbench.fisher.<worker module>", [*paths, params_json])
-        subprocess.run(argv, check=True)
-    else:
-        estimate_fisher_stage(...)  # the single-process path
-
-(The worker module, which would run ``estimate_sharded_fisher`` on every rank and save each
-rank's shard next to a manifest, is not written yet, nor a shard artifact format.)
-``launch_command`` runs ``python -m torch.distributed.run`` with the adapter's own interpreter
-(the rule's conda env), standalone rendezvous on this node, so nothing needs a port or a host
-name; Slurm gives the job its GPUs (``--gpus``) from the rule's ``gpu`` resource.
+Launching: ``launch.py`` runs a rule's adapter once per GPU under torchrun when the rule's
+``gpu`` resource is above 1; every rank joins the process group (``launch.init_distributed``)
+before the Fisher is built.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,11 +56,20 @@ from ..lm_data import collate
 from ..logs import progress, progress_bar
 from ..models import fingerprint
 from ..provenance import peak_memory_mb
-from .estimation import FisherConfig, block_ranges, fisher_sample
+from .estimation import (
+    FisherConfig,
+    block_ranges,
+    fisher_sample,
+    gradient_storage,
+    resolved_method,
+    sample_record,
+    sampled_sequences,
+)
 from .per_example_grads import flat_dim, parameter_layout, per_example_gradients
 from .woodbury import (
     CHUNK_COLUMNS,
     ROW_BLOCK,
+    Artifact,
     Block,
     check_blocks,
     dual_coefficients,
@@ -81,14 +78,16 @@ from .woodbury import (
     dual_project,
     dual_update,
     empirical_diagonal,
+    factor_metadata,
     gram,
     primal_diag,
     primal_factor,
     primal_solve,
     uses_dual_form,
+    work_dtype,
+    write_artifact,
 )
 
-FORMAT = "unlearnbench.sharded_woodbury_fisher/1"
 VMAP_ROWS = 16  # per_example_gradients' vmap chunk: the rows of the full-width buffer
 
 
@@ -141,7 +140,7 @@ def take_columns(
     return out
 
 
-def _rank_world(group: dist.ProcessGroup | None) -> tuple[int, int]:
+def rank_world(group: dist.ProcessGroup | None) -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(group), dist.get_world_size(group)
     return 0, 1
@@ -190,6 +189,8 @@ class ShardedWoodburyFisher:
         cost: dict | None = None,
         chunk_columns: int = CHUNK_COLUMNS,
         row_block: int = ROW_BLOCK,
+        device: torch.device | str | None = None,
+        record: dict | None = None,
     ) -> None:
         self.gradients, self.lam, self.blocks = gradients, float(lam), blocks
         self.pieces, self.factors = pieces, factors  # factor None: a primal block held elsewhere
@@ -197,6 +198,9 @@ class ShardedWoodburyFisher:
         self.fingerprint, self.parameter_names = fingerprint, parameter_names
         self.cost = dict(cost or {})
         self.chunk_columns, self.row_block = chunk_columns, row_block
+        # Where products run (G may sit in host RAM: fisher.storage host).
+        self.device = torch.device(device) if device is not None else gradients.device
+        self.record = dict(record or {})
         self._diag: torch.Tensor | None = None
 
     @property
@@ -230,19 +234,22 @@ class ShardedWoodburyFisher:
         chunk_columns: int = CHUNK_COLUMNS,
         row_block: int = ROW_BLOCK,
         progress: bool | None = None,
+        device: torch.device | str | None = None,
     ) -> ShardedWoodburyFisher:
         """Set up F^{-1} from this rank's columns G (m, local width) of the per-example
         gradients; which columns a rank holds is ``shard_plan(blocks, m, rank, world)``
         (``take_columns`` cuts them out of full rows). ``d`` (the global width) is summed over
-        the ranks when not given. G is kept, not copied."""
+        the ranks when not given. G is kept, not copied; ``device``: where the set-up and
+        products run (default G's)."""
         if G.ndim != 2 or not G.is_floating_point():
             raise ValueError(f"G must be a 2-D float tensor (m, d); got {G.dtype} {tuple(G.shape)}")
         if not (math.isfinite(lam) and lam > 0):
             raise ValueError(f"lambda must be a positive finite number, got {lam}")
         G = G.contiguous()
-        rank, world = _rank_world(group)
+        device = torch.device(device) if device is not None else G.device
+        rank, world = rank_world(group)
         m = G.shape[0]
-        total = _check_sizes(m, G.shape[1], G.device, group)
+        total = _check_sizes(m, G.shape[1], device, group)
         d = total if d is None else d
         blocks = check_blocks(blocks, d)
         pieces = shard_plan(blocks, m, rank, world)
@@ -259,19 +266,19 @@ class ShardedWoodburyFisher:
             for p in pieces:
                 a, b = p.local
                 if p.dual:
-                    K = gram(G, a, b, chunk_columns, row_block, bar)
+                    K = gram(G, a, b, chunk_columns, row_block, bar, device)
                     _all_reduce(K, group)  # every rank then factors the same K
                     factors.append(dual_factor(K, m, lam, p.block))
                 elif p.width:
                     try:  # local: a failure must not leave the other ranks in a collective
-                        factors.append(primal_factor(G, a, b, lam, p.block))
+                        factors.append(primal_factor(G, a, b, lam, p.block, device))
                     except ValueError as err:
                         failure = str(err)
                         factors.append(None)
                     bar.update(b - a)
                 else:
                     factors.append(None)
-        failed = torch.tensor([1.0 if failure else 0.0], device=G.device)
+        failed = torch.tensor([1.0 if failure else 0.0], device=device)
         _all_reduce(failed, group)
         if failed.item():
             raise ValueError(failure or "another rank's primal block failed its set-up")
@@ -282,7 +289,40 @@ class ShardedWoodburyFisher:
         return cls(
             G, lam, blocks, pieces, factors, d=d, rank=rank, world_size=world, group=group,
             fingerprint=fingerprint, parameter_names=parameter_names, cost=cost,
-            chunk_columns=chunk_columns, row_block=row_block,
+            chunk_columns=chunk_columns, row_block=row_block, device=device,
+        )  # fmt: skip
+
+    @classmethod
+    def from_artifact(
+        cls,
+        art: Artifact,
+        G: torch.Tensor,
+        *,
+        group: dist.ProcessGroup | None = None,
+        device: torch.device | str | None = None,
+    ) -> ShardedWoodburyFisher:
+        """A stored Fisher on this rank: its columns G of the gradients (``shard_plan`` of the
+        artifact's blocks) and the stored factors it needs (every dual block's, its own primal
+        blocks'); no set-up."""
+        rank, world = rank_world(group)
+        m, d = art.meta["m"], art.meta["d"]
+        pieces = shard_plan(art.blocks, m, rank, world)
+        if tuple(G.shape) != (m, shard_width(pieces)):
+            raise ValueError(
+                f"rank {rank} of {world}: G is {tuple(G.shape)}, its shard of the stored Fisher "
+                f"is ({m}, {shard_width(pieces)})"
+            )
+        device = torch.device(device) if device is not None else G.device
+        factors = [
+            L.to(device) if p.dual or p.width else None
+            for p, L in zip(pieces, art.factors, strict=True)
+        ]
+        return cls(
+            G, art.meta["lambda"], art.blocks, pieces, factors, d=d, rank=rank,
+            world_size=world, group=group, fingerprint=art.meta["fingerprint"],
+            parameter_names=art.meta.get("parameter_names"), cost=art.meta.get("cost"),
+            chunk_columns=art.meta["chunk_columns"], row_block=art.meta["row_block"],
+            device=device, record=art.record,
         )  # fmt: skip
 
     def ihvp(self, x: torch.Tensor) -> torch.Tensor:
@@ -291,18 +331,18 @@ class ShardedWoodburyFisher:
             raise ValueError(
                 f"x must have this rank's shape ({self.local_d},), got {tuple(x.shape)}"
             )
-        G = self.gradients
-        xg = x.to(device=G.device, dtype=G.dtype)
-        y = x.to(device=G.device, dtype=torch.float64).clone()
+        G, dtype = self.gradients, work_dtype(self.gradients.dtype)
+        xg = x.to(device=self.device, dtype=dtype)
+        y = x.to(device=self.device, dtype=torch.float64).clone()
         dual = [k for k, p in enumerate(self.pieces) if p.dual]
-        U = torch.empty(len(dual), self.m, dtype=torch.float64, device=G.device)
+        U = torch.empty(len(dual), self.m, dtype=torch.float64, device=self.device)
         for row, k in enumerate(dual):
             U[row] = dual_project(G, xg, *self.pieces[k].local, self.chunk_columns)
         _all_reduce(U, self.group)
         for row, k in enumerate(dual):
             p = self.pieces[k]
             if p.width:
-                v = dual_coefficients(U[row], self.factors[k], G.dtype)
+                v = dual_coefficients(U[row], self.factors[k], dtype)
                 dual_update(G, y, v, *p.local, self.chunk_columns, self.lam)
         for p, L in zip(self.pieces, self.factors, strict=True):
             if not p.dual and p.width:
@@ -311,21 +351,21 @@ class ShardedWoodburyFisher:
 
     def diag_empirical(self) -> torch.Tensor:
         """This rank's slice of diag(G^T G / m) (float64; local)."""
-        return empirical_diagonal(self.gradients, self.chunk_columns)
+        return empirical_diagonal(self.gradients, self.chunk_columns, self.device)
 
     def diag_inverse(self) -> torch.Tensor:
         """This rank's slice of diag(F^{-1}), cached (local: its columns and the shared
         factors)."""
         if self._diag is None:
             G = self.gradients
-            diag = torch.empty(self.local_d, dtype=torch.float64, device=G.device)
+            diag = torch.empty(self.local_d, dtype=torch.float64, device=self.device)
             for p, L in zip(self.pieces, self.factors, strict=True):
                 a, b = p.local
                 if p.dual and p.width:
                     diag[a:b] = dual_diag(G, a, b, L, self.lam, self.chunk_columns, self.row_block)
                 elif p.width:
                     diag[a:b] = primal_diag(L)
-            self._diag = diag.to(G.dtype)
+            self._diag = diag.to(work_dtype(G.dtype))
         return self._diag
 
     def take(self, x: torch.Tensor) -> torch.Tensor:
@@ -358,22 +398,91 @@ class ShardedWoodburyFisher:
         return out
 
     def metadata(self) -> dict:
-        return {
-            "format": FORMAT,
-            "m": self.m,
-            "d": self.d,
-            "lambda": self.lam,
-            "blocks": [list(block) for block in self.blocks],
-            "rank": self.rank,
-            "world_size": self.world_size,
-            "columns": [list(c) for c in self.columns],
-            "dtype": str(self.gradients.dtype).removeprefix("torch."),
-            "fingerprint": self.fingerprint,
-            "parameter_names": self.parameter_names,
-            "cost": self.cost,
-            "chunk_columns": self.chunk_columns,
-            "row_block": self.row_block,
-        }
+        """The artifact's metadata: the whole Fisher's (as ``WoodburyFisher``'s), plus the
+        processes that estimated it."""
+        dtype = str(self.gradients.dtype).removeprefix("torch.")
+        return {**factor_metadata(self, dtype), "world_size": self.world_size}
+
+    def all_factors(self) -> list[torch.Tensor]:
+        """Every block's factor on every rank (collective): a primal block's comes from the
+        rank that owns it."""
+        world = self.world_size
+        plans = [shard_plan(self.blocks, self.m, r, world) for r in range(world)]
+        out = []
+        for k, (p, L) in enumerate(zip(self.pieces, self.factors, strict=True)):
+            if not p.dual and self.world_size > 1:
+                owner = next(r for r, plan in enumerate(plans) if plan[k].width)
+                if not p.width:
+                    n = p.block[1] - p.block[0]
+                    L = torch.empty(n, n, dtype=torch.float64, device=self.device)
+                dist.broadcast(L, src=owner, group=self.group)
+            out.append(L)
+        return out
+
+    def save(self, tensors_path, meta_path) -> None:
+        """Every rank writes the factors and the sample record (collective; no G: a consumer
+        recomputes its columns). The launcher keeps rank 0's files."""
+        tensors = {f"factor.{k}": L for k, L in enumerate(self.all_factors())}
+        write_artifact(tensors_path, meta_path, self.metadata(), tensors)
+
+
+class GatheredFisher:
+    """A ``ShardedWoodburyFisher`` behind the single-process interface the unlearning methods
+    use: ``ihvp`` and the diagonals take and return whole d-vectors on every rank. Rank 0's
+    x is broadcast first, so every rank's replica takes exactly the same step even where GPUs
+    computed the forget gradient with other rounding."""
+
+    def __init__(self, sharded: ShardedWoodburyFisher) -> None:
+        self.sharded = sharded
+        for name in ("m", "d", "lam", "blocks", "fingerprint", "parameter_names", "cost", "record"):
+            setattr(self, name, getattr(sharded, name))
+
+    def ihvp(self, x: torch.Tensor) -> torch.Tensor:
+        shard = self.sharded
+        full = x.to(device=shard.device).contiguous()
+        if shard.world_size > 1:
+            dist.broadcast(full, src=0, group=shard.group)
+        return shard.gather(shard.ihvp(shard.take(full))).to(x.dtype)
+
+    def diag_empirical(self) -> torch.Tensor:
+        return self.sharded.gather(self.sharded.diag_empirical())
+
+    def diag_inverse(self) -> torch.Tensor:
+        return self.sharded.gather(self.sharded.diag_inverse())
+
+    def metadata(self) -> dict:
+        return self.sharded.metadata()
+
+    def save(self, tensors_path, meta_path) -> None:
+        self.sharded.save(tensors_path, meta_path)
+
+
+def sharded_gradients(
+    model: torch.nn.Module,
+    sequences: Sequence[Sequence[int]],
+    pieces: Sequence[Piece],
+    cfg: FisherConfig,
+    pad_id: int,
+    method: str,
+) -> torch.Tensor:
+    """This rank's columns of G for ``sequences``: the full rows a few at a time into a
+    (rows, d) buffer, stored as ``cfg.storage`` / ``cfg.dtype`` say."""
+    device = next(model.parameters()).device
+    m, d = len(sequences), flat_dim(parameter_layout(model))
+    rank, _ = rank_world(None)
+    step = VMAP_ROWS if method == "vmap" else 1  # full-width rows held at once
+    G = gradient_storage(m, shard_width(pieces), cfg, device)
+    buffer = torch.empty(step, d, dtype=torch.float32, device=device)
+    chunks = range(0, m, step)
+    for lo in progress(chunks, desc=f"Fisher gradients (rank {rank})", total=len(chunks)):
+        hi = min(lo + step, m)
+        batch = collate(sequences[lo:hi], pad_id)
+        per_example_gradients(
+            model, batch.input_ids, batch.attention_mask, batch.labels,
+            method=method, chunk_size=VMAP_ROWS, out=buffer[: hi - lo], progress=False,
+        )  # fmt: skip
+        take_columns(buffer[: hi - lo], pieces, out=G[lo:hi])
+    return G
 
 
 def estimate_sharded_fisher(
@@ -385,58 +494,50 @@ def estimate_sharded_fisher(
 ) -> ShardedWoodburyFisher:
     """``estimate_fisher`` on this rank's columns: the same seeded m rows of D+, every rank with
     the whole model (call it on every rank, with the same weights)."""
+    if cfg.storage == "matrix_free":
+        raise ValueError(
+            f"{cfg.key}.storage: matrix_free runs in one process (it holds no columns to "
+            "shard); give the rule one GPU, or use storage device or host"
+        )
     rows = fisher_sample(len(retain_sequences), cfg)
+    sequences = [retain_sequences[i] for i in rows]
     layout = parameter_layout(model)
     m, d = len(rows), flat_dim(layout)
-    rank, world = _rank_world(group)
+    rank, world = rank_world(group)
     device = next(model.parameters()).device
     pieces = shard_plan(check_blocks(block_ranges(model, cfg), d), m, rank, world)
-    method = cfg.gradient_method
-    if method == "auto":
-        method = "vmap" if device.type == "cuda" else "loop"
-    step = VMAP_ROWS if method == "vmap" else 1  # full-width rows held at once
+    method = resolved_method(cfg, device)
     start = time.perf_counter()
-    G = torch.empty(m, shard_width(pieces), dtype=torch.float32, device=device)
-    buffer = torch.empty(step, d, dtype=torch.float32, device=device)
-    chunks = range(0, m, step)
-    for lo in progress(chunks, desc=f"Fisher gradients (rank {rank})", total=len(chunks)):
-        hi = min(lo + step, m)
-        batch = collate([retain_sequences[i] for i in rows[lo:hi]], pad_id)
-        per_example_gradients(
-            model, batch.input_ids, batch.attention_mask, batch.labels,
-            method=method, chunk_size=VMAP_ROWS, out=buffer[: hi - lo], progress=False,
-        )  # fmt: skip
-        take_columns(buffer[: hi - lo], pieces, out=G[lo:hi])
-    del buffer
+    G = sharded_gradients(model, sequences, pieces, cfg, pad_id, method)
     gradient_seconds = time.perf_counter() - start
     fisher = ShardedWoodburyFisher.from_gradients(
         G, cfg.damping, block_ranges(model, cfg), d=d, group=group,
         fingerprint=fingerprint(model), parameter_names=[s.name for s in layout], progress=False,
+        device=device,
     )  # fmt: skip
     fisher.cost["gradient_wall_s"] = round(gradient_seconds, 3)
+    fisher.record = {"storage": cfg.storage, "sample": sample_record(rows, sequences, cfg, method)}
     return fisher
 
 
-def launch_command(gpus: int, module: str, args: Sequence[str] = ()) -> list[str]:
-    """The argv that runs ``python -m module *args`` once per GPU of this node under torchrun
-    (standalone rendezvous), or once without torchrun for ``gpus`` <= 1; the interpreter is
-    this one, so the rule's environment carries over."""
-    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
-        raise ValueError(f"gpus must be a non-negative integer, got {gpus!r}")
-    if gpus <= 1:
-        return [sys.executable, "-m", module, *args]
-    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1"]
-    return [*run, f"--nproc-per-node={gpus}", "-m", module, *args]
-
-
-def init_distributed() -> torch.device:
-    """In a process started by ``launch_command``: join the process group (NCCL on GPUs, gloo
-    on CPUs) and return this rank's device."""
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+def load_sharded_fisher(
+    art: Artifact,
+    model: torch.nn.Module,
+    retain_sequences: Sequence[Sequence[int]],
+    cfg: FisherConfig,
+    pad_id: int,
+    group: dist.ProcessGroup | None = None,
+) -> ShardedWoodburyFisher:
+    """A stored Fisher on this rank: its columns of a G stored in the artifact, or else
+    recomputed from the artifact's sample (one gradient pass), stored as ``cfg`` says."""
+    rank, world = rank_world(group)
+    device = next(model.parameters()).device
+    pieces = shard_plan(art.blocks, art.meta["m"], rank, world)
+    if art.gradients is not None:
+        G = take_columns(art.gradients, pieces)
+        G = G if cfg.storage == "host" else G.to(device)
     else:
-        device = torch.device("cpu")
-        dist.init_process_group("gloo")
-    return device
+        sample = art.meta["sample"]
+        sequences = sampled_sequences(sample, retain_sequences, str(art.path))
+        G = sharded_gradients(model, sequences, pieces, cfg, pad_id, sample["gradient_method"])
+    return ShardedWoodburyFisher.from_artifact(art, G, group=group, device=device)

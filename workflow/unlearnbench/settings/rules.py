@@ -11,6 +11,7 @@ import string
 from typing import Any
 
 from .. import dp_budget
+from ..method_names import needs_fisher
 from ..study_names import METRICS, ONION_ARMS
 from .schema import ConfigError
 
@@ -92,6 +93,7 @@ def check_config(config: dict[str, Any]) -> None:
     _check_claims(config)
     _check_model(config["model"])
     _check_fisher(config)
+    _check_fisher_storage(config)
     model = config["model"]
     _fail_if(
         model["n_embd"] % model["n_head"] != 0,
@@ -473,6 +475,50 @@ def _check_fisher(config: dict[str, Any]) -> None:
         "would be one block",
         f"use blocks: full, or a block_size below {d}",
     )
+
+
+def _methods_that_run(config: dict[str, Any]) -> list[str]:
+    unlearn = config["unlearn"]
+    realworld = config["realworld"]["methods"] or unlearn["run"]
+    names = [*unlearn["run"], *unlearn["cycle_methods"], config["onion"]["method"], *realworld]
+    return list(dict.fromkeys(names))
+
+
+def _check_fisher_storage(config: dict[str, Any]) -> None:
+    """matrix_free stores no G, and recomputes its rows at the weights it was set up at: a
+    bfloat16 G means nothing there, and a Fisher method that steps again with the starting
+    Fisher (iterations > 1 without a fresh Fisher) would find the weights changed."""
+    fisher = config["fisher"]
+    if fisher["storage"] != "matrix_free":
+        return
+    _fail_if(
+        fisher["dtype"] != "float32",
+        "fisher.dtype",
+        f"{fisher['dtype']} is the precision of a stored G, and storage matrix_free stores none "
+        "(its recomputed rows are float32)",
+        "set fisher.dtype: float32, or fisher.storage: device or host",
+    )
+    unlearn = config["unlearn"]
+    for method in _methods_that_run(config):
+        if not needs_fisher(method):
+            continue
+        base, grid = unlearn["methods"][method], unlearn["frontier"].get(method) or {}
+
+        def values(knob: str, default: Any, base=base, grid=grid, method=method) -> list:
+            swept = grid.get(knob) if method in unlearn["run"] else None
+            return [base.get(knob, default), *(swept or [])]
+
+        steps = max(values("iterations", 1))
+        # fisher_forgetting has no refresh: every step after the first uses the starting Fisher
+        stale = "refresh_fisher" not in base or False in values("refresh_fisher", False)
+        _fail_if(
+            steps > 1 and stale,
+            f"unlearn.methods.{method}.iterations",
+            f"{steps} steps reuse the starting Fisher at changed weights, which storage "
+            "matrix_free cannot (it recomputes the gradients at the weights it was set up at)",
+            "set iterations: 1 (here and in unlearn.frontier), refresh_fisher: true where the "
+            "method has it, or fisher.storage: device or host",
+        )
 
 
 def _fail_if(condition: bool, key: str, problem: str, fix: str) -> None:

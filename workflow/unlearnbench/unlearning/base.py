@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..fisher.estimation import FisherConfig, estimate_fisher
+from ..fisher.estimation import FisherConfig
 from ..fisher.per_example_grads import flat_dim, parameter_layout
-from ..fisher.woodbury import WoodburyFisher
+from ..fisher.storage import Fisher, fit_fisher
 from ..seeding import torch_generator
 from .objectives import lm_loss_gradient, predicted_tokens
 
@@ -114,7 +114,7 @@ class UnlearnContext:
     record: Callable[..., dict]
     keys: tuple = ()
     fisher_cfg: FisherConfig | None = None
-    fisher: WoodburyFisher | None = None
+    fisher: Fisher | None = None
     trajectory: list[dict] = field(default_factory=list)
     fisher_seconds: float = 0.0
     fisher_estimates: int = 0
@@ -152,10 +152,11 @@ class UnlearnContext:
     def generator(self, method: str, *keys: object) -> torch.Generator:
         return torch_generator(self.seed, "unlearn", method, *self.keys, *keys)
 
-    def fisher_at(self, model: torch.nn.Module, refresh: bool = False) -> WoodburyFisher:
+    def fisher_at(self, model: torch.nn.Module, refresh: bool = False) -> Fisher:
         """The Fisher to use at the current weights: the stored one, or a fresh estimate at
-        the current weights when ``refresh`` or when none is stored. (The stage checks that a
-        given Fisher belongs to the starting weights.)"""
+        the current weights when ``refresh`` or when none is stored (in ``fisher_cfg``'s
+        storage, sharded when the job runs on several GPUs). (The stage checks that a given
+        Fisher belongs to the starting weights.)"""
         if not refresh and self.fisher is not None:
             return self.fisher
         if self.fisher_cfg is None:
@@ -164,7 +165,7 @@ class UnlearnContext:
                 "current weights; pass fisher_cfg"
             )
         start = time.perf_counter()
-        self.fisher = estimate_fisher(model, self.retain, self.fisher_cfg, self.pad_id)
+        self.fisher = fit_fisher(model, self.retain, self.fisher_cfg, self.pad_id)
         self.fisher_seconds += time.perf_counter() - start
         self.fisher_estimates += 1
         return self.fisher
@@ -193,7 +194,7 @@ class UnlearningMethod(ABC):
 # tensors once: the same order as the Fisher's columns).
 
 
-def check_fisher_layout(fisher: WoodburyFisher, model: torch.nn.Module) -> None:
+def check_fisher_layout(fisher: Fisher, model: torch.nn.Module) -> None:
     names = [s.name for s in parameter_layout(model)]
     if fisher.d != flat_dim(parameter_layout(model)) or (
         fisher.parameter_names is not None and list(fisher.parameter_names) != names

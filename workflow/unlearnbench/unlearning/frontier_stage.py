@@ -160,7 +160,7 @@ def frontier_stage(
     cfg = EvalConfig.from_settings(eval_settings, seed=replicate.seed)
     scoring = load_scoring_data(replicate, cfg, device)
     model, data = setup_replicate(replicate, replicate.original, device)
-    fisher = load_fisher(replicate.fisher, model) if cls.needs_fisher else None
+    fisher = load_fisher(replicate.fisher, model, data) if cls.needs_fisher else None
     before = snapshot(model)
     records: list[dict[str, Any] | None] = [None] * len(points)
     start = time.perf_counter()
@@ -260,7 +260,7 @@ def matched_utility_stage(
     cls, _, grid, points = _grid(method, base_hyper, grid)
     replicate.require("original", "validation")
     model, data = setup_replicate(replicate, replicate.original, device)
-    fisher = load_fisher(replicate.fisher, model) if cls.needs_fisher else None
+    fisher = load_fisher(replicate.fisher, model, data) if cls.needs_fisher else None
     tokenizer = load_tokenizer(replicate.tokenizer_dir)
     texts = read_texts([replicate.validation])
     validation = encode_texts(tokenizer, texts, model.config.n_positions)

@@ -21,8 +21,9 @@ import torch
 
 from ..canaries import read_canaries
 from ..exposure import canary_token_ids
+from ..fisher import storage
 from ..fisher.estimation import FisherConfig
-from ..fisher.woodbury import WoodburyFisher
+from ..fisher.storage import Fisher
 from ..lm_data import encode_texts, sequence_prefix_ids
 from ..models import fingerprint, load_model, save_model
 from ..replicate import ReplicateFiles
@@ -111,16 +112,17 @@ def load_replicate(tokenizer, files: ReplicateFiles, max_length: int) -> Replica
     )
 
 
-def load_fisher(fisher_paths: FisherPaths, model: torch.nn.Module) -> WoodburyFisher | None:
+def load_fisher(
+    fisher_paths: FisherPaths, model: torch.nn.Module, data: ReplicateData
+) -> Fisher | None:
     """The Fisher artifact, refused (naming the file and the fix) if it belongs to other
-    weights than ``model``'s."""
+    weights than ``model``'s; ``data``'s D+ (the retain manifest's rows, the estimate's D+)
+    gives the rows a matrix-free or sharded artifact's consumer recomputes."""
     if fisher_paths is None:
         return None
     tensors, meta = fisher_paths
-    device = next(model.parameters()).device
-    return WoodburyFisher.load(
-        tensors, meta, expected_fingerprint=fingerprint(model), device=device
-    )
+    retain = [data.sequences[i] for i in data.retain_rows]
+    return storage.load_fisher(tensors, meta, model, retain, data.pad_id)
 
 
 def _check_finite(model: torch.nn.Module, method: str, step: int) -> None:
@@ -139,7 +141,7 @@ def unlearn_request(
     groups: Sequence[int] | None,
     *,
     earlier: Sequence[int] = (),
-    fisher: WoodburyFisher | None,
+    fisher: Fisher | None,
     fisher_cfg: FisherConfig | None,
     trajectory_cfg: TrajectoryConfig,
     seed: int,
@@ -273,7 +275,7 @@ def unlearn_stage(
     trajectory_cfg = TrajectoryConfig.from_dict(dict(trajectory))
     replicate.require("original")
     model, data = setup_replicate(replicate, replicate.original, device)
-    fisher = load_fisher(replicate.fisher, model) if unlearner.needs_fisher else None
+    fisher = load_fisher(replicate.fisher, model, data) if unlearner.needs_fisher else None
     manifest = unlearn_request(
         model,
         unlearner,
