@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..artifacts import describe_files
+from ..compute import place_model
 from ..lm_data import collate, encode_texts
 from ..logs import progress
 from ..models import fingerprint, load_model
@@ -170,7 +171,7 @@ def estimate_fisher_stage(
     (safetensors + JSON), and return the manifest."""
     replicate.require("original", "retain")
     tokenizer = load_tokenizer(replicate.tokenizer_dir)
-    model = load_model(replicate.original, vocab_size=len(tokenizer)).to(device)
+    model = place_model(load_model(replicate.original, vocab_size=len(tokenizer)), device)
     sequences = encode_texts(
         tokenizer, retained_texts(replicate.train, replicate.retain), model.config.n_positions
     )
