@@ -30,6 +30,9 @@ REALWORLD_DATASETS = [name for name, ds in DATASET.items() if ds["kind"] == "rea
 # The datasets the claims are judged on (the others are breadth: in the tables only).
 VERDICT_DATASETS = config["claims"]["datasets"] or NLP_DATASETS
 REPLICATES = config["replicates"]
+# Device override and precision of every rule that computes with a model (unlearnbench.compute):
+# a param, so changing them reruns those jobs; whether a job gets a GPU is its gpu resource.
+COMPUTE = canonical(config["compute"])
 
 
 def study_replicates(block, key="replicates"):

@@ -42,6 +42,7 @@ rule evaluate:
         runtime=60,
         gpu=0,
     params:
+        compute=COMPUTE,
         evaluate=config["evaluate"],
         seed=lambda wc: int(wc.seed),
     script:

@@ -27,6 +27,7 @@ rule estimate_fisher:
         runtime=60,
         gpu=0,
     params:
+        compute=COMPUTE,
         fisher=config["fisher"],
         seed=lambda wc: int(wc.seed),
     script:

@@ -42,6 +42,7 @@ rule find_secrets:
         runtime=60,
         gpu=0,
     params:
+        compute=COMPUTE,
         realworld=REALWORLD_STAGE_SETTINGS,
         seed=lambda wc: int(wc.seed),
     script:
@@ -91,6 +92,7 @@ rule unlearn_realworld:
         gpu=0,
     params:
         **UNLEARN_PARAMS,
+        compute=COMPUTE,
         realworld=REALWORLD_STAGE_SETTINGS,
     script:
         "../scripts/unlearn_realworld.py"
@@ -132,6 +134,7 @@ rule retrain_realworld:
         runtime=120,
         gpu=0,
     params:
+        compute=COMPUTE,
         recipe=config["train"]["finetune"],
         realworld=REALWORLD_STAGE_SETTINGS,
         seed=lambda wc: int(wc.seed),

@@ -26,6 +26,7 @@ rule pretrain_base:
         runtime=120,
         gpu=0,
     params:
+        compute=COMPUTE,
         model=config["model"],
         recipe=config["train"]["pretrain"],
         seed=config["seed"],
@@ -57,6 +58,7 @@ rule finetune:
         runtime=120,
         gpu=0,
     params:
+        compute=COMPUTE,
         recipe=config["train"]["finetune"],
         seed=lambda wc: int(wc.seed),
         checkpoint="results/checkpoints/finetune/{dataset}/seed~{seed}",
@@ -94,6 +96,7 @@ rule retrain:
         runtime=120,
         gpu=0,
     params:
+        compute=COMPUTE,
         recipe=config["train"]["finetune"],
         seed=lambda wc: int(wc.seed),
         # The data-order key: every retrain keeps the original's order (the replicate seed), so
@@ -135,6 +138,7 @@ rule train_dp:
         runtime=180,
         gpu=0,
     params:
+        compute=COMPUTE,
         recipe=without(config["train_dp"], "epsilons", "replicates", "noise_free_control"),
         epsilon=lambda wc: EPSILON[wc.eps],
         seed=lambda wc: int(wc.seed),

@@ -37,6 +37,7 @@ rule sweep_frontier:
         runtime=120,
         gpu=0,
     params:
+        compute=COMPUTE,
         hyper=lambda wc: config["unlearn"]["methods"][wc.method],
         grid=lambda wc: config["unlearn"]["frontier"][wc.method],
         fisher=lambda wc: fisher_settings(wc.method),
@@ -94,6 +95,7 @@ rule unlearn_cycles:
         gpu=0,
     params:
         **UNLEARN_PARAMS,
+        compute=COMPUTE,
         requests=REQUESTS,
         evaluate=config["evaluate"],
         cycle_point=config["unlearn"]["cycle_point"],
@@ -240,6 +242,7 @@ rule onion_unlearn:
         runtime=60,
         gpu=0,
     params:
+        compute=COMPUTE,
         selections=paths.ONION_SELECTIONS,
         onion=without(config["onion"], "replicates", "remove"),
         hyper=config["unlearn"]["methods"][config["onion"]["method"]],
