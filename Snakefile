@@ -37,6 +37,7 @@ include: "workflow/rules/fisher.smk"
 include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/realworld.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/download.smk"
 # Last: the cost table collects the benchmark files of every rule defined above.
 include: "workflow/rules/report.smk"
 

@@ -3,6 +3,7 @@ import os
 import re
 from pathlib import Path
 
+from unlearnbench.download import hub_assets
 from unlearnbench.import_graph import files_of, script_closure
 from unlearnbench.method_names import needs_fisher, reads_fisher_settings
 from unlearnbench.planner import memory_request_mb

@@ -36,6 +36,32 @@ def _local_files(data_files: str | Sequence[str] | Mapping[str, Any] | None) -> 
     return [f for value in data_files for f in _local_files(value)]
 
 
+def load_split(
+    *,
+    path: str,
+    name: str | None = None,
+    split: str = "train",
+    revision: str | None = None,
+    data_files: str | Sequence[str] | Mapping[str, Any] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+):
+    """The ``datasets`` split (memory-mapped Arrow files), loaded the one way both the data
+    stage and the download target (``unlearnbench.download``) load it, so what the login node
+    caches is exactly what a compute node reads."""
+    import datasets  # heavy import, needed only here
+
+    if not isinstance(split, str) or not split:
+        raise ValueError(f"hub.split: must name one split (e.g. 'train'), got {split!r}")
+    return datasets.load_dataset(
+        path,
+        name=name,
+        split=split,
+        revision=revision,
+        data_files=data_files,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+    )
+
+
 def read_hub(
     *,
     path: str,
@@ -49,17 +75,13 @@ def read_hub(
 ) -> SourceData:
     """The split's non-empty texts as documents: all of them in row order (a list), or, with
     ``order_seed``, lazily in a random row order drawn from it (an iterator)."""
-    import datasets  # heavy import, needed only here
-
-    if not isinstance(split, str) or not split:
-        raise ValueError(f"hub.split: must name one split (e.g. 'train'), got {split!r}")
-    dataset = datasets.load_dataset(
-        path,
+    dataset = load_split(
+        path=path,
         name=name,
         split=split,
         revision=revision,
         data_files=data_files,
-        cache_dir=None if cache_dir is None else str(cache_dir),
+        cache_dir=cache_dir,
     )
     if text_field not in dataset.column_names:
         raise ValueError(
