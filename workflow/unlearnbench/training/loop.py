@@ -50,6 +50,7 @@ class TrainConfig:
     key: str = "train"  # config path, for error messages
 
     def __post_init__(self) -> None:
+        micro_ok = self.micro_batch_size is None or self.micro_batch_size >= 1
         checks = [
             ("epochs", self.epochs >= 1, ">= 1"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
@@ -59,7 +60,7 @@ class TrainConfig:
             ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
             ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
             ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
-            ("micro_batch_size", (self.micro_batch_size or 1) >= 1, ">= 1"),
+            ("micro_batch_size", micro_ok, ">= 1"),
         ]
         for name, ok, bound in checks:
             if not ok:
