@@ -6,7 +6,7 @@ from pathlib import Path
 from unlearnbench.download import hub_assets
 from unlearnbench.import_graph import files_of, script_closure
 from unlearnbench.method_names import needs_fisher, reads_fisher_settings
-from unlearnbench.planner import memory_request_mb
+from unlearnbench.planner import memory_request_mb, runtime_request_min, set_resource_gpus
 from unlearnbench.reporting import paths
 from unlearnbench.settings import dp_epsilons, without
 
@@ -164,6 +164,19 @@ def mem_mb(rule, floor):
     """A rule's memory request: the planner's estimate for this config plus a quarter, at
     least ``floor`` (the default study's need), so paper-scale configs ask for what they use."""
     return memory_request_mb(config, rule, floor)
+
+
+def gpus_given(rule):
+    """The GPUs a rule's jobs get: what --set-resources gives it (the GPU profiles), else none
+    (every rule declares gpu=0: the embedded default runs on CPUs)."""
+    return set_resource_gpus(workflow.resource_settings.overwrite_resources, rule)
+
+
+def runtime_min(rule, floor, like=None):
+    """A rule's walltime request: the planner's expected time for this config on the device its
+    jobs get (the estimate of rule ``like``, if it shares one), twice over, at least ``floor``
+    (the default study's need). Scales with the model, so paper-scale jobs are not killed."""
+    return runtime_request_min(config, like or rule, floor, gpus_given(rule))
 
 
 def log_path(rule, *wildcards):

@@ -39,7 +39,7 @@ rule evaluate:
     threads: 1
     resources:
         mem_mb=mem_mb("evaluate", floor=3000),
-        runtime=60,
+        runtime=runtime_min("evaluate", floor=60),
         gpu=0,
     params:
         compute=COMPUTE,
@@ -62,7 +62,7 @@ if DP_MODELS:
             benchmark_path("evaluate_dp", "{dataset}", "seed~{seed}")
         resources:
             mem_mb=mem_mb("evaluate_dp", floor=3000),
-            runtime=60,
+            runtime=runtime_min("evaluate_dp", floor=60),
             gpu=0,
 
 
@@ -82,7 +82,7 @@ if CYCLE_RETRAINS:
             benchmark_path("evaluate_cycle_retrains", "{dataset}", "seed~{seed}")
         resources:
             mem_mb=mem_mb("evaluate", floor=3000),
-            runtime=60,
+            runtime=runtime_min("evaluate_cycle_retrains", floor=60, like="evaluate"),
             gpu=0,
 
 
@@ -97,7 +97,7 @@ use rule evaluate as evaluate_onion_retrains with:
         benchmark_path("evaluate_onion_retrains", "{dataset}", "seed~{seed}")
     resources:
         mem_mb=mem_mb("evaluate", floor=3000),
-        runtime=60,
+        runtime=runtime_min("evaluate_onion_retrains", floor=60, like="evaluate"),
         gpu=0,
 
 

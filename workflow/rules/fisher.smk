@@ -24,7 +24,7 @@ rule estimate_fisher:
     threads: 1
     resources:
         mem_mb=mem_mb("estimate_fisher", floor=6000),
-        runtime=60,
+        runtime=runtime_min("estimate_fisher", floor=60),
         gpu=0,
     params:
         compute=COMPUTE,

@@ -39,7 +39,7 @@ rule find_secrets:
     threads: 1
     resources:
         mem_mb=mem_mb("find_secrets", floor=3000),
-        runtime=60,
+        runtime=runtime_min("find_secrets", floor=60),
         gpu=0,
     params:
         compute=COMPUTE,
@@ -88,7 +88,7 @@ rule unlearn_realworld:
     threads: 1
     resources:
         mem_mb=mem_mb("unlearn_realworld", floor=6000),
-        runtime=60,
+        runtime=runtime_min("unlearn_realworld", floor=60),
         gpu=0,
     params:
         **UNLEARN_PARAMS,
@@ -131,7 +131,7 @@ rule retrain_realworld:
     threads: 1
     resources:
         mem_mb=mem_mb("retrain", floor=3000),
-        runtime=120,
+        runtime=runtime_min("retrain_realworld", floor=120, like="retrain"),
         gpu=0,
     params:
         compute=COMPUTE,

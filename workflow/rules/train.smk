@@ -23,7 +23,7 @@ rule pretrain_base:
     threads: 2
     resources:
         mem_mb=mem_mb("pretrain_base", floor=4000),
-        runtime=120,
+        runtime=runtime_min("pretrain_base", floor=120),
         gpu=0,
     params:
         compute=COMPUTE,
@@ -55,7 +55,7 @@ rule finetune:
     threads: 1
     resources:
         mem_mb=mem_mb("finetune", floor=3000),
-        runtime=120,
+        runtime=runtime_min("finetune", floor=120),
         gpu=0,
     params:
         compute=COMPUTE,
@@ -93,7 +93,7 @@ rule retrain:
     threads: 1
     resources:
         mem_mb=mem_mb("retrain", floor=3000),
-        runtime=120,
+        runtime=runtime_min("retrain", floor=120),
         gpu=0,
     params:
         compute=COMPUTE,
@@ -135,7 +135,7 @@ rule train_dp:
     threads: 1
     resources:
         mem_mb=mem_mb("train_dp", floor=4000),
-        runtime=180,
+        runtime=runtime_min("train_dp", floor=180),
         gpu=0,
     params:
         compute=COMPUTE,

@@ -34,7 +34,7 @@ rule sweep_frontier:
     threads: 1
     resources:
         mem_mb=mem_mb("sweep_frontier", floor=6000),
-        runtime=120,
+        runtime=runtime_min("sweep_frontier", floor=120),
         gpu=0,
     params:
         compute=COMPUTE,
@@ -91,7 +91,7 @@ rule unlearn_cycles:
     threads: 1
     resources:
         mem_mb=mem_mb("unlearn_cycles", floor=6000),
-        runtime=120,
+        runtime=runtime_min("unlearn_cycles", floor=120),
         gpu=0,
     params:
         **UNLEARN_PARAMS,
@@ -239,7 +239,7 @@ rule onion_unlearn:
     threads: 1
     resources:
         mem_mb=mem_mb("onion_unlearn", floor=6000),
-        runtime=60,
+        runtime=runtime_min("onion_unlearn", floor=60),
         gpu=0,
     params:
         compute=COMPUTE,
