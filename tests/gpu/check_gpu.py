@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+from transformers import GPT2TokenizerFast
 from unlearnbench.compute import place_model, precision_policy
 from unlearnbench.evaluation.language import perplexity
 from unlearnbench.exposure import build_trie, score_token_sequences, trie_rank
@@ -60,6 +60,7 @@ from unlearnbench.fisher.per_example_grads import (
 )
 from unlearnbench.fisher.woodbury import WoodburyFisher
 from unlearnbench.lm_data import collate
+from unlearnbench.models import ModelConfig, build_model
 from unlearnbench.training.dp import DPConfig, train_dp
 from unlearnbench.training.loop import accumulate_gradient
 
@@ -103,19 +104,13 @@ def tokenizer() -> GPT2TokenizerFast:
     )
 
 
-def gpt2(size: Size, device: str) -> GPT2LMHeadModel:
-    """A GPT-2 of ``size`` over GPT-2's 50257 tokens, random (seeded), dropout off, float32."""
-    config = GPT2Config(
-        n_layer=size.n_layer,
-        n_embd=size.n_embd,
-        n_head=size.n_head,
-        n_positions=size.n_positions,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
+def gpt2(size: Size, device: str) -> torch.nn.Module:
+    """The project's GPT-2 (``models.build_model``: seeded init, dropout off) of ``size`` over
+    GPT-2's 50257 tokens, placed on ``device`` in float32 as every stage places its model."""
+    cfg = ModelConfig(
+        n_layer=size.n_layer, n_embd=size.n_embd, n_head=size.n_head, n_positions=size.n_positions
     )
-    torch.manual_seed(0)
-    return place_model(GPT2LMHeadModel(config), device).eval()
+    return place_model(build_model(cfg, vocab_size=50257, eos_id=50256, seed=0), device).eval()
 
 
 def random_sequences(n: int, length: int, vocab: int = 50257, seed: int = 0) -> list[list[int]]:
