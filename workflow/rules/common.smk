@@ -31,8 +31,8 @@ REALWORLD_DATASETS = [name for name, ds in DATASET.items() if ds["kind"] == "rea
 # The datasets the claims are judged on (the others are breadth: in the tables only).
 VERDICT_DATASETS = config["claims"]["datasets"] or NLP_DATASETS
 REPLICATES = config["replicates"]
-# Device override and precision of every rule that computes with a model (unlearnbench.compute):
-# a param, so changing them reruns those jobs; whether a job gets a GPU is its gpu resource.
+# Device override and precision (unlearnbench.compute) of the rules that compute with a model,
+# as a param, so changing them reruns those jobs; whether a job gets a GPU is its gpu resource.
 COMPUTE = canonical(config["compute"])
 
 
@@ -168,7 +168,7 @@ def mem_mb(rule, floor):
 
 def gpus_given(rule):
     """The GPUs a rule's jobs get: what --set-resources gives it (the GPU profiles), else none
-    (every rule declares gpu=0: the embedded default runs on CPUs)."""
+    (the rules declare gpu=0, since the embedded default runs on CPUs)."""
     return set_resource_gpus(workflow.resource_settings.overwrite_resources, rule)
 
 
