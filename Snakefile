@@ -38,6 +38,7 @@ include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/realworld.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/onion.smk"
+include: "workflow/rules/download.smk"
 # Last: the cost table collects the benchmark files of every rule defined above.
 include: "workflow/rules/report.smk"
 

@@ -3,9 +3,10 @@ import os
 import re
 from pathlib import Path
 
+from unlearnbench.download import hub_assets
 from unlearnbench.import_graph import files_of, script_closure
 from unlearnbench.method_names import needs_fisher, reads_fisher_settings
-from unlearnbench.planner import memory_request_mb
+from unlearnbench.planner import memory_request_mb, runtime_request_min, set_resource_gpus
 from unlearnbench.reporting import paths
 from unlearnbench.settings import dp_epsilons, without
 from unlearnbench.study_names import ONION_ARM_REQUEST, ONION_REQUESTS, ONION_RETRAIN_ARMS
@@ -31,6 +32,9 @@ REALWORLD_DATASETS = [name for name, ds in DATASET.items() if ds["kind"] == "rea
 # The datasets the claims are judged on (the others are breadth: in the tables only).
 VERDICT_DATASETS = config["claims"]["datasets"] or NLP_DATASETS
 REPLICATES = config["replicates"]
+# Device override and precision (unlearnbench.compute) of the rules that compute with a model,
+# as a param, so changing them reruns those jobs; whether a job gets a GPU is its gpu resource.
+COMPUTE = canonical(config["compute"])
 
 
 def study_replicates(block, key="replicates"):
@@ -174,6 +178,19 @@ def mem_mb(rule, floor):
     """A rule's memory request: the planner's estimate for this config plus a quarter, at
     least ``floor`` (the default study's need), so paper-scale configs ask for what they use."""
     return memory_request_mb(config, rule, floor)
+
+
+def gpus_given(rule):
+    """The GPUs a rule's jobs get: what --set-resources gives it (the GPU profiles), else none
+    (the rules declare gpu=0, since the embedded default runs on CPUs)."""
+    return set_resource_gpus(workflow.resource_settings.overwrite_resources, rule)
+
+
+def runtime_min(rule, floor, like=None):
+    """A rule's walltime request: the planner's expected time for this config on the device its
+    jobs get (the estimate of rule ``like``, if it shares one), twice over, at least ``floor``
+    (the default study's need). Scales with the model, so paper-scale jobs are not killed."""
+    return runtime_request_min(config, like or rule, floor, gpus_given(rule))
 
 
 def log_path(rule, *wildcards):

@@ -39,9 +39,10 @@ rule evaluate:
     threads: 1
     resources:
         mem_mb=mem_mb("evaluate", floor=3000),
-        runtime=60,
+        runtime=runtime_min("evaluate", floor=60),
         gpu=0,
     params:
+        compute=COMPUTE,
         evaluate=config["evaluate"],
         seed=lambda wc: int(wc.seed),
     script:
@@ -61,7 +62,7 @@ if DP_MODELS:
             benchmark_path("evaluate_dp", "{dataset}", "seed~{seed}")
         resources:
             mem_mb=mem_mb("evaluate_dp", floor=3000),
-            runtime=60,
+            runtime=runtime_min("evaluate_dp", floor=60),
             gpu=0,
 
 
@@ -80,7 +81,7 @@ if CYCLE_RETRAINS:
             benchmark_path("evaluate_cycle_retrains", "{dataset}", "seed~{seed}")
         resources:
             mem_mb=mem_mb("evaluate", floor=3000),
-            runtime=60,
+            runtime=runtime_min("evaluate_cycle_retrains", floor=60, like="evaluate"),
             gpu=0,
 
 

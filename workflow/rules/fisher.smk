@@ -26,9 +26,10 @@ rule estimate_fisher:
     threads: 1
     resources:
         mem_mb=mem_mb("estimate_fisher", floor=6000),
-        runtime=60,
+        runtime=runtime_min("estimate_fisher", floor=60),
         gpu=0,
     params:
+        compute=COMPUTE,
         fisher=config["fisher"],
         seed=lambda wc: int(wc.seed),
     script:

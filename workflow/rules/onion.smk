@@ -73,7 +73,7 @@ use rule evaluate as evaluate_onion with:
         benchmark_path("evaluate_onion", "{dataset}", "seed~{seed}")
     resources:
         mem_mb=mem_mb("evaluate", floor=3000),
-        runtime=60,
+        runtime=runtime_min("evaluate_onion", floor=60, like="evaluate"),
         gpu=0,
 
 
@@ -105,9 +105,10 @@ rule onion_unlearn:
     threads: 1
     resources:
         mem_mb=mem_mb("onion_unlearn", floor=6000),
-        runtime=60,
+        runtime=runtime_min("onion_unlearn", floor=60),
         gpu=0,
     params:
+        compute=COMPUTE,
         method=config["onion"]["method"],
         point=config["onion"]["point"],
         hyper=config["unlearn"]["methods"][config["onion"]["method"]],

@@ -43,9 +43,10 @@ rule find_secrets:
     threads: 1
     resources:
         mem_mb=mem_mb("find_secrets", floor=3000),
-        runtime=60,
+        runtime=runtime_min("find_secrets", floor=60),
         gpu=0,
     params:
+        compute=COMPUTE,
         realworld=REALWORLD_STAGE_SETTINGS,
         seed=lambda wc: int(wc.seed),
     script:
@@ -91,10 +92,11 @@ rule unlearn_realworld:
     threads: 1
     resources:
         mem_mb=mem_mb("unlearn_realworld", floor=6000),
-        runtime=60,
+        runtime=runtime_min("unlearn_realworld", floor=60),
         gpu=0,
     params:
         **UNLEARN_PARAMS,
+        compute=COMPUTE,
         realworld=REALWORLD_STAGE_SETTINGS,
         # realworld.point: the method's matched-utility point on this replicate's own frontier
         # (unlearn.frontier.<method>, chosen on its validation split), or its base setting.
@@ -142,9 +144,10 @@ rule retrain_realworld:
     threads: 1
     resources:
         mem_mb=mem_mb("retrain", floor=3000),
-        runtime=120,
+        runtime=runtime_min("retrain_realworld", floor=120, like="retrain"),
         gpu=0,
     params:
+        compute=COMPUTE,
         recipe=config["train"]["finetune"],
         realworld=REALWORLD_STAGE_SETTINGS,
         seed=lambda wc: int(wc.seed),

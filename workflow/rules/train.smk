@@ -23,9 +23,10 @@ rule pretrain_base:
     threads: 2
     resources:
         mem_mb=mem_mb("pretrain_base", floor=4000),
-        runtime=120,
+        runtime=runtime_min("pretrain_base", floor=120),
         gpu=0,
     params:
+        compute=COMPUTE,
         model=config["model"],
         recipe=config["train"]["pretrain"],
         seed=config["seed"],
@@ -54,9 +55,10 @@ rule finetune:
     threads: 1
     resources:
         mem_mb=mem_mb("finetune", floor=3000),
-        runtime=120,
+        runtime=runtime_min("finetune", floor=120),
         gpu=0,
     params:
+        compute=COMPUTE,
         recipe=config["train"]["finetune"],
         seed=lambda wc: int(wc.seed),
         checkpoint="results/checkpoints/finetune/{dataset}/seed~{seed}",
@@ -91,9 +93,10 @@ rule retrain:
     threads: 1
     resources:
         mem_mb=mem_mb("retrain", floor=3000),
-        runtime=120,
+        runtime=runtime_min("retrain", floor=120),
         gpu=0,
     params:
+        compute=COMPUTE,
         recipe=config["train"]["finetune"],
         seed=lambda wc: int(wc.seed),
         # The data-order key: every retrain keeps the original's order (the replicate seed), so
@@ -132,9 +135,10 @@ rule train_dp:
     threads: 1
     resources:
         mem_mb=mem_mb("train_dp", floor=4000),
-        runtime=180,
+        runtime=runtime_min("train_dp", floor=180),
         gpu=0,
     params:
+        compute=COMPUTE,
         recipe=without(config["train_dp"], "epsilons", "replicates", "noise_free_control"),
         epsilon=lambda wc: EPSILON[wc.eps],
         seed=lambda wc: int(wc.seed),

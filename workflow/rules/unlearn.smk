@@ -34,9 +34,10 @@ rule sweep_frontier:
     threads: 1
     resources:
         mem_mb=mem_mb("sweep_frontier", floor=6000),
-        runtime=120,
+        runtime=runtime_min("sweep_frontier", floor=120),
         gpu=0,
     params:
+        compute=COMPUTE,
         hyper=lambda wc: config["unlearn"]["methods"][wc.method],
         grid=lambda wc: config["unlearn"]["frontier"][wc.method],
         fisher=lambda wc: fisher_settings(wc.method),
@@ -90,10 +91,11 @@ rule unlearn_cycles:
     threads: 1
     resources:
         mem_mb=mem_mb("unlearn_cycles", floor=6000),
-        runtime=120,
+        runtime=runtime_min("unlearn_cycles", floor=120),
         gpu=0,
     params:
         **UNLEARN_PARAMS,
+        compute=COMPUTE,
         requests=REQUESTS,
         evaluate=config["evaluate"],
         cycle_point=config["unlearn"]["cycle_point"],

@@ -5,7 +5,10 @@ through its adapter in workflow/scripts/):
 
 Frame and bookkeeping
     ``settings``        the config checked before any job (schema + cross-field rules)
+    ``planner``         each heavy rule's memory and time from the config: refusals, requests
     ``stage``           the adapters' frame: log, threads, device, cost, provenance
+    ``compute``         the job's device and precision (GPU from the rule's resources, bf16
+                        autocast regions), models placed in float32
     ``replicate``       one replicate's files and seed, as one value
     ``provenance``, ``logs``, ``seeding``   what produced a result; logs and progress bars;
                         named seed streams
@@ -14,6 +17,7 @@ Frame and bookkeeping
 
 Data
     ``corpora/``        offline (pip-shipped) and hub text into train/validation/test splits
+    ``download``        every hub asset of a config fetched into the cache (offline clusters)
     ``pii``             finding and masking e-mail addresses and phone numbers
     ``texts``           reading splits and the retained set back
     ``tokenizer``       byte-level BPE with one token per digit

@@ -134,10 +134,27 @@ def load_model(directory: str | os.PathLike, vocab_size: int | None = None) -> t
 
 
 def fingerprint(model: torch.nn.Module) -> str:
-    """sha256 of all parameters (names, shapes, bytes): identifies the exact weights."""
+    """sha256 of all parameters (names, shapes, bytes): identifies the exact weights.
+
+    The bytes are read through a uint8 view, so dtypes numpy lacks (bfloat16, float8) hash too;
+    for those the dtype's name is hashed as well (a bfloat16 and a float16 tensor can share
+    their bytes). Every other dtype hashes exactly as before (numpy's bytes, no dtype), so
+    fingerprints already recorded stay valid.
+    """
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        if flat.dtype in NUMPY_LESS_DTYPES:
+            digest.update(str(flat.dtype).encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+# torch dtypes without a numpy equivalent (Tensor.numpy() refuses them).
+NUMPY_LESS_DTYPES = frozenset(
+    getattr(torch, name)
+    for name in ("bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+    if hasattr(torch, name)
+)

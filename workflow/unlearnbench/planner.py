@@ -15,7 +15,12 @@ finish even at that rate is refused: the check catches the impossible, not the m
 ``estimate_fisher`` is sized by ``fisher/memory.py`` (storage modes, blocks, GPUs; calibrated
 on measured peaks), for a GPT-2 from scratch and for the hub models whose shapes it knows
 (GPT-2, OPT); a rule that asks for GPUs is also held to their memory (``GPU_MB`` each,
-``UNLEARNBENCH_GPU_MB`` overrides), and the refusal says on how many GPUs it would fit.
+``UNLEARNBENCH_GPU_MB`` overrides), and the refusal says on how many GPUs it would fit. Every
+other heavy rule is sized from the same shapes (scratch or a known hub model).
+
+What rules ask for scales with the model: ``memory_request_mb`` (the estimate plus a quarter)
+and ``runtime_request_min`` (the estimate at an expected rate, ``EXPECTED_RATE``, twice over),
+on the device the job gets (its ``gpu`` resource, as the GPU profiles set it).
 """
 
 from __future__ import annotations
@@ -41,6 +46,12 @@ BYTES_PER_ROW = 400  # a text row in pandas/Python: the characters plus object o
 # FLOP/s a job cannot beat: 4x the measured training rate on a 2-core CPU (97 GFLOP/s) and
 # about a dense bf16 H100 for a GPU job.
 RATE = {"cpu": 4e11, "gpu": 1e15}
+# FLOP/s a job is expected to reach, for runtime requests: the training rate measured on the
+# 2-core machine (97 GFLOP/s, README "Benchmarks") and, for a GPU job, 20 TFLOP/s: about 30 %
+# of an H100's float32 peak (an assumption until tests/gpu/check_gpu.py measures it).
+EXPECTED_RATE = {"cpu": 1e11, "gpu": 2e13}
+# A cluster job's longest walltime: a stage whose lower bound exceeds it cannot run as one job.
+MAX_RUNTIME_MIN = 7 * 24 * 60
 CACHE_BUDGET_MB = 1024  # the digit-tree walk's key/value cache (exposure.tree)
 # Rules whose adapter runs once per GPU under torchrun when they ask for more than one
 # (fisher.launch): the Fisher's estimate and the unlearning jobs that read or estimate one.
@@ -77,6 +88,15 @@ def fisher_memory_module() -> ModuleType:
     return module
 
 
+def model_shape(config: Mapping[str, Any]):
+    """The model's shape (``fisher.memory.ModelShape``): the GPT-2 trained from scratch, a hub
+    model whose shape the planner knows (GPT-2, OPT), or None for any other hub model."""
+    memory, model = fisher_memory_module(), config["model"]
+    if model["source"] == "scratch":
+        return memory.scratch_shape(model, config["tokenizer"]["vocab_size"])
+    return memory.MODELS.get(model["source"])
+
+
 def scratch_parameters(model: Mapping[str, Any], vocab_size: int) -> int:
     """Trainable parameters of a GPT-2 trained from scratch (tied embeddings counted once)."""
     width, layers, context = model["n_embd"], model["n_layer"], model["n_positions"]
@@ -96,8 +116,12 @@ def parameter_driver(model: Mapping[str, Any], vocab_size: int) -> str:
 
 
 def tokens_per_sequence(config: Mapping[str, Any]) -> int:
+    """Tokens of the longest sequence: an example's characters, cut to the model's context (a
+    hub model's own, ``n_positions`` for a scratch model or an unknown hub model)."""
     chars = config["data"]["max_example_chars"]
-    return min(config["model"]["n_positions"], math.ceil(chars / CHARS_PER_TOKEN) + 2)
+    shape = model_shape(config)
+    context = shape.positions if shape is not None else config["model"]["n_positions"]
+    return min(context, math.ceil(chars / CHARS_PER_TOKEN) + 2)
 
 
 def training_rows(config: Mapping[str, Any]) -> tuple[int, int]:
@@ -111,17 +135,9 @@ def training_rows(config: Mapping[str, Any]) -> tuple[int, int]:
 
 def _activations_bytes(batch: int, config: Mapping[str, Any], backward: bool) -> float:
     """What a forward pass of ``batch`` sequences holds (``fisher.memory.activation_bytes``)."""
-    memory = fisher_memory_module()
-    shape = memory.scratch_shape(config["model"], config["tokenizer"]["vocab_size"])
-    return memory.activation_bytes(shape, batch, tokens_per_sequence(config), backward)
-
-
-def _fisher_shape(config: Mapping[str, Any]):
-    """The model's shape for ``fisher.memory``: scratch, a known hub model, or None."""
-    memory, model = fisher_memory_module(), config["model"]
-    if model["source"] == "scratch":
-        return memory.scratch_shape(model, config["tokenizer"]["vocab_size"])
-    return memory.MODELS.get(model["source"])
+    return fisher_memory_module().activation_bytes(
+        model_shape(config), batch, tokens_per_sequence(config), backward
+    )
 
 
 def _fisher_settings(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -149,7 +165,7 @@ def _stored_gradients_mb(config: Mapping[str, Any], m: int, d: int) -> float:
 
 def _fisher_estimate(config: Mapping[str, Any], device: str, gpus: int) -> Estimate | None:
     """estimate_fisher: host memory of the job (every process), memory per GPU, and time."""
-    shape = _fisher_shape(config)
+    shape = model_shape(config)
     if shape is None:
         return None
     memory = fisher_memory_module()
@@ -195,12 +211,13 @@ def _score_memory_mb(d: int, batch: int, config: Mapping[str, Any]) -> float:
 def estimates(config: Mapping[str, Any], device: str = "cpu", gpus: int = 1) -> list[Estimate]:
     """Peak memory (MB) and a lower bound of the time (s) of each heavy rule's job (``gpus``:
     the GPUs a GPU job has; only the sharded Fisher uses more than one)."""
-    if config["model"]["source"] != "scratch":  # hub models: only the Fisher is sized yet
-        fisher = _fisher_estimate(config, device, gpus)
-        return [fisher] if fisher else []
+    shape = model_shape(config)
+    if shape is None:  # a hub model of unknown shape: nothing to size it by
+        return []
     vocab = config["tokenizer"]["vocab_size"]
-    d = scratch_parameters(config["model"], vocab)
-    size_key = parameter_driver(config["model"], vocab)
+    d = shape.d
+    scratch = config["model"]["source"] == "scratch"
+    size_key = parameter_driver(config["model"], vocab) if scratch else "model.source"
     rate = RATE[device]
     rows, copies = training_rows(config)
     seq = tokens_per_sequence(config)
@@ -224,9 +241,11 @@ def estimates(config: Mapping[str, Any], device: str = "cpu", gpus: int = 1) -> 
         ("finetune", train["finetune"], rows),
         ("retrain", train["finetune"], rows),
     ):
+        # One forward pass holds a micro-batch's activations (training.loop).
+        micro = recipe.get("micro_batch_size") or recipe["batch_size"]
         add(
             rule,
-            _train_memory_mb(d, recipe["batch_size"], config) + text_mb,
+            _train_memory_mb(d, micro, config) + text_mb,
             6 * d * examples * seq * recipe["epochs"],
             size_key,
             f"{d} parameters, {examples} sequences of <= {seq} tokens, {recipe['epochs']} epochs",
@@ -292,6 +311,8 @@ def estimates(config: Mapping[str, Any], device: str = "cpu", gpus: int = 1) -> 
     )
     scaling = config["scaling"]
     widths, largest_m = max(scaling["widths"]), max(scaling["examples"])
+    if not scratch:  # the scaling study trains scratch models of its own widths
+        return out
     widest = scratch_parameters({**config["model"], "n_embd": widths}, vocab)
     add(
         "fisher_scaling",
@@ -314,6 +335,30 @@ def memory_request_mb(config: Mapping[str, Any], rule: str, floor: int) -> int:
     if rule not in by_rule:
         return floor
     return max(floor, math.ceil(1.25 * by_rule[rule].memory_mb / 100) * 100)
+
+
+def runtime_request_min(config: Mapping[str, Any], rule: str, floor: int, gpus: int = 0) -> int:
+    """A rule's walltime request (minutes): twice its estimate at the rate a job is expected to
+    reach on its device (``gpus``: the GPUs the job gets), at least ``floor``. Estimates are
+    lower bounds at ``RATE``; rescaled to ``EXPECTED_RATE``, they become expected times."""
+    device = "gpu" if gpus else "cpu"
+    by_rule = {e.rule: e for e in estimates(config, device, max(gpus, 1))}
+    if rule not in by_rule:
+        return floor
+    expected_s = by_rule[rule].seconds * RATE[device] / EXPECTED_RATE[device]
+    return max(floor, math.ceil(2 * expected_s / 60))
+
+
+def set_resource_gpus(overrides: Mapping[str, Any], rule: str, declared: int = 0) -> int:
+    """The GPUs ``--set-resources`` (e.g. a GPU profile) gives ``rule``, else ``declared``.
+    ``overrides``: Snakemake's ``workflow.resource_settings.overwrite_resources`` (resource
+    objects as parsed from the command line or profile, or plain values)."""
+    given = overrides.get(rule, {})
+    value = given.get("gpu") if hasattr(given, "get") else None
+    if value is None:
+        return declared
+    value = getattr(value, "value", value)  # snakemake.resources.Resource or a plain number
+    return int(value) if isinstance(value, int | float) else declared
 
 
 def declared_resources(rules: Iterable[Any]) -> dict[str, dict[str, float]]:
@@ -390,6 +435,13 @@ def check_plan(
                 f"more than {where} ({limit:,.0f} MB); lower {lower} (or run the rule where "
                 "there is more memory, with --set-resources)"
             )
+        if e.seconds > 60 * MAX_RUNTIME_MIN:
+            problems.append(
+                f"{e.keys[0]}: rule {e.rule} would run at least {_human(e.seconds)} "
+                f"({e.detail}), beyond any cluster job's walltime "
+                f"({_human(60 * MAX_RUNTIME_MIN)}); lower {lower}"
+            )
+            continue
         runtime = declared.get("runtime")
         if runtime is not None and e.seconds > 60 * runtime:
             problems.append(
@@ -408,7 +460,7 @@ def _fisher_gpu_refusal(
     rows, _ = training_rows(config)
     m = min(config["fisher"]["examples"], rows)
     return fisher_memory_module().gpu_refusal(
-        _fisher_shape(config), m, tokens_per_sequence(config), gpus=int(declared["gpu"]),
+        model_shape(config), m, tokens_per_sequence(config), gpus=int(declared["gpu"]),
         gpu_mb=gpu_mb, host_mb=declared.get("mem_mb"), **_fisher_settings(config),
     )  # fmt: skip
 

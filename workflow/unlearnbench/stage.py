@@ -3,49 +3,37 @@
 An adapter builds its typed config from ``snakemake.params`` only (values read from
 ``snakemake.config`` would be invisible to Snakemake's rerun triggers), calls one package
 function inside ``run_stage`` and gets back the manifest it writes. The frame chooses the device
-once, from the rule's ``gpu`` resource, and hands it to the work with the log (``Frame``).
+and precision once (``compute``: the rule's ``gpu`` resource and its ``compute`` param), hands
+them to the work with the log (``Frame``) and sets the job's autocast policy around it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from .artifacts import CHECKSUM, content_checksum
+from .compute import Compute, autocast_dtype, choose_device, precision_policy
 from .logs import start_log
 from .provenance import measure, provenance, write_json
 
 
 @dataclass(frozen=True)
 class Frame:
-    """What a stage's work is handed: the job's logger and the device to compute on."""
+    """What a stage's work is handed: the job's logger, the device to compute on and the
+    precision of its autocast regions (``compute``)."""
 
     log: logging.Logger
     device: str = "cpu"
+    precision: str = "float32"
 
-
-def choose_device(gpus: int | None) -> str:
-    """ "cuda" for a job whose rule asks for GPUs (``resources: gpu``), else "cpu".
-
-    A job that asked for a GPU and sees none (CUDA_VISIBLE_DEVICES empty, no driver) is
-    refused: on a cluster it would silently run for hours on the CPU instead.
-    """
-    if not gpus:
-        return "cpu"  # torch is not imported: light stages stay light
-    import torch
-
-    if not torch.cuda.is_available():
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
-        raise RuntimeError(
-            f"resources.gpu: this job asks for {gpus} GPU(s) but CUDA is not available here "
-            f"(CUDA_VISIBLE_DEVICES={visible}); run it on a GPU node, or set the rule's gpu "
-            "resource to 0 (set-resources in the profile) to run it on the CPU"
-        )
-    return "cuda"
+    @property
+    def autocast(self) -> str | None:
+        """The dtype the job's safe regions autocast to (None on the CPU: bitwise float32)."""
+        return autocast_dtype(self.device, self.precision)
 
 
 def run_stage(
@@ -60,8 +48,8 @@ def run_stage(
     """Run ``work`` with logging to ``log_path``; write its result plus provenance and cost.
 
     ``threads`` (the rule's ``threads:``) caps torch's intra-op threads, so parallel jobs do not
-    oversubscribe the cores Snakemake gave them; ``gpus`` (the rule's ``gpu`` resource) picks
-    the device.
+    oversubscribe the cores Snakemake gave them; ``gpus`` (the rule's ``gpu`` resource) and
+    ``params["compute"]`` (the config's ``compute`` block) pick the device and precision.
     """
     frame = start_stage(log_path, params, threads, gpus)
     return record_stage(manifest_path, params, seeds, work, frame)
@@ -73,16 +61,19 @@ def start_stage(
     threads: int | None = None,
     gpus: int | None = 0,
 ) -> Frame:
-    """Route logging to ``log_path``, cap torch's threads, choose the device and log
-    ``params``; for a job that writes several results (one ``record_stage`` each)."""
+    """Route logging to ``log_path``, cap torch's threads, choose the device and precision
+    and log ``params``; for a job that writes several results (one ``record_stage`` each)."""
     log = start_log(log_path)
+    compute = Compute.from_params(params)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    frame = Frame(log=log, device=choose_device(gpus))
+    frame = Frame(log, choose_device(gpus, compute.device), compute.precision)
     log.info("params: %s", params)
-    log.info("device: %s", frame.device)
+    log.info("device: %s, autocast: %s", frame.device, frame.autocast or "off (float32)")
+    if gpus and frame.device == "cpu":
+        log.warning("compute.device is cpu: the %s GPU(s) this job was given stay idle", gpus)
     return frame
 
 
@@ -112,7 +103,7 @@ def record_stage(
     jobs score several models).
     """
     log = frame.log
-    with measure() as cost, logged_failures(log):
+    with measure() as cost, logged_failures(log), precision_policy(frame.autocast):
         result = work(frame)
     log.info("done in %.1f s, peak memory %.0f MB", cost["wall_time_s"], cost["peak_memory_mb"])
     manifest = {

@@ -167,3 +167,19 @@ def test_empty_input_gives_none_values(model, other):
 def test_only_one_token_sequences_predict_nothing_and_give_none_values(model, other):
     out = perplexity(model, [[5], [7]], PAD, 3, "t", reference=other)
     assert out == {"perplexity": None, "loss": None, "tokens": 0, "examples": 2, "kl": None}
+
+
+def test_perplexity_under_bf16_autocast_stays_near_float32(model, other, sequences):
+    """The GPU path (compute.precision: bf16), run on the CPU: bf16 keeps ~3 significant digits
+    in the forward pass, so the loss agrees to 2e-2 relative (the tolerance a GPU run would
+    use: the rounding is bf16's on both); outside the policy nothing changes."""
+    from unlearnbench.compute import precision_policy
+
+    want = perplexity(model, sequences, PAD, 3, "t", reference=other)
+    with precision_policy("bfloat16", allow_cpu=True):
+        got = perplexity(model, sequences, PAD, 3, "t", reference=other)
+    assert got["loss"] != want["loss"]  # the forward pass did run in bf16
+    assert got["loss"] == pytest.approx(want["loss"], rel=2e-2)
+    assert got["kl"] == pytest.approx(want["kl"], rel=0.2, abs=1e-3)
+    with precision_policy("bfloat16"):  # the frame's policy on a CPU job: float32 exactly
+        assert perplexity(model, sequences, PAD, 3, "t", reference=other) == want

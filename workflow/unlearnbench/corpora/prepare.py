@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,14 @@ def split_summary(examples: Sequence[Example], path: str | Path, kind: str) -> d
     }
 
 
+def _kept(documents: Iterable[Document], read: list[Document]) -> Iterator[Document]:
+    """``documents``, each appended to ``read`` as it is handed out: the manifest describes the
+    documents the data stage actually read (all of them, or a capped hub split's prefix)."""
+    for document in documents:
+        read.append(document)
+        yield document
+
+
 def prepare_corpus(
     name: str,
     source: Mapping[str, Any],
@@ -84,8 +92,17 @@ def prepare_corpus(
         )
     if "source" not in source:
         raise ValueError(f"datasets.{name}.source: missing; name a text source")
-    data = read_source(source["source"], source.get("hub"))
-    segmented = segment_documents(data.documents, split)
+    # A capped hub split is read in a seeded random order of its rows until max_examples
+    # examples are kept: memory holds those, never the whole split (corpora.hub). Offline
+    # sources are small and read whole, then shuffled and capped (assign_splits).
+    capped_hub = source["source"] == "hub" and split.max_examples is not None
+    data = read_source(
+        source["source"], source.get("hub"), order_seed=split.seed if capped_hub else None
+    )
+    documents: list[Document] = []
+    segmented = segment_documents(
+        _kept(data.documents, documents), split, split.max_examples if capped_hub else None
+    )
     splits = assign_splits(segmented.examples, split, name)
     paths = dict(zip(SPLITS, (train_path, validation_path, test_path), strict=True))
     for split_name in SPLITS:
@@ -93,21 +110,21 @@ def prepare_corpus(
     log.info(
         "%s: %d documents -> %d examples (%d too short, %d duplicates dropped) -> %s",
         name,
-        len(data.documents),
+        len(documents),
         segmented.total,
         segmented.too_short,
         segmented.duplicates,
         ", ".join(f"{s} {len(splits[s])}" for s in SPLITS),
     )
-    document_texts = [d.text for d in data.documents]
+    document_texts = [d.text for d in documents]
     return {
         "dataset": name,
         "kind": kind,
         "source": data.info.to_dict(),
         "documents": {
-            "count": len(data.documents),
+            "count": len(documents),
             **text_stats(document_texts),
-            "sha256": documents_digest(data.documents),
+            "sha256": documents_digest(documents),
             "pii": count_pii(document_texts),
         },
         "segmentation": {

@@ -131,11 +131,14 @@ SOURCES: dict[str, Callable[..., SourceData]] = {
 }
 
 
-def read_source(name: str, hub: Mapping[str, Any] | None = None) -> SourceData:
+def read_source(
+    name: str, hub: Mapping[str, Any] | None = None, order_seed: int | None = None
+) -> SourceData:
     """Documents and metadata of source ``name``; ``hub`` is the hub block (``hub`` only).
 
     A hub block given to an offline source is ignored: schema defaults may fill it for every
-    dataset.
+    dataset. ``order_seed`` (hub only): the documents come lazily in a seeded random order, for
+    a reader that stops early (``read_hub``).
     """
     if name not in SOURCES:
         raise ValueError(f"unknown text source {name!r}; known sources: {', '.join(SOURCES)}")
@@ -146,12 +149,12 @@ def read_source(name: str, hub: Mapping[str, Any] | None = None) -> SourceData:
                 "(e.g. 'wikitext', or 'text' with hub.data_files)"
             )
         options = {key: value for key, value in hub.items() if value is not None}
-        known = set(inspect.signature(read_hub).parameters)
+        known = set(inspect.signature(read_hub).parameters) - {"order_seed"}
         if unknown := sorted(set(options) - known):
             raise ValueError(
                 f"hub.{unknown[0]}: unknown key; known keys: {', '.join(sorted(known))}"
             )
-        return read_hub(**options)
+        return read_hub(**options, order_seed=order_seed)
     data = SOURCES[name]()
     if not data.documents:
         raise ValueError(f"source {name!r} produced no documents; check its package install")

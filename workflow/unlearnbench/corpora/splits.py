@@ -168,8 +168,12 @@ class Segmented:
     duplicates: int
 
 
-def segment_documents(documents: Iterable[Document], config: SplitConfig) -> Segmented:
-    """All examples in corpus order, short ones and exact repeats (after the first) dropped."""
+def segment_documents(
+    documents: Iterable[Document], config: SplitConfig, limit: int | None = None
+) -> Segmented:
+    """All examples in corpus order, short ones and exact repeats (after the first) dropped;
+    with ``limit``, reading stops once that many examples are kept (``documents`` may then be
+    a lazy iterator over a corpus far larger than memory)."""
     examples: list[Example] = []
     seen: set[str] = set()
     total = too_short = duplicates = 0
@@ -183,6 +187,8 @@ def segment_documents(documents: Iterable[Document], config: SplitConfig) -> Seg
             else:
                 seen.add(text)
                 examples.append(Example(document.doc_id, text))
+                if limit is not None and len(examples) >= limit:
+                    return Segmented(examples, total, too_short, duplicates)
     return Segmented(examples, total, too_short, duplicates)
 
 

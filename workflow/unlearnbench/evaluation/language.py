@@ -6,7 +6,9 @@ KL(p_model || p_reference) is averaged over the same predicted positions: it is 
 model that predicts exactly as the retrained one, whatever the text's own likelihood, so it
 separates "as good as retraining" from "as good, but differently". Both come from one pass
 per batch (the reference's pass runs beside the model's, nothing is cached: a vocabulary-wide
-cache of a test split would not fit at paper scale).
+cache of a test split would not fit at paper scale). The forward passes run under the job's
+autocast policy (bf16 on GPUs with ``compute.precision: bf16``); the log-softmax and the sums
+stay float32 and float64.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..compute import autocast_forward
 from ..lm_data import HEAD_ON_BASE_OUTPUT, IGNORE_INDEX, Batch, collate
 from ..logs import progress
 
@@ -57,11 +60,13 @@ def perplexity(
     for start in progress(starts, desc=f"perplexity {desc}", total=len(starts)):
         rows = [sequences[i] for i in order[start : start + batch_size]]
         batch = collate(rows, pad_id).to(device)
-        logp, targets = target_log_probs(model, batch)
+        with autocast_forward(device):
+            logp, targets = target_log_probs(model, batch)
         total -= float(logp.gather(1, targets[:, None]).double().sum())
         count += int(targets.numel())
         if reference is not None:
-            ref_logp, _ = target_log_probs(reference, batch)
+            with autocast_forward(device):
+                ref_logp, _ = target_log_probs(reference, batch)
             kl = (logp.exp() * (logp - ref_logp)).sum(dim=1)
             kl_total += float(kl.double().sum())
     if count == 0:  # only one-token sequences: nothing is predicted, as for no sequences

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..canaries import read_canaries
+from ..compute import place_model
 from ..lm_data import encode_texts
 from ..models import fingerprint, load_model
 from ..provenance import read_json
@@ -97,11 +98,13 @@ def load_scoring_data(
         nonmember_texts=nonmember_texts,
     )
     if replicate.retrained is not None:
-        data.reference = load_model(replicate.retrained, vocab_size=len(tokenizer)).to(device)
+        data.reference = place_model(
+            load_model(replicate.retrained, vocab_size=len(tokenizer)), device
+        )
     if replicate.retrained_metrics is not None:
         data.reference_records = read_json(replicate.retrained_metrics)["canaries"]
     if replicate.base is not None and data.members and data.nonmembers:
-        base = load_model(replicate.base, vocab_size=len(tokenizer)).to(device)
+        base = place_model(load_model(replicate.base, vocab_size=len(tokenizer)), device)
         data.base_stats = _membership_stats(base, data, cfg)
         del base
     return data
@@ -186,7 +189,7 @@ def record_metrics(
     def score(frame: Frame) -> dict[str, Any]:
         scoring = data if data is not None else load_scoring_data(replicate, cfg, frame.device)
         tokenizer = scoring.tokenizer
-        model = load_model(model_dir, vocab_size=len(tokenizer)).to(frame.device)
+        model = place_model(load_model(model_dir, vocab_size=len(tokenizer)), frame.device)
         return {
             "dataset": replicate.dataset,
             "seed": replicate.seed,

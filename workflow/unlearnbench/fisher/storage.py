@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from ..artifacts import describe_files
+from ..compute import place_model
 from ..lm_data import encode_texts
 from ..models import fingerprint, load_model
 from ..provenance import peak_memory_mb
@@ -138,7 +139,7 @@ def estimate_fisher_stage(
     the manifest."""
     replicate.require("original", "retain")
     tokenizer = load_tokenizer(replicate.tokenizer_dir)
-    model = load_model(replicate.original, vocab_size=len(tokenizer)).to(device)
+    model = place_model(load_model(replicate.original, vocab_size=len(tokenizer)), device)
     sequences = encode_texts(
         tokenizer, retained_texts(replicate.train, replicate.retain), model.config.n_positions
     )

@@ -94,6 +94,7 @@ def check_config(config: dict[str, Any]) -> None:
     _check_model(config["model"])
     _check_fisher(config)
     _check_fisher_storage(config)
+    _check_compute(config)
     model = config["model"]
     _fail_if(
         model["n_embd"] % model["n_head"] != 0,
@@ -518,6 +519,26 @@ def _check_fisher_storage(config: dict[str, Any]) -> None:
             "matrix_free cannot (it recomputes the gradients at the weights it was set up at)",
             "set iterations: 1 (here and in unlearn.frontier), refresh_fisher: true where the "
             "method has it, or fisher.storage: device or host",
+        )
+
+
+def _check_compute(config: dict[str, Any]) -> None:
+    """bf16 acts on CUDA only, and a micro-batch larger than its batch splits nothing: both
+    would be settings that silently do nothing."""
+    compute = config["compute"]
+    _fail_if(
+        compute["precision"] == "bf16" and compute["device"] == "cpu",
+        "compute.precision",
+        "bf16 autocast acts on CUDA only, and compute.device: cpu keeps every job on the CPU",
+        "use precision: float32, or device: auto with a GPU profile",
+    )
+    for stage, recipe in config["train"].items():
+        micro = recipe.get("micro_batch_size")
+        _fail_if(
+            micro is not None and micro >= recipe["batch_size"],
+            f"train.{stage}.micro_batch_size",
+            f"{micro} is not below batch_size = {recipe['batch_size']}, so no step is split",
+            "lower it, or set it to null",
         )
 
 

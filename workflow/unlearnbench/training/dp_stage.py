@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..compute import place_model
 from ..lm_data import encode_texts
 from ..models import fingerprint, load_model, save_model
 from ..tokenizer import load_tokenizer
@@ -38,7 +39,7 @@ def dp_finetune_from(
     tokenizer = load_tokenizer(tokenizer_dir)
 
     def fresh_model():
-        return load_model(base_dir, vocab_size=len(tokenizer)).to(device)
+        return place_model(load_model(base_dir, vocab_size=len(tokenizer)), device)
 
     context = fresh_model().config.n_positions
     sequences = encode_texts(tokenizer, texts, context)

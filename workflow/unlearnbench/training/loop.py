@@ -4,6 +4,12 @@ One loop serves pretraining, fine-tuning, retraining and the fine-tune-on-D+ bas
 order comes from the ``data_order`` seed stream with the epoch as key, and the learning rate is
 a pure function of the step, so restoring weights + optimizer state at a step boundary is all a
 resumed run needs to continue bitwise identically (CPU; same thread count).
+
+A step's batch may be split into micro-batches (``micro_batch_size``: what fits a GPU at a long
+context): each micro-batch's summed token loss is divided by the whole batch's token count, so
+the accumulated gradient is the batch's mean-loss gradient, up to float rounding. The forward
+pass runs under the job's autocast policy (``compute.autocast_forward``: bf16 on GPUs when
+``compute.precision`` says so, never on the CPU).
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from typing import Any
 
 import torch
 
-from ..lm_data import collate, mean_loss
+from ..compute import autocast_forward
+from ..lm_data import IGNORE_INDEX, Batch, collate, mean_loss, token_losses
 from ..logs import progress
 from ..models import fingerprint
 from ..seeding import torch_generator
@@ -39,9 +46,11 @@ class TrainConfig:
     warmup_steps: int = 10
     max_grad_norm: float = 1.0
     checkpoint_every: int = 50
+    micro_batch_size: int | None = None  # None: the whole batch in one forward pass
     key: str = "train"  # config path, for error messages
 
     def __post_init__(self) -> None:
+        micro_ok = self.micro_batch_size is None or self.micro_batch_size >= 1
         checks = [
             ("epochs", self.epochs >= 1, ">= 1"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
@@ -51,6 +60,7 @@ class TrainConfig:
             ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
             ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
             ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
+            ("micro_batch_size", micro_ok, ">= 1"),
         ]
         for name, ok, bound in checks:
             if not ok:
@@ -70,6 +80,42 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False
     )
+
+
+def accumulate_gradient(
+    model: torch.nn.Module, sequences: Sequence[Sequence[int]], pad_id: int, micro: int | None
+) -> tuple[torch.Tensor, int]:
+    """Backpropagate the batch's mean next-token loss into ``model``'s ``.grad``, ``micro``
+    sequences at a time; return (the loss, detached; the batch's real tokens).
+
+    One micro-batch is exactly the plain step (``mean_loss``), so a recipe without
+    ``micro_batch_size`` computes what it always did, bit for bit.
+    """
+    device = next(model.parameters()).device  # batches follow the model
+    if micro is None or micro >= len(sequences):
+        batch = collate(sequences, pad_id).to(device)
+        with autocast_forward(device):
+            loss = mean_loss(model, batch)
+        loss.backward()
+        return loss.detach(), int(batch.attention_mask.sum())
+    chunks = [collate(sequences[i : i + micro], pad_id) for i in range(0, len(sequences), micro)]
+    # The mean over the whole batch's predicted tokens, as mean_loss takes it.
+    predicted = max(1, sum(_predicted_tokens(chunk) for chunk in chunks))
+    total = torch.zeros((), dtype=torch.float32, device=device)
+    for chunk in chunks:
+        chunk = chunk.to(device)
+        with autocast_forward(device):
+            summed, _ = token_losses(model, chunk)
+        part = summed.sum() / predicted
+        part.backward()
+        total += part.detach().float()
+    tokens = sum(int(chunk.attention_mask.sum()) for chunk in chunks)
+    return total, tokens
+
+
+def _predicted_tokens(batch: Batch) -> int:
+    """Positions with a next-token target (every real token but each sequence's first)."""
+    return int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
 
 
 def epoch_order(n: int, epoch: int, cfg: TrainConfig) -> torch.Tensor:
@@ -93,7 +139,6 @@ def train(
     if not sequences:
         raise ValueError(f"{cfg.key}: no training examples; check the dataset's train split")
     model.train()
-    device = next(model.parameters()).device  # batches follow the model
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(sequences) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
@@ -118,15 +163,14 @@ def train(
         epoch, index = divmod(step, steps_per_epoch)
         order = epoch_order(len(sequences), epoch, cfg)
         rows = order[index * cfg.batch_size : (index + 1) * cfg.batch_size].tolist()
-        batch = collate([sequences[i] for i in rows], pad_id).to(device)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total_steps, cfg)
-        loss = mean_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, tokens = accumulate_gradient(
+            model, [sequences[i] for i in rows], pad_id, cfg.micro_batch_size
+        )
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
-        tokens = int(batch.attention_mask.sum())
         running["loss"] += loss.item() * tokens
         running["tokens"] += tokens
         history["tokens"] += tokens

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..compute import place_model
 from ..lm_data import encode_texts
 from ..models import ModelConfig, build_model, fingerprint, load_model, save_model
 from ..texts import retained_texts
@@ -48,7 +49,9 @@ def pretrain_base(
 ) -> dict[str, Any]:
     """A GPT-2 from scratch trained on ``texts``; a hub model is saved as it comes."""
     tokenizer = load_tokenizer(tokenizer_dir)
-    model = build_model(model_cfg, len(tokenizer), tokenizer.eos_token_id, seed).to(device)
+    model = place_model(
+        build_model(model_cfg, len(tokenizer), tokenizer.eos_token_id, seed), device
+    )
     if not model_cfg.from_scratch:
         files = save_model(model, out_dir)
         return {"source": model_cfg.source, "fingerprint": fingerprint(model), "files": files}
@@ -66,7 +69,7 @@ def finetune_from(
 ) -> dict[str, Any]:
     """Continue training the base model on ``texts`` (all of train, or D+ only)."""
     tokenizer = load_tokenizer(tokenizer_dir)
-    model = load_model(base_dir, vocab_size=len(tokenizer)).to(device)
+    model = place_model(load_model(base_dir, vocab_size=len(tokenizer)), device)
     result = _fit(model, tokenizer, texts, recipe, out_dir, checkpoint_dir)
     return {"base": str(base_dir), **result}
 

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from ..canaries import read_canaries
+from ..compute import place_model
 from ..exposure import canary_token_ids
 from ..fisher import storage
 from ..fisher.estimation import FisherConfig
@@ -251,7 +252,7 @@ def setup_replicate(
 ) -> tuple[torch.nn.Module, ReplicateData]:
     """The model in ``model_dir`` on ``device`` and the replicate's data, tokenised."""
     tokenizer = load_tokenizer(files.tokenizer_dir)
-    model = load_model(model_dir, vocab_size=len(tokenizer)).to(device)
+    model = place_model(load_model(model_dir, vocab_size=len(tokenizer)), device)
     return model, load_replicate(tokenizer, files, model.config.n_positions)
 
 

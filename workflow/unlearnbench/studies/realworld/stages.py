@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ...artifacts import check, describe_files
+from ...compute import place_model
 from ...models import fingerprint, load_model
 from ...provenance import atomic_path, write_json
 from ...replicate import ReplicateFiles
@@ -130,7 +131,7 @@ def _probes(
 
 def _load(model_dir, tokenizer_dir, device: str):
     tokenizer = load_tokenizer(tokenizer_dir)
-    return tokenizer, load_model(model_dir, vocab_size=len(tokenizer)).to(device)
+    return tokenizer, place_model(load_model(model_dir, vocab_size=len(tokenizer)), device)
 
 
 def _score(
@@ -302,7 +303,7 @@ def find_secrets_stage(
             f"{replicate.train}: no e-mail address or phone number was found (and trained) in the "
             "training split; a realworld dataset needs naturally occurring ones"
         )
-    reference = load_model(reference_dir, vocab_size=len(tokenizer)).to(device)
+    reference = place_model(load_model(reference_dir, vocab_size=len(tokenizer)), device)
     if reference.config.n_positions < info["n_positions"]:
         raise ValueError(
             f"{reference_dir}: the reference model's context ({reference.config.n_positions} "
