@@ -4,7 +4,8 @@ The map, in the order the study runs (each rule of workflow/rules/ calls one sta
 through its adapter in workflow/scripts/):
 
 Frame and bookkeeping
-    ``settings``        the config checked before any job (schema + cross-field rules)
+    ``settings``        the config checked before any job (schema + cross-field rules, the
+                        hub model's pin and vocabulary)
     ``stage``           the adapters' frame: log, threads, device, cost, provenance
     ``replicate``       one replicate's files and seed, as one value
     ``provenance``, ``logs``, ``seeding``   what produced a result; logs and progress bars;
@@ -16,12 +17,13 @@ Data
     ``corpora/``        offline (pip-shipped) and hub text into train/validation/test splits
     ``pii``             finding and masking e-mail addresses and phone numbers
     ``texts``           reading splits and the retained set back
-    ``tokenizer``       byte-level BPE with one token per digit
+    ``tokenizer``       byte-level BPE with one token per digit, or the hub model's own
     ``canaries``        Secret Sharer canaries, the forget set D- and the retained set D+
     ``lm_data``         texts as token sequences, batches and the LM loss
 
 Models and training
-    ``models``          GPT-2 from scratch or from the hub; safetensors; fingerprints
+    ``models``          GPT-2 from scratch or a hub model (pinned, float32); context length;
+                        safetensors; fingerprints
     ``training/``       the training loop, checkpoints, the training stages, DP-SGD (Opacus)
 
 Second-order information and unlearning
@@ -31,7 +33,8 @@ Second-order information and unlearning
                         operating points chosen on tuning canaries; one request
 
 Measurement
-    ``exposure/``       canary exposure (exact digit-tree rank, extrapolated), extraction
+    ``exposure/``       canary exposure for any tokenizer (exact: digit tree or token trie;
+                        extrapolated), extraction
     ``evaluation/``     every model scored the same way: perplexity and KL to the retrained
                         model, exposure and extraction by canary role, membership inference,
                         forget quality, over-unlearning

@@ -21,6 +21,7 @@ on measured peaks), for a GPT-2 from scratch and for the hub models whose shapes
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import sys
@@ -31,6 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .settings.hub_model import snapshot
 from .settings.rules import dp_epsilons
 from .settings.schema import ConfigError
 
@@ -42,6 +44,9 @@ BYTES_PER_ROW = 400  # a text row in pandas/Python: the characters plus object o
 # about a dense bf16 H100 for a GPU job.
 RATE = {"cpu": 4e11, "gpu": 1e15}
 CACHE_BUDGET_MB = 1024  # the digit-tree walk's key/value cache (exposure.tree)
+# fetch_base_model: float32 weights (4 bytes), the checkpoint read (up to 4) and the safetensors
+# buffer written (4); an upper-ish reading of how transformers loads and saves, not measured.
+FETCH_BYTES_PER_PARAMETER = 12
 
 
 class PlanError(ConfigError):
@@ -90,9 +95,18 @@ def parameter_driver(model: Mapping[str, Any], vocab_size: int) -> str:
     return max(terms, key=terms.__getitem__)
 
 
+def context_tokens(config: Mapping[str, Any]) -> int:
+    """The model's context: model.n_positions from scratch, a hub model's own where known."""
+    if config["model"]["source"] != "scratch":
+        shape = _fisher_shape(config)
+        if shape is not None:
+            return shape.positions
+    return config["model"]["n_positions"]
+
+
 def tokens_per_sequence(config: Mapping[str, Any]) -> int:
     chars = config["data"]["max_example_chars"]
-    return min(config["model"]["n_positions"], math.ceil(chars / CHARS_PER_TOKEN) + 2)
+    return min(context_tokens(config), math.ceil(chars / CHARS_PER_TOKEN) + 2)
 
 
 def training_rows(config: Mapping[str, Any]) -> tuple[int, int]:
@@ -112,10 +126,16 @@ def _activations_bytes(batch: int, config: Mapping[str, Any], backward: bool) ->
 
 
 def _fisher_shape(config: Mapping[str, Any]):
-    """The model's shape for ``fisher.memory``: scratch, a known hub model, or None."""
+    """The model's shape for ``fisher.memory``: scratch; a hub model's own config.json where it
+    is on this machine (``settings.hub_model``), else its published shape; or None."""
     memory, model = fisher_memory_module(), config["model"]
     if model["source"] == "scratch":
         return memory.scratch_shape(model, config["tokenizer"]["vocab_size"])
+    folder = snapshot(model["source"], model["revision"])
+    if folder is not None and (folder / "config.json").is_file():
+        shape = memory.hub_shape(model["source"], json.loads((folder / "config.json").read_text()))
+        if shape is not None:
+            return shape
     return memory.MODELS.get(model["source"])
 
 
@@ -176,9 +196,18 @@ def _score_memory_mb(d: int, batch: int, config: Mapping[str, Any]) -> float:
 def estimates(config: Mapping[str, Any], device: str = "cpu", gpus: int = 1) -> list[Estimate]:
     """Peak memory (MB) and a lower bound of the time (s) of each heavy rule's job (``gpus``:
     the GPUs a GPU job has; only the sharded Fisher uses more than one)."""
-    if config["model"]["source"] != "scratch":  # hub models: only the Fisher is sized yet
-        fisher = _fisher_estimate(config, device, gpus)
-        return [fisher] if fisher else []
+    if config["model"]["source"] != "scratch":  # hub models: the base model and the Fisher
+        shape = _fisher_shape(config)
+        if shape is None:
+            return []
+        fetch = Estimate(
+            "fetch_base_model",
+            PROCESS_MB + FETCH_BYTES_PER_PARAMETER * shape.d / MB,
+            0.0,
+            ("model.source",),
+            f"{shape.d} parameters loaded in float32 and saved",
+        )
+        return [fetch, _fisher_estimate(config, device, gpus)]
     vocab = config["tokenizer"]["vocab_size"]
     d = scratch_parameters(config["model"], vocab)
     size_key = parameter_driver(config["model"], vocab)

@@ -20,7 +20,7 @@ import torch
 
 from ..canaries import read_canaries
 from ..lm_data import encode_texts
-from ..models import fingerprint, load_model
+from ..models import context_length, fingerprint, load_model
 from ..provenance import read_json
 from ..replicate import ReplicateFiles
 from ..seeding import numpy_rng
@@ -111,8 +111,7 @@ def _context(replicate: ReplicateFiles, tokenizer: Any) -> int:
     model_dir = replicate.retrained or replicate.original or replicate.base
     if model_dir is None:
         raise ValueError(f"{replicate.dataset}: no model to read the context length from")
-    config = read_json(Path(model_dir) / "config.json")
-    return int(config.get("n_positions") or config["max_position_embeddings"])
+    return context_length(read_json(Path(model_dir) / "config.json"))
 
 
 def _membership_stats(model: torch.nn.Module, data: ScoringData, cfg: EvalConfig) -> dict:

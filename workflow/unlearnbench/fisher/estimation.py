@@ -25,7 +25,7 @@ import torch
 from ..artifacts import describe_files
 from ..lm_data import collate, encode_texts
 from ..logs import progress
-from ..models import fingerprint, load_model
+from ..models import context_length, fingerprint, load_model
 from ..provenance import peak_memory_mb
 from ..replicate import ReplicateFiles
 from ..seeding import numpy_rng
@@ -172,7 +172,7 @@ def estimate_fisher_stage(
     tokenizer = load_tokenizer(replicate.tokenizer_dir)
     model = load_model(replicate.original, vocab_size=len(tokenizer)).to(device)
     sequences = encode_texts(
-        tokenizer, retained_texts(replicate.train, replicate.retain), model.config.n_positions
+        tokenizer, retained_texts(replicate.train, replicate.retain), context_length(model.config)
     )
     fisher = estimate_fisher(model, sequences, cfg, tokenizer.eos_token_id)
     fisher.save(tensors_path, meta_path)

@@ -11,6 +11,7 @@ import string
 from typing import Any
 
 from ..study_names import METRICS, ONION_POINTS, ONION_SELECTIONS
+from .hub_model import model_problem
 from .schema import ConfigError
 
 # A canary space must be much larger than the number of canaries: secrets are drawn without
@@ -377,14 +378,12 @@ def _check_frontier(unlearn: dict[str, Any]) -> None:
 
 
 def _check_model(model: dict[str, Any]) -> None:
-    _fail_if(
-        model["source"] != "scratch",
-        "model.source",
-        f"the hub model {model['source']!r} would read token ids of this study's own BPE "
-        "tokenizer, which its embeddings do not know (hub models with their own tokenizer are "
-        "not wired yet)",
-        "use model.source: scratch",
-    )
+    """Scratch without a revision; a hub id pinned to a revision; a local directory without one;
+    and, where the files are on this machine, a model that embeds every token of its tokenizer
+    (``hub_model``)."""
+    problem = model_problem(model)
+    if problem:
+        _fail_if(True, *problem)
 
 
 def _check_fisher(config: dict[str, Any]) -> None:

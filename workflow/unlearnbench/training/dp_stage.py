@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..lm_data import encode_texts
-from ..models import fingerprint, load_model, save_model
+from ..models import context_length, fingerprint, load_model, save_model
 from ..tokenizer import load_tokenizer
 from .dp import DPConfig
 from .dp_sweep import DPSweep, sweep_dp
@@ -40,7 +40,7 @@ def dp_finetune_from(
     def fresh_model():
         return load_model(base_dir, vocab_size=len(tokenizer)).to(device)
 
-    context = fresh_model().config.n_positions
+    context = context_length(fresh_model().config)
     sequences = encode_texts(tokenizer, texts, context)
     validation = encode_texts(tokenizer, validation_texts, context)
     model, result = sweep_dp(

@@ -25,7 +25,7 @@ from ..exposure import encode_canary
 from ..fisher.estimation import FisherConfig
 from ..fisher.woodbury import WoodburyFisher
 from ..lm_data import encode_texts, sequence_prefix_ids
-from ..models import fingerprint, load_model, save_model
+from ..models import context_length, fingerprint, load_model, save_model
 from ..replicate import ReplicateFiles
 from ..stage import Frame, record_stage
 from ..texts import read_index_set, read_texts, retained_after
@@ -252,7 +252,7 @@ def setup_replicate(
     """The model in ``model_dir`` on ``device`` and the replicate's data, tokenised."""
     tokenizer = load_tokenizer(files.tokenizer_dir)
     model = load_model(model_dir, vocab_size=len(tokenizer)).to(device)
-    return model, load_replicate(tokenizer, files, model.config.n_positions)
+    return model, load_replicate(tokenizer, files, context_length(model.config))
 
 
 def unlearn_stage(
