@@ -19,7 +19,8 @@ from unlearnbench.evaluation.canary_scores import (
     summarise,
 )
 from unlearnbench.evaluation.config import EvalConfig
-from unlearnbench.exposure import extract_canary
+from unlearnbench.exposure import TrieCache, extract_canary
+from unlearnbench.exposure import trie as trie_module
 from unlearnbench.lm_data import sequence_prefix_ids
 from unlearnbench.models import load_model
 from unlearnbench.seeding import derive_seed
@@ -259,6 +260,23 @@ def test_digit_merging_canaries_are_extrapolated_from_their_samples_own_tokens(b
             separator=(tokenizer.eos_token_id,),
         )  # fmt: skip
         assert record["exposure_extrapolated"] == pytest.approx(want["exposure"], rel=1e-9)
+
+
+def test_one_trie_per_prefix_serves_every_model_a_job_scores(bpe_scored, monkeypatch):
+    tokenizer, model, probes, cfg, records = bpe_scored
+    built = []
+    build = trie_module.build_trie
+
+    def counting(*args, **kwargs):
+        built.append(args[1])  # the prefix
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(trie_module, "build_trie", counting)
+    tries = TrieCache()
+    for _ in range(2):  # two models of one job (the same weights: the same ranks)
+        again = canary_metrics(model, tokenizer, probes, cfg, tries)
+        assert [r["rank"] for r in again] == [r["rank"] for r in records]
+    assert sorted(built) == sorted(p.canary.prefix for p in probes) and len(tries) == 3
 
 
 def test_extraction_decodes_the_secrets_own_tokens(bpe_scored):

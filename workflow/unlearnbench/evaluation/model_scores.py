@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..canaries import read_canaries
+from ..exposure import TrieCache
 from ..lm_data import encode_texts
 from ..models import context_length, fingerprint, load_model
 from ..provenance import read_json
@@ -53,6 +54,8 @@ class ScoringData:
     reference: torch.nn.Module | None = None  # the retrained model (KL)
     reference_records: list[dict] | None = None  # its canary records (forget quality)
     base_stats: dict[str, list] | None = None  # the base model's token statistics (MIA)
+    # The canaries' token tries (a tokenizer that merges digits): built once, for every model.
+    tries: TrieCache = field(default_factory=TrieCache)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -135,7 +138,7 @@ def score_model(model: torch.nn.Module, data: ScoringData, cfg: EvalConfig) -> d
         )
         for split, sequences in data.sequences.items()
     }
-    records = canary_metrics(model, data.tokenizer, data.probes, cfg)
+    records = canary_metrics(model, data.tokenizer, data.probes, cfg, data.tries)
     out: dict[str, Any] = {
         "fingerprint": fingerprint(model),
         "perplexity": ppl,

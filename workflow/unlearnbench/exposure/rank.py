@@ -207,7 +207,7 @@ def rank_canary(
             model, canary.context_ids, canary.secret, canary.digit_ids, batch_size, device,
             max_space=max_space,
         )  # fmt: skip
-    trie = (tries or TrieCache()).get(tokenizer, canary, progress)
+    trie = (TrieCache() if tries is None else tries).get(tokenizer, canary, progress)
     return trie_rank(
         model, trie, tokenizer, canary.secret, batch_size, device, progress=progress, start=start
     )

@@ -333,6 +333,9 @@ class TrieCache:
         self.max_bytes = max_bytes
         self._tries: dict[tuple[str, str, tuple[int, ...]], TokenTrie] = {}
 
+    def __len__(self) -> int:
+        return len(self._tries)
+
     def get(self, tokenizer: Any, canary: Any, progress: bool | None = None) -> TokenTrie:
         """The trie of ``canary`` (an ``exposure.canary.Canary``), built on first use."""
         key = (canary.prefix, canary.layout, tuple(canary.separator))
