@@ -10,11 +10,11 @@ candidate's canary text alone and scores it as one full sequence.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hub_cache import gpt2_tokenizer
 from references.exposure_brute_force import TokenBruteForce, token_extrapolation
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 from unlearnbench.exposure import (
@@ -30,7 +30,6 @@ from unlearnbench.exposure.sequences import score_token_sequences
 from unlearnbench.exposure.trie import build_trie
 from unlearnbench.tokenizer import load_tokenizer, train_tokenizer
 
-GPT2_BPE = Path(__file__).resolve().parents[2] / "data" / "gpt2_bpe"
 PIN = "my pin code is "
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,10 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def gpt2() -> GPT2TokenizerFast:
-    # transformers 5 takes the files as vocab= / merges= (vocab_file= gives an empty vocabulary).
-    tokenizer = GPT2TokenizerFast(
-        vocab=str(GPT2_BPE / "encoder.json"), merges=str(GPT2_BPE / "vocab.bpe")
-    )
+    tokenizer = gpt2_tokenizer()
     assert len(tokenizer) == 50257
     assert tokenizer.encode(PIN + "123456") == [1820, 6757, 2438, 318, 17031, 29228]
     return tokenizer
