@@ -9,7 +9,7 @@ the output layer over 50257 tokens is most of the cost either way) trained a few
 "my pin code is " + skewed random digits, one secret in 1 row of 8 (memorised: rank 1).
 
 Brute force = tokenize every candidate alone + score every candidate as one full sequence
-(``trie.score_token_sequences``, the trie's own reference). At 10^4 candidates it runs in full
+(``sequences.score_token_sequences``, the trie's own reference). At 10^4 candidates it runs in full
 and its ranks are checked against the trie's; at 10^6 it is timed on a random sample and scaled
 (its cost is linear in the candidates). The trie's time includes tokenizing all candidates and
 building the trie (once per prefix and format, shared by every secret), reported apart too.
@@ -29,7 +29,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 from unlearnbench.exposure import build_trie, score_token_sequences, trie_rank
 from unlearnbench.exposure.scoring import eval_mode
-from unlearnbench.exposure.trie import encode_text
+from unlearnbench.exposure.sequences import encode_text
 
 GPT2_BPE = Path(__file__).resolve().parents[1] / "data" / "gpt2_bpe"
 PREFIX = "my pin code is "

@@ -88,7 +88,8 @@ BAD = [
         "canaries.templates[0]",
         "match",
     ),
-    ("hub_model", "model:\n  source: gpt2\n", "model.source", "tokenizer"),
+    ("hub_model_unpinned", "model:\n  source: gpt2\n", "model.revision", "pinned"),
+    ("hub_model_bad_id", "model:\n  source: a/b/c\n  revision: main\n", "model.source", "id"),
     (
         "block_beyond_model",
         "fisher:\n  blocks: fixed\n  block_size: 100000000\n",

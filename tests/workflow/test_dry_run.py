@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from snakemake_runner import job_counts, run_snakemake
 
@@ -40,8 +42,10 @@ def expected(
     side_replicates,
     realworld_methods,
     requests=2,
+    hub=False,
 ):
-    """``side_replicates``: how many replicates the DP, cycle, onion and real-world studies
+    """``hub``: the model comes from the hub with its tokenizer (fetched, not trained);
+    ``side_replicates``: how many replicates the DP, cycle, onion and real-world studies
     run on (their own `replicates` subsets); ``realworld_methods``: the real-world study's
     methods (its Fisher is estimated because Fisher Removal is among them); ``requests``: the
     cycle study's K."""
@@ -49,9 +53,9 @@ def expected(
     real_runs = realworld * side_replicates
     counts = {
         "prepare_corpus": datasets,
-        "train_tokenizer": 1,
+        "fetch_tokenizer" if hub else "train_tokenizer": 1,
         "inject_canaries": runs,
-        "pretrain_base": 1,
+        "fetch_base_model" if hub else "pretrain_base": 1,
         "finetune": runs + real_runs,
         # the retrained model and its twin; each cycle request's but the last; the onion
         # study's four retrained arms (original, masked, random, reorder)
@@ -69,7 +73,7 @@ def expected(
         "onion_unlearn": side,  # the unlearned arm, saved and scored
         "find_secrets": real_runs,
         "evaluate": runs,  # retrained, original and its twin; frontiers score their own
-        "evaluate_dp": side,  # every DP-SGD model of the replicate
+        "evaluate_dp": side if epsilons else 0,  # every DP-SGD model of the replicate
         "fisher_scaling": 1,
         **dict.fromkeys(REPORT_RULES, 1),
         "all": 1,
@@ -113,14 +117,32 @@ EXPECTED = {
         side_replicates=3,
         realworld_methods=7,
         requests=3,
+        hub=True,  # fetch_tokenizer and fetch_base_model; no train_tokenizer, no pretrain_base
+    ),
+    ("config/paper.yaml", "config/paper_smoke.yaml"): expected(
+        datasets=1,
+        nlp=1,
+        realworld=0,
+        replicates=1,
+        epsilons=0,
+        methods=2,
+        cycle_methods=1,
+        side_replicates=1,
+        realworld_methods=0,
+        requests=1,
+        hub=True,
     ),
 }
 
 
 @pytest.mark.parametrize("overlay", list(EXPECTED), ids=lambda o: o[0] if o else "default")
-def test_dry_run_job_counts(workflow_copy, overlay):
+def test_dry_run_job_counts(workflow_copy, overlay, tmp_path):
     args = ["-n", "--cores", "1"]
     if overlay:
         args += ["--configfile", *overlay]
-    proc = run_snakemake(workflow_copy, *args)
+    # An empty hub cache: planning a hub model reads no network and no cached model. The paper
+    # scale is planned for a cluster node (its Fisher alone needs over 100 GB: the local
+    # machine's memory would refuse it), as UNLEARNBENCH_MACHINE_MB lets a login node do.
+    env = {**os.environ, "HF_HOME": str(tmp_path / "empty"), "UNLEARNBENCH_MACHINE_MB": "2097152"}
+    proc = run_snakemake(workflow_copy, *args, env=env)
     assert job_counts(proc.stdout) == EXPECTED[overlay]

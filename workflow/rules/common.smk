@@ -201,6 +201,9 @@ def benchmark_path(rule, *wildcards):
     return os.path.join("results", "benchmarks", rule, *wildcards) + ".tsv"
 
 
+# A hub model brings its weights and tokenizer: rules fetch_tokenizer and fetch_base_model
+# replace train_tokenizer and pretrain_base (data.smk, train.smk), with the same outputs.
+HUB_MODEL = config["model"]["source"] != "scratch"
 TOKENIZER = "results/tokenizer/tokenizer.json"
 MODEL_FILES = ["config.json", "model.safetensors"]
 

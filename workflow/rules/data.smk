@@ -1,4 +1,5 @@
-# Data stage: corpora -> splits, the tokenizer, and Secret Sharer canaries.
+# Data stage: corpora -> splits, the tokenizer (trained here, or a hub model's own: chosen by
+# model.source, HUB_MODEL in common.smk), and Secret Sharer canaries.
 
 
 rule prepare_corpus:
@@ -29,31 +30,63 @@ rule prepare_corpus:
         "../scripts/prepare_corpus.py"
 
 
-rule train_tokenizer:
-    """Byte-level BPE on the pretraining corpus, digits split one per token."""
-    input:
-        train=expand("results/data/{dataset}/train.parquet", dataset=config["pretrain"]["datasets"]),
-        code=code("train_tokenizer"),
-    output:
-        tokenizer="results/tokenizer/tokenizer.json",
-        tokenizer_config="results/tokenizer/tokenizer_config.json",
-        manifest=ensure("results/tokenizer/manifest.json", non_empty=True),
-    log:
-        log_path("train_tokenizer"),
-    benchmark:
-        benchmark_path("train_tokenizer")
-    conda:
-        "../../envs/unlearnbench.yaml"
-    threads: 1
-    resources:
-        mem_mb=mem_mb("train_tokenizer", floor=2000),
-        runtime=30,
-    params:
-        datasets=config["pretrain"]["datasets"],
-        vocab_size=config["tokenizer"]["vocab_size"],
-        min_frequency=config["tokenizer"]["min_frequency"],
-    script:
-        "../scripts/train_tokenizer.py"
+if HUB_MODEL:
+
+    rule fetch_tokenizer:
+        """The hub model's own tokenizer (model.source at model.revision), saved where a trained
+        one would be, so every later stage reads results/tokenizer alike. tokenizer.* configures
+        a trained tokenizer and is not used (the manifest says so)."""
+        input:
+            code=code("fetch_tokenizer"),
+        output:
+            tokenizer="results/tokenizer/tokenizer.json",
+            tokenizer_config="results/tokenizer/tokenizer_config.json",
+            manifest=ensure("results/tokenizer/manifest.json", non_empty=True),
+        log:
+            log_path("fetch_tokenizer"),
+        benchmark:
+            benchmark_path("fetch_tokenizer")
+        conda:
+            "../../envs/unlearnbench.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        params:
+            source=config["model"]["source"],
+            revision=config["model"]["revision"],
+        script:
+            "../scripts/fetch_tokenizer.py"
+
+else:
+
+    rule train_tokenizer:
+        """Byte-level BPE on the pretraining corpus, digits split one per token."""
+        input:
+            train=expand(
+                "results/data/{dataset}/train.parquet", dataset=config["pretrain"]["datasets"]
+            ),
+            code=code("train_tokenizer"),
+        output:
+            tokenizer="results/tokenizer/tokenizer.json",
+            tokenizer_config="results/tokenizer/tokenizer_config.json",
+            manifest=ensure("results/tokenizer/manifest.json", non_empty=True),
+        log:
+            log_path("train_tokenizer"),
+        benchmark:
+            benchmark_path("train_tokenizer")
+        conda:
+            "../../envs/unlearnbench.yaml"
+        threads: 1
+        resources:
+            mem_mb=mem_mb("train_tokenizer", floor=2000),
+            runtime=30,
+        params:
+            datasets=config["pretrain"]["datasets"],
+            vocab_size=config["tokenizer"]["vocab_size"],
+            min_frequency=config["tokenizer"]["min_frequency"],
+        script:
+            "../scripts/train_tokenizer.py"
 
 
 rule inject_canaries:

@@ -38,7 +38,8 @@ rule estimate_fisher:
 
 rule fisher_scaling:
     """How Fisher estimation grows: gradient, set-up and product time and peak memory for each
-    m and model width of config.scaling, on randomly initialised GPT-2s of the default shape."""
+    m and model width of config.scaling, on randomly initialised GPT-2s of the model.* shape
+    (built from scratch also when model.source names a hub model: only sizes matter here)."""
     input:
         tokenizer=TOKENIZER,
         train=expand("results/data/{dataset}/train.parquet", dataset=config["pretrain"]["datasets"]),
@@ -58,7 +59,7 @@ rule fisher_scaling:
         runtime=60,
     params:
         scaling=config["scaling"],
-        model=config["model"],
+        model=without(config["model"], "source", "revision"),
         # The scaling study times one set-up per point: only lambda and the blocking matter.
         fisher={key: config["fisher"][key] for key in ("damping", "blocks")},
         seed=config["seed"],

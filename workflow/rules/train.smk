@@ -1,38 +1,71 @@
-# Training stage: the base model, the original (fine-tuned with canaries) and the retrained
+# Training stage: the base model (pretrained here, or a hub model fetched: chosen by model.source,
+# HUB_MODEL in common.smk), the original (fine-tuned with canaries) and the retrained
 # gold standard (D+ only). Checkpoints live outside the declared outputs, under
 # results/checkpoints/, because Snakemake deletes a killed job's outputs; --rerun-incomplete
 # resumes from them.
 
 
-rule pretrain_base:
-    """The base LM: a GPT-2 trained from scratch on the pretraining corpus (no canaries), or
-    the hub model named by model.source."""
-    input:
-        tokenizer=TOKENIZER,
-        train=expand("results/data/{dataset}/train.parquet", dataset=config["pretrain"]["datasets"]),
-        code=code("pretrain_base"),
-    output:
-        model=model_files("results/models/base"),
-        manifest=ensure("results/models/base/train.json", non_empty=True),
-    log:
-        log_path("pretrain_base"),
-    benchmark:
-        benchmark_path("pretrain_base")
-    conda:
-        "../../envs/unlearnbench.yaml"
-    threads: 2
-    resources:
-        mem_mb=mem_mb("pretrain_base", floor=4000),
-        runtime=runtime_min("pretrain_base", floor=120),
-        gpu=0,
-    params:
-        compute=COMPUTE,
-        model=config["model"],
-        recipe=config["train"]["pretrain"],
-        seed=config["seed"],
-        checkpoint="results/checkpoints/pretrain_base",
-    script:
-        "../scripts/pretrain_base.py"
+if HUB_MODEL:
+
+    rule fetch_base_model:
+        """The base LM: the hub model named by model.source at model.revision, loaded in float32
+        from safetensors and saved as it comes (model.n_*, train.pretrain and pretrain.datasets
+        size and train a model from scratch and are not used)."""
+        input:
+            tokenizer=TOKENIZER,
+            code=code("fetch_base_model"),
+        output:
+            model=model_files("results/models/base"),
+            manifest=ensure("results/models/base/train.json", non_empty=True),
+        log:
+            log_path("fetch_base_model"),
+        benchmark:
+            benchmark_path("fetch_base_model")
+        conda:
+            "../../envs/unlearnbench.yaml"
+        threads: 1
+        resources:
+            mem_mb=mem_mb("fetch_base_model", floor=4000),
+            runtime=60,
+            gpu=0,
+        params:
+            source=config["model"]["source"],
+            revision=config["model"]["revision"],
+        script:
+            "../scripts/fetch_base_model.py"
+
+else:
+
+    rule pretrain_base:
+        """The base LM: a GPT-2 trained from scratch on the pretraining corpus (no canaries)."""
+        input:
+            tokenizer=TOKENIZER,
+            train=expand(
+                "results/data/{dataset}/train.parquet", dataset=config["pretrain"]["datasets"]
+            ),
+            code=code("pretrain_base"),
+        output:
+            model=model_files("results/models/base"),
+            manifest=ensure("results/models/base/train.json", non_empty=True),
+        log:
+            log_path("pretrain_base"),
+        benchmark:
+            benchmark_path("pretrain_base")
+        conda:
+            "../../envs/unlearnbench.yaml"
+        threads: 2
+        resources:
+            mem_mb=mem_mb("pretrain_base", floor=4000),
+            runtime=runtime_min("pretrain_base", floor=120),
+            gpu=0,
+        params:
+            compute=COMPUTE,
+            model=config["model"],
+            recipe=config["train"]["pretrain"],
+            seed=config["seed"],
+            checkpoint="results/checkpoints/pretrain_base",
+        script:
+            "../scripts/pretrain_base.py"
 
 
 rule finetune:

@@ -1,10 +1,12 @@
-"""GPT-2-architecture models: built from scratch or loaded from the hub, saved as safetensors.
+"""Causal LMs: a GPT-2 built from scratch, or a hub model (GPT-2, OPT), saved as safetensors.
 
 The embedded default trains a small GPT-2 from scratch (no weights are reachable offline); the
-paper config names a hub model. Both become a transformers ``GPT2LMHeadModel``-style causal LM
-that every later stage treats the same way. Models are written with ``save_pretrained``
-(safetensors + config.json) into a temporary directory that is renamed into place, so a killed
-job never leaves a half-written model; loading never enables ``trust_remote_code``.
+paper config names a hub model (``load_hub_model``: its pinned revision, safetensors only, in
+float32, dropout off). Both become a transformers causal LM that every later stage treats the
+same way; ``context_length`` reads how many positions any of them has. Models are written with
+``save_pretrained`` (safetensors + config.json) into a temporary directory that is renamed into
+place, so a killed job never leaves a half-written model; loading never enables
+``trust_remote_code``.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from .artifacts import describe_files
 from .seeding import derive_seed
@@ -50,21 +53,44 @@ class ModelConfig:
                 f"model.n_embd: {self.n_embd} is not divisible by model.n_head = {self.n_head}; "
                 "choose a width that is a multiple of the head count"
             )
+        if not self.from_scratch and self.revision is None and not Path(self.source).is_dir():
+            raise ValueError(
+                f"model.revision: the hub model {self.source!r} needs a pinned revision; set "
+                "model.revision to a commit of its repository"
+            )
 
     @property
     def from_scratch(self) -> bool:
         return self.source == "scratch"
 
 
+# Where a model's config keeps its context length: GPT-2 (n_positions), OPT, Llama, GPT-NeoX, ...
+# (max_position_embeddings), older GPT-style configs (n_ctx).
+CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx")
+
+
+def context_length(config: Any) -> int:
+    """Positions a model can attend over, from its config (a transformers config or the dict of
+    a saved config.json), whatever the architecture calls it."""
+    values = config if isinstance(config, Mapping) else vars(config)
+    for key in CONTEXT_KEYS:
+        if isinstance(values.get(key), int):
+            return values[key]
+    raise ValueError(
+        f"model config ({values.get('model_type', 'unknown type')}): no context length among "
+        f"{', '.join(CONTEXT_KEYS)}; this architecture is not supported"
+    )
+
+
 def build_model(cfg: ModelConfig, vocab_size: int, eos_id: int, seed: int) -> torch.nn.Module:
-    """A freshly initialised GPT-2 (seeded ``init`` stream), or the hub model ``cfg.source``.
+    """A freshly initialised GPT-2 (seeded ``init`` stream), or the hub model ``cfg.source``
+    (``load_hub_model``; ``vocab_size``: the tokenizer's, which it must cover).
 
     Dropout is 0: per-example gradients and DP-SGD need deterministic forward passes, and
     unlearning is compared at fixed weights.
     """
     if not cfg.from_scratch:
-        model = AutoModelForCausalLM.from_pretrained(cfg.source, revision=cfg.revision)
-        return _no_dropout(model)
+        return load_hub_model(cfg, vocab_size)
     config = GPT2Config(
         vocab_size=vocab_size,
         n_positions=cfg.n_positions,
@@ -88,6 +114,48 @@ def _no_dropout(model: torch.nn.Module) -> torch.nn.Module:
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
     return model
+
+
+def _dropout_keys(config: Any) -> list[str]:
+    """The config's dropout rates (GPT-2: resid_pdrop, ...; OPT: dropout, attention_dropout,
+    ...). OPT applies them functionally, not through ``nn.Dropout`` modules, so the rates
+    themselves must be 0."""
+    return [
+        key
+        for key, value in vars(config).items()
+        if key.endswith(("dropout", "pdrop", "layerdrop")) and isinstance(value, float)
+    ]
+
+
+def load_hub_model(cfg: ModelConfig, vocab_size: int | None = None) -> torch.nn.Module:
+    """The hub model ``cfg.source`` (a hub id at ``cfg.revision``, or a local directory) in
+    float32, from safetensors only, its own code only (never ``trust_remote_code``), dropout 0.
+
+    transformers 5 would keep the checkpoint's dtype (OPT's is float16), which the Fisher's
+    Woodbury set-up and the exposure tolerances are not calibrated for: float32 is asked for.
+    A model with fewer embedding rows than the tokenizer (``vocab_size``) has tokens it cannot
+    embed and is refused (padding rows, OPT's 50272 for 50265 tokens, are fine).
+    """
+    common = {"revision": cfg.revision, "trust_remote_code": False}
+    config = AutoConfig.from_pretrained(cfg.source, **common)
+    for key in _dropout_keys(config):
+        setattr(config, key, 0.0)
+    check_vocabulary(cfg, config.vocab_size, vocab_size)
+    model = AutoModelForCausalLM.from_pretrained(
+        cfg.source, config=config, use_safetensors=True, dtype=torch.float32, **common
+    )
+    rows = model.get_input_embeddings().weight.shape[0]
+    check_vocabulary(cfg, rows, vocab_size)
+    return _no_dropout(model)
+
+
+def check_vocabulary(cfg: ModelConfig, rows: int, vocab_size: int | None) -> None:
+    if vocab_size is not None and rows < vocab_size:
+        raise ValueError(
+            f"model.source: {cfg.source!r} (revision {cfg.revision}) has {rows} token "
+            f"embeddings but its tokenizer has {vocab_size} tokens, so some token ids have no "
+            "embedding; use a revision whose model and tokenizer belong together"
+        )
 
 
 def save_model(model: torch.nn.Module, directory: str | os.PathLike) -> dict[str, Any]:

@@ -26,6 +26,7 @@ on the device the job gets (its ``gpu`` resource, as the GPU profiles set it).
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import sys
@@ -36,6 +37,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .settings.hub_model import snapshot
 from .settings.rules import dp_epsilons
 from .settings.schema import ConfigError
 
@@ -58,6 +60,9 @@ CACHE_BUDGET_MB = 1024  # the digit-tree walk's key/value cache (exposure.tree)
 SHARDED_RULES = (
     "estimate_fisher", "sweep_frontier", "unlearn_realworld", "unlearn_cycles", "onion_unlearn",
 )  # fmt: skip
+# fetch_base_model: float32 weights (4 bytes), the checkpoint read (up to 4) and the safetensors
+# buffer written (4); an upper-ish reading of how transformers loads and saves, not measured.
+FETCH_BYTES_PER_PARAMETER = 12
 
 
 class PlanError(ConfigError):
@@ -90,10 +95,17 @@ def fisher_memory_module() -> ModuleType:
 
 def model_shape(config: Mapping[str, Any]):
     """The model's shape (``fisher.memory.ModelShape``): the GPT-2 trained from scratch, a hub
-    model whose shape the planner knows (GPT-2, OPT), or None for any other hub model."""
+    model from its cached config.json or a shape the planner knows (GPT-2, OPT), or None."""
     memory, model = fisher_memory_module(), config["model"]
     if model["source"] == "scratch":
         return memory.scratch_shape(model, config["tokenizer"]["vocab_size"])
+    # A hub model's own config.json where it is on this machine (settings.hub_model), else its
+    # published shape.
+    folder = snapshot(model["source"], model["revision"])
+    if folder is not None and (folder / "config.json").is_file():
+        shape = memory.hub_shape(model["source"], json.loads((folder / "config.json").read_text()))
+        if shape is not None:
+            return shape
     return memory.MODELS.get(model["source"])
 
 
@@ -115,13 +127,19 @@ def parameter_driver(model: Mapping[str, Any], vocab_size: int) -> str:
     return max(terms, key=terms.__getitem__)
 
 
+def context_tokens(config: Mapping[str, Any]) -> int:
+    """The model's context: model.n_positions from scratch, a hub model's own where known."""
+    shape = model_shape(config)
+    if config["model"]["source"] != "scratch" and shape is not None:
+        return shape.positions
+    return config["model"]["n_positions"]
+
+
 def tokens_per_sequence(config: Mapping[str, Any]) -> int:
     """Tokens of the longest sequence: an example's characters, cut to the model's context (a
     hub model's own, ``n_positions`` for a scratch model or an unknown hub model)."""
     chars = config["data"]["max_example_chars"]
-    shape = model_shape(config)
-    context = shape.positions if shape is not None else config["model"]["n_positions"]
-    return min(context, math.ceil(chars / CHARS_PER_TOKEN) + 2)
+    return min(context_tokens(config), math.ceil(chars / CHARS_PER_TOKEN) + 2)
 
 
 def training_rows(config: Mapping[str, Any]) -> tuple[int, int]:
@@ -229,6 +247,14 @@ def estimates(config: Mapping[str, Any], device: str = "cpu", gpus: int = 1) -> 
         out.append(Estimate(rule, memory_mb, flops / rate, keys, detail))
 
     text_mb = _text_mb(config)
+    if not scratch:
+        add(
+            "fetch_base_model",
+            PROCESS_MB + FETCH_BYTES_PER_PARAMETER * d / MB,
+            0.0,
+            "model.source",
+            f"{d} parameters loaded in float32 and saved",
+        )
     add(
         "inject_canaries",
         PROCESS_MB / 2 + text_mb,

@@ -1,4 +1,5 @@
-"""Byte-level BPE tokenizer (GPT-2 style) whose digits are one token each.
+"""The study's tokenizer: a byte-level BPE (GPT-2 style) whose digits are one token each, trained
+here (``train_tokenizer``), or a hub model's own tokenizer (``fetch_tokenizer``).
 
 Exposure (Carlini et al. 2019) ranks a canary's secret among all 10^k candidates by the model's
 log-perplexity of ``prefix + candidate``. That computation is only cheap and exact if every
@@ -9,7 +10,9 @@ candidate is k tokens long and the prefix tokenizes the same whatever digits fol
 A plain GPT-2 BPE breaks this (it merges " 48", "1903", ...). Splitting digits off before the
 byte-level regex makes it hold for any prefix: each digit becomes its own pre-token, so no merge
 can cross a digit boundary. ``train_tokenizer`` checks the invariant on the saved artifact and
-refuses to publish a tokenizer that violates it.
+refuses to publish a tokenizer that violates it. A hub model's tokenizer (GPT-2's and OPT's BPE
+merge digit runs) is used as it is: exposure then ranks each candidate's own tokens
+(``exposure.canary``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from .settings.hub_model import commit_of
 
 # GPT-2's single special token serves as bos, eos, pad and unk: a byte-level BPE never needs
 # unk, and one shared token keeps the embedding matrix and the model config simple.
@@ -215,6 +220,55 @@ def train_tokenizer(
     return manifest
 
 
+# The tokenizer.* settings configure a tokenizer trained here; a hub model brings its own.
+NOT_USED_FOR_HUB = (
+    "tokenizer.vocab_size and tokenizer.min_frequency configure a tokenizer trained here; "
+    "the hub model's own tokenizer is used instead, so they are not used"
+)
+
+
+def fetch_tokenizer(
+    source: str, revision: str | None, out_dir: str | os.PathLike
+) -> dict[str, Any]:
+    """Save the tokenizer of the hub model ``source`` (at ``revision``; or a local directory)
+    into ``out_dir`` in the format ``train_tokenizer`` writes, so every later stage reads it
+    alike. Its end-of-text token separates sequences (``lm_data``), so it must have one.
+    Returns the manifest (vocabulary size, special tokens, what was not used and why)."""
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=False)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(
+            f"model.source: the tokenizer of {source!r} has no end-of-text token, which this "
+            "study puts between sequences; choose a causal LM whose tokenizer has one"
+        )
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+    try:
+        tokenizer.save_pretrained(tmp_dir)
+        missing = [name for name in REQUIRED_FILES if not (tmp_dir / name).is_file()]
+        if missing:
+            raise ValueError(
+                f"model.source: the tokenizer of {source!r} saved without {', '.join(missing)} "
+                "(not a fast tokenizer); choose a model with a tokenizers-backed tokenizer"
+            )
+        reloaded = load_tokenizer(tmp_dir)  # what consumers will load, checked the same way
+        manifest = {
+            "source": source,
+            "revision": revision,
+            "commit": commit_of(source, revision),
+            "vocab_size": len(reloaded),
+            "special_tokens": {
+                name: getattr(reloaded, name) for name in SPECIAL_TOKENS if getattr(reloaded, name)
+            },
+            "eos_token_id": reloaded.eos_token_id,
+            "not_used": NOT_USED_FOR_HUB,
+        }
+        _publish(tmp_dir, out_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return manifest
+
+
 def _publish(tmp_dir: Path, out_dir: Path) -> None:
     if not out_dir.exists():
         os.replace(tmp_dir, out_dir)  # atomic: the directory appears complete or not at all
@@ -231,7 +285,10 @@ def load_tokenizer(directory: str | os.PathLike) -> PreTrainedTokenizerBase:
     Raises FileNotFoundError / ValueError naming the directory and the fix.
     """
     directory = Path(directory)
-    fix = "rerun the train_tokenizer rule (delete the directory first if it is corrupted)"
+    fix = (
+        "rerun the rule that writes it, train_tokenizer (fetch_tokenizer for a hub model); "
+        "delete the directory first if it is corrupted"
+    )
     missing = [name for name in REQUIRED_FILES if not (directory / name).is_file()]
     if missing:
         raise FileNotFoundError(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
-from references.exposure_brute_force import brute_force_rank
+import torch
+from hub_cache import gpt2_tokenizer, tiny_gpt2
+from references.exposure_brute_force import TokenBruteForce, brute_force_rank, token_extrapolation
 from unlearnbench.canaries import ROLES, read_canaries
 from unlearnbench.evaluation.canary_scores import (
     SCORES,
@@ -16,8 +19,11 @@ from unlearnbench.evaluation.canary_scores import (
     summarise,
 )
 from unlearnbench.evaluation.config import EvalConfig
+from unlearnbench.exposure import TrieCache, extract_canary
+from unlearnbench.exposure import trie as trie_module
 from unlearnbench.lm_data import sequence_prefix_ids
 from unlearnbench.models import load_model
+from unlearnbench.seeding import derive_seed
 from unlearnbench.tokenizer import load_tokenizer
 
 PARTS = (*ROLES, "forget")
@@ -148,12 +154,18 @@ def scored(replicate_files, one_thread):
     tokenizer = load_tokenizer(replicate_files.tokenizer_dir)
     table = read_canaries(replicate_files.canaries)
     model = load_model(replicate_files.original, vocab_size=len(tokenizer))
+    probes, _, records = score_canaries(model, tokenizer, table, seed=0)
+    return tokenizer, table, model, probes, records
+
+
+def score_canaries(model, tokenizer, table, seed):
+    """Both estimators over 10^3 candidates, through make_probes and canary_metrics."""
     cfg = EvalConfig(
         batch_size=4, retain_sample=8, estimator="both", max_exact_space=1000,
-        extrapolation_samples=100, seed=0,
+        extrapolation_samples=100, seed=seed,
     )  # fmt: skip
     probes = make_probes(tokenizer, table)
-    return tokenizer, table, model, probes, canary_metrics(model, tokenizer, probes, cfg)
+    return probes, cfg, canary_metrics(model, tokenizer, probes, cfg)
 
 
 def test_probes_follow_the_canary_table(scored):
@@ -162,11 +174,12 @@ def test_probes_follow_the_canary_table(scored):
     for probe, row in zip(probes, table.itertuples(), strict=True):
         assert (probe.role, probe.secret, probe.group) == (row.role, row.secret, row.group)
         assert probe.in_forget_set == bool(row.in_forget_set)
-        assert probe.prefix_ids == tuple(sequence_prefix_ids(tokenizer, row.prefix))
-        assert probe.prefix_ids[0] == tokenizer.eos_token_id
-        assert len(set(probe.digit_ids)) == 10
+        canary = probe.canary
+        assert canary.context_ids == tuple(sequence_prefix_ids(tokenizer, row.prefix))
+        assert canary.separator == (tokenizer.eos_token_id,)
+        assert len(set(canary.digit_ids)) == 10
         encoded = tokenizer.encode(row.prefix + row.secret, add_special_tokens=False)
-        assert encoded[-len(row.secret) :] == [probe.digit_ids[int(d)] for d in row.secret]
+        assert encoded[-len(row.secret) :] == [canary.digit_ids[int(d)] for d in row.secret]
 
 
 def test_every_canary_gets_exactly_one_record_with_its_role(scored):
@@ -186,7 +199,8 @@ def test_exact_exposure_equals_the_brute_force_rank(scored):
     _, _, model, probes, records = scored
     by_id = {r["canary_id"]: r for r in records}
     for probe in probes[::2]:  # ids 0, 2, 4, 6: control, removed, tuning, phantom
-        want = brute_force_rank(model, probe.prefix_ids, probe.secret, probe.digit_ids)
+        canary = probe.canary
+        want = brute_force_rank(model, canary.context_ids, canary.secret, canary.digit_ids)
         got = by_id[probe.canary_id]
         assert got["rank"] == want.rank
         assert got["exposure_exact"] == pytest.approx(want.exposure, abs=1e-12)
@@ -198,3 +212,107 @@ def test_exposures_of_real_records_read_the_exact_estimates(scored):
     by_id = {r["canary_id"]: r for r in records}
     removed = sorted(table.loc[table["role"] == "removed", "canary_id"])
     assert exposures_of(records, "removed") == [by_id[i]["exposure_exact"] for i in removed]
+
+
+# --- with GPT-2's real BPE, which merges digits ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bpe_scored(one_thread):
+    """Canaries under GPT-2's tokenizer (" 123" is one token) and a tiny random GPT-2 over its
+    50257 tokens, scored through the evaluation path (make_probes, canary_metrics)."""
+    tokenizer = gpt2_tokenizer()
+    model = tiny_gpt2(tokenizer).eval()
+    for p in model.parameters():  # spread the candidates' Px like a trained model's
+        p.data.mul_(10)
+    table = pd.DataFrame(
+        {
+            "canary_id": [0, 1, 2],
+            "group": [1, 0, 0],
+            "role": ["removed", "control", "phantom"],
+            "in_forget_set": [True, False, False],
+            "repetitions": [4, 4, 0],
+            "prefix": ["my pin code is ", "call 555-", "the door code is "],
+            "secret": ["042", "917", "500"],
+        }
+    )
+    return tokenizer, model, *score_canaries(model, tokenizer, table, seed=3)
+
+
+def test_digit_merging_canaries_are_ranked_exactly_in_the_evaluation_path(bpe_scored):
+    tokenizer, model, probes, _, records = bpe_scored
+    eos = (tokenizer.eos_token_id,)
+    for probe, record in zip(probes, records, strict=True):
+        assert probe.canary.digit_ids is None  # GPT-2 merges digits: the trie, not the tree
+        brute = TokenBruteForce(model, tokenizer, probe.canary.prefix, "###", separator=eos)
+        assert record["rank"] == brute.rank(probe.secret)
+        assert record["exposure_exact"] == pytest.approx(math.log2(1000 / record["rank"]))
+
+
+def test_digit_merging_canaries_are_extrapolated_from_their_samples_own_tokens(bpe_scored):
+    tokenizer, model, probes, cfg, records = bpe_scored
+    for probe, record in zip(probes, records, strict=True):
+        generator = torch.Generator().manual_seed(
+            derive_seed(cfg.seed, "eval", "exposure", probe.canary_id)
+        )
+        want = token_extrapolation(
+            model, tokenizer, probe.canary.prefix, probe.secret, 100, generator,
+            separator=(tokenizer.eos_token_id,),
+        )  # fmt: skip
+        assert record["exposure_extrapolated"] == pytest.approx(want["exposure"], rel=1e-9)
+
+
+def test_one_trie_per_prefix_serves_every_model_a_job_scores(bpe_scored, monkeypatch):
+    tokenizer, model, probes, cfg, records = bpe_scored
+    built = []
+    build = trie_module.build_trie
+
+    def counting(*args, **kwargs):
+        built.append(args[1])  # the prefix
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(trie_module, "build_trie", counting)
+    tries = TrieCache()
+    for _ in range(2):  # two models of one job (the same weights: the same ranks)
+        again = canary_metrics(model, tokenizer, probes, cfg, tries)
+        assert [r["rank"] for r in again] == [r["rank"] for r in records]
+    assert sorted(built) == sorted(p.canary.prefix for p in probes) and len(tries) == 3
+
+
+def test_extraction_decodes_the_secrets_own_tokens(bpe_scored):
+    """Greedy decoding of as many tokens as the secret has after its context, against a plain
+    loop that reruns the whole sequence each step; a model that predicts those tokens extracts
+    it."""
+    tokenizer, model, probes, _, _ = bpe_scored
+    canary = probes[0].canary
+    ids = [*canary.separator, *tokenizer.encode(canary.prefix + canary.secret)]
+    n = 0
+    while ids[n] == canary.context_ids[n]:
+        n += 1
+    context, wanted = ids[:n], ids[n:]
+    generated = list(context)
+    with torch.no_grad():
+        for _ in wanted:
+            generated.append(int(model(torch.tensor([generated])).logits[0, -1].argmax()))
+    got = extract_canary(model, tokenizer, canary)
+    assert got.token_ids == generated[n:] and got.matches == (generated[n:] == wanted)
+    # A model whose output layer only ever predicts the secret's tokens, in order, extracts it.
+    forced = _predicting(model, wanted, context)
+    assert extract_canary(forced, tokenizer, canary).matches
+
+
+def _predicting(model, tokens, context):
+    """A copy of ``model`` whose next token after ``context + tokens[:j]`` is ``tokens[j]``: its
+    output layer (untied from the input embedding, so the hidden states stay) gets rows that
+    add 1000 to exactly those logits (a pseudo-inverse of the positions' hidden states)."""
+    import copy
+
+    forced = copy.deepcopy(model)
+    head = forced.get_output_embeddings()
+    head.weight = torch.nn.Parameter(head.weight.detach().clone())
+    with torch.no_grad():
+        out = forced.base_model(torch.tensor([context + tokens[:-1]])).last_hidden_state[0]
+        inverse = torch.linalg.pinv(out[len(context) - 1 :])  # (H, len(tokens))
+        for j, token in enumerate(tokens):
+            head.weight[token] += 1e3 * inverse[:, j]
+    return forced

@@ -10,12 +10,12 @@ candidate's canary text alone and scores it as one full sequence.
 from __future__ import annotations
 
 import copy
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hub_cache import gpt2_tokenizer
+from references.exposure_brute_force import TokenBruteForce, token_extrapolation
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 from unlearnbench.exposure import (
     canary_exposures,
@@ -26,10 +26,10 @@ from unlearnbench.exposure import (
 from unlearnbench.exposure import trie as trie_module
 from unlearnbench.exposure.rank import trie_rank
 from unlearnbench.exposure.scoring import eval_mode, score_full_sequences
-from unlearnbench.exposure.trie import build_trie, encode_text, score_token_sequences
+from unlearnbench.exposure.sequences import score_token_sequences
+from unlearnbench.exposure.trie import build_trie
 from unlearnbench.tokenizer import load_tokenizer, train_tokenizer
 
-GPT2_BPE = Path(__file__).resolve().parents[2] / "data" / "gpt2_bpe"
 PIN = "my pin code is "
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,10 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def gpt2() -> GPT2TokenizerFast:
-    # transformers 5 takes the files as vocab= / merges= (vocab_file= gives an empty vocabulary).
-    tokenizer = GPT2TokenizerFast(
-        vocab=str(GPT2_BPE / "encoder.json"), merges=str(GPT2_BPE / "vocab.bpe")
-    )
+    tokenizer = gpt2_tokenizer()
     assert len(tokenizer) == 50257
     assert tokenizer.encode(PIN + "123456") == [1820, 6757, 2438, 318, 17031, 29228]
     return tokenizer
@@ -66,56 +63,13 @@ def model() -> GPT2LMHeadModel:
     return _tiny_gpt2()
 
 
-def _fill(layout: str, digits: str) -> str:
-    replacements = iter(digits)
-    return re.sub("#", lambda _: next(replacements), layout)
+_BRUTE: dict[tuple, TokenBruteForce] = {}
 
 
-class BruteForce:
-    """Every candidate tokenized alone (one ``encode`` of its canary text) and scored as one
-    full sequence; the context is the tokens all of them share with the prefix's own."""
-
-    def __init__(self, model, tokenizer, prefix: str, layout: str) -> None:
-        self.model, self.layout, self.k = model, layout, layout.count("#")
-        ids = [
-            encode_text(tokenizer, prefix + _fill(layout, f"{i:0{self.k}d}"))
-            for i in range(10**self.k)
-        ]
-        context = encode_text(tokenizer, prefix)
-        for row in ids:
-            n = 0
-            while n < min(len(row), len(context)) and row[n] == context[n]:
-                n += 1
-            context = context[:n]
-        self.context = context
-        self.lengths = torch.tensor([len(row) - len(context) for row in ids])
-        self.tails = torch.zeros(len(ids), int(self.lengths.max()), dtype=torch.long)
-        for i, row in enumerate(ids):
-            self.tails[i, : len(row) - len(context)] = torch.tensor(row[len(context) :])
-        with eval_mode(model):
-            self.px = score_token_sequences(model, context, self.tails, self.lengths)
-        self.order = self.px.argsort(stable=True).tolist()
-
-    def secret(self, position: int) -> str:
-        """The candidate at ``position`` of the ordering by Px (0: the most likely)."""
-        return _fill(self.layout, f"{self.order[position]:0{self.k}d}")
-
-    def rank(self, secret: str) -> int:
-        i = int("".join(ch for ch in secret if ch.isdigit()))
-        with eval_mode(self.model):  # Px(s) scored alone, as exact_rank scores it
-            threshold = score_token_sequences(
-                self.model, self.context, self.tails[i : i + 1], self.lengths[i : i + 1]
-            )
-        return int((self.px < threshold).sum()) + 1
-
-
-_BRUTE: dict[tuple, BruteForce] = {}
-
-
-def brute(model, tokenizer, prefix: str, layout: str) -> BruteForce:
+def brute(model, tokenizer, prefix: str, layout: str) -> TokenBruteForce:
     key = (id(model), id(tokenizer), prefix, layout)
     if key not in _BRUTE:
-        _BRUTE[key] = BruteForce(model, tokenizer, prefix, layout)
+        _BRUTE[key] = TokenBruteForce(model, tokenizer, prefix, layout)
     return _BRUTE[key]
 
 
@@ -290,16 +244,29 @@ def test_canary_exposures_with_gpt2(model, gpt2):
         rank = reference.rank(canary["secret"])
         assert record["exact_walk"] == "token_trie" and record["rank"] == rank
         assert record["exposure_exact"] == pytest.approx(exposure_from_rank(rank, 1000))
-    with pytest.raises(ValueError, match=r"evaluate\.exposure\.estimator"):
-        canary_exposures(model, gpt2, canaries, "both", progress=False)
+
+
+def test_extrapolated_exposure_scores_each_sample_as_gpt2_tokenizes_it(model, gpt2):
+    """Digits merge: the skew-normal estimate scores every sampled candidate's own tokens,
+    equal to the obvious reference (each sample tokenized alone, scored in full)."""
+    canaries = [
+        {"canary_id": 0, "prefix": PIN, "secret": "042"},
+        {"canary_id": 1, "prefix": "call 555-", "secret": "4242"},
+    ]
+    records = canary_exposures(model, gpt2, canaries, "both", n_samples=200, seed=7)
+    for index, (record, canary) in enumerate(zip(records, canaries, strict=True)):
+        generator = torch.Generator().manual_seed(7 + index)
+        want = token_extrapolation(model, gpt2, canary["prefix"], canary["secret"], 200, generator)
+        assert record["exact_walk"] == "token_trie" and record["n_samples"] == 200
+        assert record["exposure_extrapolated"] == pytest.approx(want["exposure"], rel=1e-9)
 
 
 def test_a_trie_that_cannot_fit_is_refused_before_tokenizing(gpt2, model, monkeypatch):
     encoded = []
-    batch_call = trie_module._encode_batch
+    batch_call = trie_module.encode_batch
     monkeypatch.setattr(
         trie_module,
-        "_encode_batch",
+        "encode_batch",
         lambda t, texts: encoded.append(len(texts)) or batch_call(t, texts),
     )
     with pytest.raises(ValueError, match=r"evaluate\.exposure\.max_exact_space.*MiB"):

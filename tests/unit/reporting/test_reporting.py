@@ -161,6 +161,14 @@ def test_onion_shifts_per_arm_and_half(study):
 # ---- tables ---------------------------------------------------------------------------------
 
 
+def test_dp_table_without_dp_models_shows_the_references(study, tmp_path):
+    """train_dp.epsilons empty (the paper smoke on OPT): the table has the references only."""
+    table = tables.make_dp_table(study.references, [], METHODS, outputs(tmp_path, "dp"), [2])
+    assert len(table.data) == len(DATASETS) * 3
+    assert set(table.data["model"]) == {"original", "retrained", "retrained_reorder"}
+    assert table.data["epsilon_spent_mean"].isna().all()
+
+
 def test_dp_table_epsilons_beside_the_references(study, tmp_path):
     table = tables.make_dp_table(
         study.references + study.dp, study.dp_train, METHODS, outputs(tmp_path, "dp"), [2, 16]

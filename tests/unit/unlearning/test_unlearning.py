@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from unlearnbench.exposure import Canary
 from unlearnbench.fisher import estimation as fisher_estimation
 from unlearnbench.fisher.estimation import FisherConfig, estimate_fisher
 from unlearnbench.fisher.per_example_grads import parameter_layout, per_example_gradients
@@ -61,7 +62,7 @@ def synthetic_replicate() -> ReplicateData:
     sequences = corpus + [canary_sequence(3)] * 2 + [canary_sequence(1)] * 3
     sequences += [canary_sequence(2)] * 2
     probes = [
-        CanaryProbe(c, group, reps, SECRETS[c], PREFIXES[c], DIGITS)
+        CanaryProbe(c, group, reps, Canary("", SECRETS[c], (), tuple(PREFIXES[c]), DIGITS))
         for c, group, reps in ((1, 1, 3), (2, 2, 2), (3, 0, 2))
     ]
     return ReplicateData(

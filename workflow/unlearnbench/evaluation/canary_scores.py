@@ -27,62 +27,60 @@ SCORES = ("exposure_exact", "exposure_extrapolated", "secret_log_perplexity")
 
 @dataclass(frozen=True)
 class Probe:
-    """One canary ready to be scored: its table row and token ids, computed once per job."""
+    """One canary ready to be scored: its table row and tokens, computed once per job."""
 
     canary_id: int
     group: int
     role: str
     in_forget_set: bool
     repetitions: int
-    secret: str
-    prefix_ids: tuple[int, ...]
-    digit_ids: tuple[int, ...]
+    canary: exposure.Canary  # the secret after <|endoftext|> + prefix, as in training
+
+    @property
+    def secret(self) -> str:
+        return self.canary.secret
 
 
 def make_probes(tokenizer: Any, canaries: pd.DataFrame) -> list[Probe]:
-    probes = []
-    for row in canaries.itertuples():
-        _, digit_ids = exposure.canary_token_ids(tokenizer, row.prefix, row.secret)
-        probes.append(
-            Probe(
-                canary_id=int(row.canary_id),
-                group=int(row.group),
-                role=str(row.role),
-                in_forget_set=bool(row.in_forget_set),
-                repetitions=int(row.repetitions),
-                secret=str(row.secret),
-                prefix_ids=tuple(sequence_prefix_ids(tokenizer, row.prefix)),
-                digit_ids=tuple(digit_ids),
-            )
+    separator = sequence_prefix_ids(tokenizer, "")  # what lm_data puts before every text
+    return [
+        Probe(
+            canary_id=int(row.canary_id),
+            group=int(row.group),
+            role=str(row.role),
+            in_forget_set=bool(row.in_forget_set),
+            repetitions=int(row.repetitions),
+            canary=exposure.encode_canary(tokenizer, row.prefix, str(row.secret), separator),
         )
-    return probes
+        for row in canaries.itertuples()
+    ]
 
 
 def canary_metrics(
-    model: torch.nn.Module, tokenizer: Any, probes: Sequence[Probe], cfg: EvalConfig
+    model: torch.nn.Module,
+    tokenizer: Any,
+    probes: Sequence[Probe],
+    cfg: EvalConfig,
+    tries: exposure.TrieCache | None = None,
 ) -> list[dict]:
-    """Exposure (exact rank and/or skew-normal estimate) and greedy extraction per canary."""
+    """Exposure (exact rank and/or skew-normal estimate) and greedy extraction per canary, for
+    any tokenizer (``exposure.encode_canary``); ``tries``: the job's tries, reused by every model
+    it scores (a tokenizer that merges digits ranks in them)."""
+    tries = exposure.TrieCache() if tries is None else tries
     records = []
     for probe in progress(probes, desc="exposure", total=len(probes)):
-        k = len(probe.secret)
+        canary = probe.canary
         record: dict[str, Any] = {
             "canary_id": probe.canary_id,
             "group": probe.group,
             "role": probe.role,
             "in_forget_set": probe.in_forget_set,
             "repetitions": probe.repetitions,
-            "space_size": 10**k,
+            "space_size": canary.space_size,
             "estimator": cfg.estimator,
         }
         if cfg.estimator in ("exact", "both"):
-            exposure.check_exact_space(10**k, cfg.max_exact_space)
-            rank = exposure.exact_rank(
-                model,
-                probe.prefix_ids,
-                probe.secret,
-                probe.digit_ids,
-                max_space=cfg.max_exact_space,
-            )
+            rank = exposure.rank_canary(model, tokenizer, canary, cfg.max_exact_space, tries=tries)
             record.update(
                 rank=rank.rank,
                 exposure_exact=rank.exposure,
@@ -93,19 +91,13 @@ def canary_metrics(
             generator = torch.Generator().manual_seed(
                 derive_seed(cfg.seed, "eval", "exposure", probe.canary_id)
             )
-            fit = exposure.extrapolated_exposure(
-                model,
-                probe.prefix_ids,
-                probe.secret,
-                probe.digit_ids,
-                cfg.extrapolation_samples,
-                generator,
+            samples = exposure.sample_candidates(
+                tokenizer, canary, cfg.extrapolation_samples, generator
             )
+            fit = exposure.extrapolate(model, samples)
             record.update(exposure_extrapolated=fit["exposure"], skewnorm=fit["skewnorm"])
             record.setdefault("secret_log_perplexity", fit["secret_log_perplexity"])
-        extraction = exposure.greedy_extract(
-            model, probe.prefix_ids, k, probe.digit_ids, secret=probe.secret, tokenizer=tokenizer
-        )
+        extraction = exposure.extract_canary(model, tokenizer, canary)
         record["extracted"] = bool(extraction.matches)
         records.append(record)
     return records

@@ -20,8 +20,9 @@ import torch
 
 from ..canaries import read_canaries
 from ..compute import place_model
+from ..exposure import TrieCache
 from ..lm_data import encode_texts
-from ..models import fingerprint, load_model
+from ..models import context_length, fingerprint, load_model
 from ..provenance import read_json
 from ..replicate import ReplicateFiles
 from ..seeding import numpy_rng
@@ -54,6 +55,8 @@ class ScoringData:
     reference: torch.nn.Module | None = None  # the retrained model (KL)
     reference_records: list[dict] | None = None  # its canary records (forget quality)
     base_stats: dict[str, list] | None = None  # the base model's token statistics (MIA)
+    # The canaries' token tries (a tokenizer that merges digits): built once, for every model.
+    tries: TrieCache = field(default_factory=TrieCache)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -114,8 +117,7 @@ def _context(replicate: ReplicateFiles, tokenizer: Any) -> int:
     model_dir = replicate.retrained or replicate.original or replicate.base
     if model_dir is None:
         raise ValueError(f"{replicate.dataset}: no model to read the context length from")
-    config = read_json(Path(model_dir) / "config.json")
-    return int(config.get("n_positions") or config["max_position_embeddings"])
+    return context_length(read_json(Path(model_dir) / "config.json"))
 
 
 def _membership_stats(model: torch.nn.Module, data: ScoringData, cfg: EvalConfig) -> dict:
@@ -139,7 +141,7 @@ def score_model(model: torch.nn.Module, data: ScoringData, cfg: EvalConfig) -> d
         )
         for split, sequences in data.sequences.items()
     }
-    records = canary_metrics(model, data.tokenizer, data.probes, cfg)
+    records = canary_metrics(model, data.tokenizer, data.probes, cfg, data.tries)
     out: dict[str, Any] = {
         "fingerprint": fingerprint(model),
         "perplexity": ppl,

@@ -22,9 +22,7 @@ Estimators (every record says which one produced it, and |R|):
 
 from __future__ import annotations
 
-import itertools
 import math
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +31,8 @@ from typing import Any
 import torch
 
 from ..logs import progress_bar
-from .extrapolated import extrapolated_exposure
+from .canary import Canary, DigitTokenizationError, canary_token_ids, encode_canary
+from .extrapolated import extrapolate, sample_candidates
 from .scoring import (
     DigitScorer,
     PrefixState,
@@ -44,7 +43,8 @@ from .scoring import (
     score_full_sequences,
 )
 from .tree import calibrate_tolerance, count_below
-from .trie import TokenTrie, build_trie, count_below_trie, encode_text
+from .trie import TokenTrie, TrieCache, build_trie
+from .trie_walk import count_below_trie
 
 DEFAULT_MAX_EXACT_SPACE = 10**7
 ESTIMATORS = ("exact", "extrapolated", "both")
@@ -83,10 +83,6 @@ def check_exact_space(space_size: int, max_space: int) -> None:
             "evaluate.exposure.estimator: exact enumeration of 10^k candidates exceeds "
             "evaluate.exposure.max_exact_space; use 'extrapolated' or raise the limit"
         )
-
-
-class DigitTokenizationError(ValueError):
-    """A canary whose digits are not one token each: the digit tree does not apply to it."""
 
 
 def exact_rank(
@@ -191,50 +187,30 @@ def trie_rank(
     )
 
 
-_encode = encode_text
-
-
-def _with_digits(secret: str, digits: str) -> str:
-    """``secret`` with its digits replaced by ``digits``, in order (separators kept)."""
-    replacements = iter(digits)
-    return re.sub(r"\d", lambda _: next(replacements), secret)
-
-
-def canary_token_ids(tokenizer: Any, prefix: str, secret: str) -> tuple[list[int], list[int]]:
-    """(prefix ids, ids of digits '0'..'9') for a canary, checking the one-token-per-digit rule.
-
-    The digit ids are read off the tokenizer in the canary's own context (the secret with every
-    digit replaced by d), so separators or word-boundary markers are handled as the tokenizer
-    does; the secret with alternating digit pairs (every ordered pair, "1212...") catches pair
-    merges that runs of one digit do not. Any candidate that would not tokenise to exactly k
-    digit tokens raises ``DigitTokenizationError`` (the digit tree does not apply; ``trie`` does).
-    """
-    prefix_ids = _encode(tokenizer, prefix)
-    k = sum(ch.isdigit() for ch in secret)
-    digit_ids = []
-    for d in range(10):
-        ids = _encode(tokenizer, prefix + re.sub(r"\d", str(d), secret))
-        tail = ids[len(prefix_ids) :]
-        if ids[: len(prefix_ids)] != prefix_ids or len(tail) != k or len(set(tail)) != 1:
-            raise DigitTokenizationError(
-                f"exposure: canary {prefix + secret!r} does not tokenise as prefix tokens + "
-                f"{k} single-digit tokens; the tokenizer must split digits one per token"
-            )
-        digit_ids.append(tail[0])
-    for a, b in itertools.permutations(range(10), 2) if k > 1 else ():
-        probe = _with_digits(secret, (f"{a}{b}" * k)[:k])
-        expected = prefix_ids + [digit_ids[int(ch)] for ch in probe if ch.isdigit()]
-        if _encode(tokenizer, prefix + probe) != expected:
-            raise DigitTokenizationError(
-                f"exposure: canary {prefix + probe!r} does not tokenise as prefix tokens + "
-                f"{k} single-digit tokens; the tokenizer must split digits one per token"
-            )
-    expected = prefix_ids + [digit_ids[int(ch)] for ch in secret if ch.isdigit()]
-    if _encode(tokenizer, prefix + secret) != expected:
-        raise DigitTokenizationError(
-            f"exposure: canary {prefix + secret!r} tokenises inconsistently"
-        )
-    return prefix_ids, digit_ids
+def rank_canary(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    canary: Canary,
+    max_space: int = DEFAULT_MAX_EXACT_SPACE,
+    *,
+    tries: TrieCache | None = None,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool | None = None,
+) -> RankResult:
+    """Exact rank of ``canary``'s secret: the digit tree with one token per digit, else its
+    trie (from ``tries``, built once per prefix and secret format, or built here)."""
+    start = time.perf_counter()
+    check_exact_space(canary.space_size, max_space)
+    if canary.digit_ids is not None:
+        return exact_rank(
+            model, canary.context_ids, canary.secret, canary.digit_ids, batch_size, device,
+            max_space=max_space,
+        )  # fmt: skip
+    trie = (TrieCache() if tries is None else tries).get(tokenizer, canary, progress)
+    return trie_rank(
+        model, trie, tokenizer, canary.secret, batch_size, device, progress=progress, start=start
+    )
 
 
 def canary_exposures(
@@ -255,8 +231,8 @@ def canary_exposures(
     ``seed`` seeds the extrapolation's sampling (one generator per canary, seed + index, so a
     canary's estimate does not depend on which canaries precede it). ``progress=None`` shows the
     bar only when the log stream is a terminal, keeping logs quiet. Canaries whose digits are
-    not one token each are ranked in the token trie, built once per prefix and secret format;
-    the extrapolated estimator needs one token per digit and refuses them.
+    not one token each are ranked in the token trie, built once per prefix and secret format,
+    and extrapolated from their samples' own token sequences.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(
@@ -266,28 +242,16 @@ def canary_exposures(
     if estimator != "extrapolated":  # refuse before spending time on the first canaries
         for canary in canaries:
             check_exact_space(10 ** sum(ch.isdigit() for ch in canary["secret"]), max_exact_space)
-    splits: list[tuple[list[int], list[int]] | None] = []
-    for canary in canaries:
-        try:
-            splits.append(canary_token_ids(tokenizer, canary["prefix"], canary["secret"]))
-        except DigitTokenizationError:
-            if estimator != "exact":
-                raise ValueError(
-                    f"evaluate.exposure.estimator: the extrapolated estimator scores one token "
-                    f"per digit, and canary {canary['prefix'] + canary['secret']!r} merges "
-                    "digits under this tokenizer; use 'exact'"
-                ) from None
-            splits.append(None)
-    tries: dict[tuple[str, str], TokenTrie] = {}
+    encoded = [encode_canary(tokenizer, c["prefix"], c["secret"]) for c in canaries]
+    tries = TrieCache()
     records = []
     with progress_bar("exposure", len(canaries), enabled=progress, unit="canary") as bar:
-        for index, (canary, split) in enumerate(zip(canaries, splits, strict=True)):
+        for index, (canary, tokens) in enumerate(zip(canaries, encoded, strict=True)):
             start = time.perf_counter()
-            k = sum(ch.isdigit() for ch in canary["secret"])
             # Every key in every record (None where the estimator did not run): one table schema.
             record: dict[str, Any] = {
                 "canary_id": canary.get("canary_id", canary.get("id", index)),
-                "space_size": 10**k,
+                "space_size": tokens.space_size,
                 "estimator": estimator,
                 "rank": None,
                 "exposure_exact": None,
@@ -300,26 +264,10 @@ def canary_exposures(
                 "skewnorm": None,
             }
             if estimator in ("exact", "both"):
-                if split is None:
-                    key = (canary["prefix"], re.sub(r"\d", "#", canary["secret"]))
-                    if key not in tries:
-                        tries[key] = build_trie(
-                            tokenizer, canary["prefix"], canary["secret"], progress=progress
-                        )
-                    result = trie_rank(
-                        model, tries[key], tokenizer, canary["secret"], batch_size, device,
-                        progress=progress, start=start,
-                    )  # fmt: skip
-                else:
-                    result = exact_rank(
-                        model,
-                        split[0],
-                        canary["secret"],
-                        split[1],
-                        batch_size,
-                        device,
-                        max_space=max_exact_space,
-                    )
+                result = rank_canary(
+                    model, tokenizer, tokens, max_exact_space, tries=tries,
+                    batch_size=batch_size, device=device, progress=progress,
+                )  # fmt: skip
                 record.update(
                     rank=result.rank,
                     exposure_exact=result.exposure,
@@ -328,17 +276,9 @@ def canary_exposures(
                     exact_walk=result.walk,
                 )
             if estimator in ("extrapolated", "both"):
-                assert split is not None  # refused above
                 generator = torch.Generator().manual_seed(seed + index)
-                fit = extrapolated_exposure(
-                    model,
-                    split[0],
-                    canary["secret"],
-                    split[1],
-                    n_samples,
-                    generator,
-                    device=device,
-                )
+                samples = sample_candidates(tokenizer, tokens, n_samples, generator)
+                fit = extrapolate(model, samples, device=device)
                 record.update(
                     exposure_extrapolated=fit["exposure"],
                     exposure_extrapolated_unclipped=fit["exposure_unclipped"],

@@ -18,7 +18,7 @@ cache, for sampling-based estimators).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -122,6 +122,28 @@ def _digit_log_probs_in_place(logits: torch.Tensor, digit_ids: torch.Tensor) -> 
     return chosen - (peak.double() + total.double().log())
 
 
+def head_blocks(
+    hidden: torch.Tensor,
+    head: torch.nn.Linear,
+    block: int,
+    starts: Iterable[int] | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, logits)`` of the rows ``hidden[start : start + block]``: the output layer applied
+    block by block into one reused buffer (each block overwrites the last), so the (rows, V)
+    logits of a big batch never exist at once. ``starts``: the blocks wanted (None: all).
+    ``DigitScorer`` and ``trie_walk.TokenScorer`` reduce each block in place."""
+    weight, bias = head.weight, head.bias
+    buffer = hidden.new_empty(min(len(hidden), block), weight.shape[0])
+    for start in range(0, len(hidden), block) if starts is None else starts:
+        rows = hidden[start : start + block]
+        logits = buffer[: len(rows)]
+        if bias is None:
+            torch.mm(rows, weight.t(), out=logits)
+        else:
+            torch.addmm(bias, rows, weight.t(), out=logits)
+        yield start, logits
+
+
 class DigitScorer:
     """Digit log-probs of a causal LM, with the output layer applied in row blocks.
 
@@ -169,17 +191,11 @@ class DigitScorer:
     def _head_log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, H) final hidden states -> (N, 10) digit log-probs, one reused logits buffer."""
         assert self.head is not None
-        weight, bias = self.head.weight, self.head.bias
         log_probs = torch.empty(len(hidden), 10, dtype=torch.float64, device=hidden.device)
-        buffer = hidden.new_empty(min(len(hidden), self.head_block), weight.shape[0])
-        for start in range(0, len(hidden), self.head_block):
-            rows = hidden[start : start + self.head_block]
-            logits = buffer[: len(rows)]
-            if bias is None:
-                torch.mm(rows, weight.t(), out=logits)
-            else:
-                torch.addmm(bias, rows, weight.t(), out=logits)
-            log_probs[start : start + len(rows)] = _digit_log_probs_in_place(logits, self.digit_ids)
+        for start, logits in head_blocks(hidden, self.head, self.head_block):
+            log_probs[start : start + len(logits)] = _digit_log_probs_in_place(
+                logits, self.digit_ids
+            )
         return log_probs
 
 

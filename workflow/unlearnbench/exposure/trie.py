@@ -1,4 +1,4 @@
-"""Exact rank of a secret for any tokenizer, by a pruned walk of the trie of candidate tokens.
+"""The trie of all 10^k candidates' token sequences, for a tokenizer that merges digits.
 
 A tokenizer that merges digits (GPT-2's byte-level BPE: " 123", "45", " 000000") gives each of
 the 10^k candidates its own token sequence, so the 10-ary digit tree of ``tree`` does not apply.
@@ -11,55 +11,30 @@ under the full-vocabulary softmax. For a tokenizer with one token per digit this
 tree's Px exactly; tokens shared by all candidates add the same cost to each, so where exactly
 the context ends never changes a rank.
 
-The tails are inserted into a trie (shared token prefixes are one node) and walked as ``tree``
-walks the digit tree: depth first in chunks of ``batch_size`` nodes, each expansion one token
-through the model on its parent's key/value cache, a node whose partial Px already exceeds
-Px(s) + tolerance dropped with its subtree (every term is >= 0), leaves within the tolerance of
-Px(s) rescored by the full-sequence scorer (``score_token_sequences``) that also computed Px(s).
-The tolerance is calibrated on probe candidates as in ``tree``.
-
-Building the trie never holds one Python object per candidate: texts are tokenized in chunks by
-the tokenizer's batch call and kept as flat int32 arrays; the trie is built level by level with
-``np.unique`` and stored as flat arrays (parent, token, children as contiguous ranges). Its size
-is estimated before tokenizing and tracked while building; ``build_trie`` refuses past its
-memory budget. GPT-2's tokenizer, 6 digits after "my pin code is ": 10^6 leaves under ~17,000
-inner nodes (the digit tree has 111,111).
+The tails are inserted into a trie (shared token prefixes are one node); ``trie_walk`` walks it
+with exact pruning. Building the trie never holds one Python object per candidate: texts are
+tokenized in chunks by the tokenizer's batch call and kept as flat int32 arrays; the trie is
+built level by level with ``np.unique`` and stored as flat arrays (parent, token, children as
+contiguous ranges). Its size is estimated before tokenizing and tracked while building;
+``build_trie`` refuses past its memory budget. GPT-2's tokenizer, 6 digits after "my pin code
+is ": 10^6 leaves under ~17,000 inner nodes (the digit tree has 111,111).
 """
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..logs import progress_bar
-from .scoring import (
-    KeyValues,
-    digit_log_probs,
-    expand_key_values,
-    forward_with_cache,
-    gather_log_perplexity,
-    select_key_values,
-)
-from .tree import (
-    CACHE_BUDGET_BYTES,
-    MAX_BATCH_ACCELERATOR,
-    MAX_BATCH_CPU,
-    MIN_BATCH,
-    MIN_TOLERANCE,
-    PROBES,
-    TOLERANCE_FACTOR,
-)
+from .sequences import encode_batch, encode_text, shared_length
 
-# Candidates tokenized per batch call: big enough that the call's overhead vanishes, small
 # enough that one chunk's Python strings and id lists stay a few tens of MiB.
 TOKENIZE_CHUNK = 1 << 15
 CHUNK_OVERHEAD_BYTES = TOKENIZE_CHUNK * 1024
@@ -71,30 +46,6 @@ BYTES_PER_TOKEN = 4 + 20
 MEMORY_FRACTION = 0.5  # of the available memory, the default budget of one trie
 SIZE_PROBES = 256  # candidates tokenized to estimate the tail length before building
 CONSISTENCY_PROBES = 16  # candidates encoded one by one and compared with the batch call
-
-# Output-layer rows per block: (rows, V) float32 logits stay ~16 MiB on CPU (V = 50257: 83 rows)
-# and are large on an accelerator; the fallback (the model's own forward) holds (batch, V).
-CPU_HEAD_BYTES, ACCELERATOR_HEAD_BYTES = 16 << 20, 1 << 30
-FALLBACK_LOGITS_BYTES = 256 << 20
-# Full-sequence scoring: logits of one batch. Above ~32 MiB every batch's fresh tensors are
-# mapped and page-faulted anew (measured: 64 MiB 2x slower than 16 MiB).
-# Rows are bounded too: a batch is filled up to its full size even for one tail.
-SEQUENCE_LOGITS_BYTES, MIN_SEQUENCE_BATCH, MAX_SEQUENCE_BATCH = 16 << 20, 8, 512
-
-
-def encode_text(tokenizer: Any, text: str) -> list[int]:
-    """Token ids from a transformers tokenizer or a raw ``tokenizers.Tokenizer``."""
-    encoded = tokenizer.encode(text, add_special_tokens=False)
-    return list(getattr(encoded, "ids", encoded))
-
-
-def _encode_batch(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    """``encode_text`` of each text, through the fast tokenizer's batch call when there is one."""
-    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
-    batch = getattr(backend, "encode_batch_fast", None) or getattr(backend, "encode_batch", None)
-    if batch is None:
-        return [encode_text(tokenizer, text) for text in texts]
-    return [encoding.ids for encoding in batch(texts, add_special_tokens=False)]
 
 
 class SecretFormat:
@@ -156,7 +107,7 @@ def _refuse_memory(space_size: int, k: int, needed: int, budget: int) -> None:
         )
 
 
-def _shared_length(
+def _shared_length_flat(
     flat: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, prefix_ids: Sequence[int]
 ) -> int:
     """How many leading tokens every sequence shares with ``prefix_ids``."""
@@ -291,25 +242,25 @@ def build_trie(
     generator = np.random.default_rng(0)
     probes = sorted({0, space - 1, *generator.integers(0, space, SIZE_PROBES).tolist()})
     probe_texts = [fmt.texts(prefix, i, i + 1)[0] for i in probes]
-    probe_ids = _encode_batch(tokenizer, probe_texts)
+    probe_ids = encode_batch(tokenizer, probe_texts)
     for text, ids in zip(probe_texts[:CONSISTENCY_PROBES], probe_ids, strict=False):
         if encode_text(tokenizer, text) != ids:
             raise ValueError(
                 f"exposure: {text!r} tokenises differently alone than in the tokenizer's batch "
                 "call; exact ranks need one tokenization"
             )
-    max_tail = max(len(ids) - _shared_length_one(ids, prefix_ids) for ids in probe_ids)
+    max_tail = max(len(ids) - shared_length(ids, prefix_ids) for ids in probe_ids)
     _refuse_memory(space, fmt.k, trie_bytes(space, max_tail), budget)
 
     tails, tail_lengths, shared = [], [], []
     with progress_bar("exposure trie: tokenize", space, enabled=progress, unit="cand") as bar:
         for first in range(0, space, TOKENIZE_CHUNK):
             stop = min(space, first + TOKENIZE_CHUNK)
-            ids = _encode_batch(tokenizer, fmt.texts(prefix, first, stop))
+            ids = encode_batch(tokenizer, fmt.texts(prefix, first, stop))
             lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
             flat = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(lengths.sum()))
             del ids
-            n_shared = _shared_length(flat, np.cumsum(lengths) - lengths, lengths, prefix_ids)
+            n_shared = _shared_length_flat(flat, np.cumsum(lengths) - lengths, lengths, prefix_ids)
             lengths -= n_shared
             if (lengths <= 0).any():
                 raise ValueError(f"exposure: a candidate of {prefix + secret!r} adds no token")
@@ -345,13 +296,6 @@ def build_trie(
     )
 
 
-def _shared_length_one(ids: Sequence[int], prefix_ids: Sequence[int]) -> int:
-    n = 0
-    while n < min(len(ids), len(prefix_ids)) and ids[n] == prefix_ids[n]:
-        n += 1
-    return n
-
-
 def _levels(flat: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
     """Trie arrays of the sequences ``flat`` (concatenated) of ``lengths``, level by level."""
     offsets = np.cumsum(lengths) - lengths
@@ -381,305 +325,22 @@ def _levels(flat: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-class TokenScorer:
-    """Log-probs of chosen next tokens of a causal LM, the output layer applied in row blocks.
+class TrieCache:
+    """Tries of one tokenizer by (prefix, secret format, separator): one trie serves every secret
+    of its format after its prefix, under every model a job scores."""
 
-    As ``scoring.DigitScorer``, but each row asks for its own tokens (a node's children): when
-    the logits are ``output_embeddings(base_model(x))`` (checked on the context) the base model
-    runs once and the head + logsumexp run on blocks of rows; otherwise the model's forward.
-    """
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self._tries: dict[tuple[str, str, tuple[int, ...]], TokenTrie] = {}
 
-    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
-        self.model, self.device = model, device
-        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        base = getattr(model, "base_model", model)
-        fast = isinstance(head, torch.nn.Linear) and base is not model
-        self.head: torch.nn.Linear | None = head if fast else None
-        self.base = base if fast else model
-        self.vocab = head.weight.shape[0] if head is not None else model.config.vocab_size
-        head_bytes = CPU_HEAD_BYTES if device.type == "cpu" else ACCELERATOR_HEAD_BYTES
-        self.head_block = max(16, head_bytes // (4 * self.vocab))
+    def __len__(self) -> int:
+        return len(self._tries)
 
-    def step(
-        self, input_ids: torch.Tensor, past: KeyValues | None, position: int
-    ) -> tuple[torch.Tensor, KeyValues]:
-        """(B, T) tokens after ``past`` -> the last position's output (B, H or V), key/values."""
-        out, key_values = forward_with_cache(self.base, input_ids, past, position)
-        return out[:, -1], key_values
-
-    def verify(self, context: torch.Tensor) -> None:
-        """Keep the blocked head only if it reproduces the model's own log-probs."""
-        if self.head is None:
-            return
-        hidden, _ = forward_with_cache(self.base, context, None, 0)
-        rows = torch.arange(context.shape[1], device=self.device).repeat_interleave(self.vocab)
-        tokens = torch.arange(self.vocab, device=self.device).repeat(context.shape[1])
-        blocked = self.log_probs(hidden[0], rows, tokens).view(-1, self.vocab)
-        reference = torch.log_softmax(self.model(input_ids=context).logits[0].float(), dim=-1)
-        if not torch.allclose(blocked, reference.double(), rtol=0.0, atol=1e-4):
-            self.head, self.base = None, self.model
-
-    def log_probs(
-        self, out: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor
-    ) -> torch.Tensor:
-        """log p(tokens[i]) at ``out[rows[i]]`` (rows ascending), float64, full softmax."""
-        if self.head is None:  # out are logits
-            logits = out.float()
-            normaliser = torch.logsumexp(logits, dim=-1)
-            return logits[rows, tokens].double() - normaliser[rows].double()
-        weight, bias = self.head.weight, self.head.bias
-        result = torch.empty(len(rows), dtype=torch.float64, device=out.device)
-        edges = torch.arange(0, len(out) + self.head_block, self.head_block, device=rows.device)
-        bounds = torch.searchsorted(rows, edges).tolist()
-        buffer = out.new_empty(min(len(out), self.head_block), weight.shape[0])
-        for block, start in enumerate(range(0, len(out), self.head_block)):
-            lo, hi = bounds[block], bounds[block + 1]
-            if lo == hi:
-                continue
-            hidden = out[start : start + self.head_block]
-            logits = buffer[: len(hidden)]
-            if bias is None:
-                torch.mm(hidden, weight.t(), out=logits)
-            else:
-                torch.addmm(bias, hidden, weight.t(), out=logits)
-            logits = logits.float()  # a no-op for float32 models
-            local = rows[lo:hi] - start
-            chosen = logits[local, tokens[lo:hi]].double()
-            peak = logits.amax(dim=-1, keepdim=True)
-            total = logits.sub_(peak).exp_().sum(dim=-1)
-            normaliser = peak.squeeze(-1).double() + total.double().log()
-            result[lo:hi] = chosen - normaliser[local]
-        return result
-
-
-@dataclass
-class ContextState:
-    """The context run once: its cache and its last output (the first tail token's state)."""
-
-    key_values: KeyValues
-    out: torch.Tensor  # (1, H or V)
-    length: int
-
-    @classmethod
-    def compute(cls, scorer: TokenScorer, context_ids: Sequence[int]) -> ContextState:
-        ids = torch.tensor([list(context_ids)], dtype=torch.long, device=scorer.device)
-        scorer.verify(ids)
-        out, key_values = scorer.step(ids, None, 0)
-        return cls(key_values, out, len(context_ids))
-
-
-def score_token_sequences(
-    model: torch.nn.Module,
-    context_ids: Sequence[int],
-    sequences: torch.Tensor,
-    lengths: torch.Tensor,
-    batch_size: int | None = None,
-) -> torch.Tensor:
-    """Px of each tail (row of ``sequences``, its first ``lengths`` tokens) after the context,
-    scoring context + tail as one sequence: no cache, no pruning; the reference and the arbiter
-    of near-ties, with ``scoring.score_full_sequences``' arithmetic (the same numbers for digit
-    tokens). Call it inside ``eval_mode``.
-
-    A tail's Px must not depend on which tails it is scored with (Px(s) alone, near-ties in a
-    few, the brute force in all): the matmul kernels round differently for few rows (measured:
-    one row, or one to three tails of one token, ~3e-7 nats off). So every forward has the same
-    shape for a given tail length: tails of one length are batched together (no padding token
-    enters a forward) and the last batch is filled up with copies of its last tail.
-    """
-    device = next(model.parameters()).device
-    context = torch.tensor(list(context_ids), dtype=torch.long, device=device)
-    sequences, lengths = torch.as_tensor(sequences), torch.as_tensor(lengths)
-    n_context = len(context)
-    keep = "logits_to_keep" in inspect.signature(model.forward).parameters
-    vocab = model.config.vocab_size
-    out = torch.empty(len(sequences), dtype=torch.float64, device=device)
-    for length in torch.unique(lengths).tolist():
-        index = torch.nonzero(lengths == length).squeeze(1)
-        positions = length if keep else n_context + length
-        predicting = torch.arange(n_context - 1, n_context + length - 1, device=device)
-        rows_fitting = SEQUENCE_LOGITS_BYTES // (4 * vocab * positions)
-        batch = batch_size or min(MAX_SEQUENCE_BATCH, max(MIN_SEQUENCE_BATCH, rows_fitting))
-        for start in range(0, len(index), batch):
-            rows = index[start : start + batch]
-            tail = sequences[rows.cpu(), :length].to(device)
-            filled = torch.cat([tail, tail[-1:].expand(batch - len(tail), -1)])
-            ids = torch.cat([context.expand(batch, -1), filled], dim=1)
-            if keep:  # the output layer only where it predicts a tail token
-                step_logits = model(input_ids=ids, logits_to_keep=predicting).logits
-            else:
-                step_logits = model(input_ids=ids).logits[:, n_context - 1 : -1]
-            columns = torch.unique(tail)
-            step = digit_log_probs(step_logits, columns)[: len(tail)]
-            out[rows.to(device)] = gather_log_perplexity(step, torch.searchsorted(columns, tail))
-    return out
-
-
-def score_cached(
-    scorer: TokenScorer, state: ContextState, sequences: torch.Tensor, lengths: torch.Tensor
-) -> torch.Tensor:
-    """Px of tails the walk's way (single cached tokens, blocked head), to calibrate it."""
-    device = scorer.device
-    sequences, lengths = sequences.to(device), lengths.to(device)
-    n = len(sequences)
-    rows = torch.arange(n, device=device)
-    px = torch.zeros(n, dtype=torch.float64, device=device)
-    out, past, out_rows = state.out, expand_key_values(state.key_values, n), torch.zeros_like(rows)
-    for j in range(sequences.shape[1]):
-        log_probs = scorer.log_probs(out, out_rows, sequences[:, j])
-        px = torch.where(lengths > j, px - log_probs, px)
-        if j + 1 < sequences.shape[1]:
-            out, past = scorer.step(sequences[:, j : j + 1], past, state.length + j)
-            out_rows = rows
-    return px
-
-
-def calibrate_tolerance(
-    scorer: TokenScorer, trie: TokenTrie, state: ContextState, secret_node: int
-) -> float:
-    """Margin (nats) for the walk's decisions, from the secret and fixed random leaves scored
-    both the walk's way and the reference way (as ``tree.calibrate_tolerance``)."""
-    leaves = np.flatnonzero(trie.leaves)
-    generator = np.random.default_rng(0)  # fixed: the rank must not depend on a seed
-    probes = generator.choice(leaves, min(PROBES - 1, len(leaves)), replace=False)
-    sequences, lengths = trie.sequences(np.concatenate([[secret_node], probes]))
-    sequences, lengths = torch.from_numpy(sequences), torch.from_numpy(lengths)
-    fast = score_cached(scorer, state, sequences, lengths)
-    slow = score_token_sequences(scorer.model, trie.context_ids, sequences, lengths)
-    return max(MIN_TOLERANCE, TOLERANCE_FACTOR * float((fast - slow).abs().max()))
-
-
-@dataclass
-class TrieCounts:
-    below: int = 0  # candidates decided strictly below the threshold by the walk
-    nodes_expanded: int = 1  # forward positions: the context (root) and every expanded node
-    leaves_scored: int = 0  # leaf nodes whose Px the walk computed
-    ambiguous: list[np.ndarray] = field(default_factory=list)  # leaf nodes to rescore
-    nodes_by_depth: dict[int, int] = field(default_factory=dict)
-    seconds_by_depth: dict[int, float] = field(default_factory=dict)
-
-
-class TrieWalk:
-    """One pruned walk of the trie for one threshold (see the module docstring)."""
-
-    def __init__(
-        self,
-        scorer: TokenScorer,
-        trie: TokenTrie,
-        state: ContextState,
-        threshold: float,
-        tolerance: float,
-        batch_size: int,
-        bar: Any,
-    ) -> None:
-        self.scorer, self.trie, self.state = scorer, trie, state
-        self.threshold, self.tolerance, self.batch_size = threshold, tolerance, batch_size
-        self.counts, self.bar = TrieCounts(), bar
-        self.leaves = torch.from_numpy(trie.leaves)
-
-    def walk(self) -> TrieCounts:
-        device = self.scorer.device
-        root_px = torch.zeros(1, dtype=torch.float64, device=device)
-        self._expand(np.zeros(1, dtype=np.int64), root_px, self.state.out, self.state.key_values, 0)
-        return self.counts
-
-    def _expand(
-        self,
-        nodes: np.ndarray,
-        px: torch.Tensor,
-        out: torch.Tensor,
-        key_values: KeyValues,
-        depth: int,
-    ) -> None:
-        device = self.scorer.device
-        rows_np, children = self.trie.children(nodes)
-        rows = torch.from_numpy(rows_np).to(device)
-        tokens = torch.from_numpy(self.trie.token[children].astype(np.int64)).to(device)
-        child_px = px[rows] - self.scorer.log_probs(out, rows, tokens)
-        leaf = self.trie.leaves[children] > 0
-        if leaf.any():
-            self._settle(children[leaf], child_px[torch.from_numpy(leaf).to(device)])
-        # Px never decreases down a path: beyond threshold + margin no leaf below, nor a near tie.
-        open_ = self.trie.has_children(children)
-        open_ &= (child_px <= self.threshold + self.tolerance).cpu().numpy()
-        chosen = np.flatnonzero(open_)
-        for start in range(0, len(chosen), self.batch_size):
-            part = chosen[start : start + self.batch_size]
-            part_t = torch.from_numpy(part).to(device)
-            if depth == 0:  # every child shares the context: a view, no per-row copy
-                past = expand_key_values(key_values, len(part))
-            else:
-                past = select_key_values(key_values, rows[part_t])
-            begin = time.perf_counter()
-            child_out, child_kv = self.scorer.step(
-                tokens[part_t].unsqueeze(1), past, self.state.length + depth
+    def get(self, tokenizer: Any, canary: Any, progress: bool | None = None) -> TokenTrie:
+        """The trie of ``canary`` (an ``exposure.canary.Canary``), built on first use."""
+        key = (canary.prefix, canary.layout, tuple(canary.separator))
+        if key not in self._tries:
+            self._tries[key] = build_trie(
+                tokenizer, canary.prefix, canary.secret, canary.separator, self.max_bytes, progress
             )
-            seconds = time.perf_counter() - begin
-            self.counts.nodes_expanded += len(part)
-            by_depth, by_time = self.counts.nodes_by_depth, self.counts.seconds_by_depth
-            by_depth[depth + 1] = by_depth.get(depth + 1, 0) + len(part)
-            by_time[depth + 1] = by_time.get(depth + 1, 0.0) + seconds
-            self.bar.update(len(part))
-            self._expand(children[part], child_px[part_t], child_out, child_kv, depth + 1)
-
-    def _settle(self, nodes: np.ndarray, leaf_px: torch.Tensor) -> None:
-        multiplicity = self.leaves[nodes].to(leaf_px.device)
-        self.counts.leaves_scored += len(nodes)
-        below = leaf_px < self.threshold - self.tolerance
-        self.counts.below += int(multiplicity[below].sum())
-        near = ((leaf_px - self.threshold).abs() <= self.tolerance).cpu().numpy()
-        if near.any():
-            self.counts.ambiguous.append(nodes[near])
-
-
-def default_batch_size(scorer: TokenScorer, state: ContextState, trie: TokenTrie) -> int:
-    """Nodes per forward such that the walk's caches (one chunk per level) fit the budget."""
-    prefix_bytes = sum(t[:1].numel() * t.element_size() for kv in state.key_values for t in kv)
-    depth = max(1, trie.max_depth)
-    node_bytes = prefix_bytes / state.length * (state.length + depth)
-    largest = MAX_BATCH_CPU if scorer.device.type == "cpu" else MAX_BATCH_ACCELERATOR
-    if scorer.head is None:  # the model's forward returns (batch, V) logits
-        largest = min(largest, FALLBACK_LOGITS_BYTES // (4 * scorer.vocab))
-    return int(min(largest, max(MIN_BATCH, CACHE_BUDGET_BYTES // (depth * node_bytes))))
-
-
-@dataclass(frozen=True)
-class TrieRank:
-    below: int  # candidates strictly below the threshold
-    threshold: float  # Px(s) from full-sequence scoring
-    tolerance: float
-    counts: TrieCounts
-    rescored: int
-
-
-def count_below_trie(
-    model: torch.nn.Module,
-    trie: TokenTrie,
-    secret_node: int,
-    device: torch.device,
-    batch_size: int | None = None,
-    tolerance: float | None = None,
-    progress: bool | None = None,
-) -> TrieRank:
-    """Candidates of ``trie`` strictly below the Px of the leaf ``secret_node``.
-
-    Call it inside ``eval_mode``. ``batch_size``: nodes per forward (None: as many as the cache
-    budget allows); ``tolerance``: the near-tie margin in nats (None: calibrated).
-    """
-    secret, length = (torch.from_numpy(a) for a in trie.sequences(np.array([secret_node])))
-    threshold = float(score_token_sequences(model, trie.context_ids, secret, length)[0])
-    scorer = TokenScorer(model, device)
-    state = ContextState.compute(scorer, trie.context_ids)
-    if tolerance is None:
-        tolerance = calibrate_tolerance(scorer, trie, state, secret_node)
-    batch_size = batch_size or default_batch_size(scorer, state, trie)
-    with progress_bar("exposure trie: walk", trie.n_inner, enabled=progress, unit="node") as bar:
-        counts = TrieWalk(scorer, trie, state, threshold, tolerance, batch_size, bar).walk()
-    below, rescored = counts.below, 0
-    if counts.ambiguous:
-        near = np.concatenate(counts.ambiguous)
-        sequences, lengths = (torch.from_numpy(a) for a in trie.sequences(near))
-        exact = score_token_sequences(model, trie.context_ids, sequences, lengths).cpu()
-        multiplicity = torch.from_numpy(trie.leaves[near]).long()
-        below += int(multiplicity[exact < threshold].sum())
-        rescored = len(near)
-    return TrieRank(below, threshold, tolerance, counts, rescored)
+        return self._tries[key]

@@ -118,6 +118,26 @@ MODELS = {
 }
 
 
+def hub_shape(label: str, config: dict) -> ModelShape | None:
+    """The shape of a GPT-2 or OPT from its saved config.json (None: another architecture)."""
+    kind = config.get("model_type")
+    if kind == "gpt2":
+        return ModelShape(
+            label, "gpt2", config["n_layer"], config["n_embd"], config["n_head"],
+            config["vocab_size"], config["n_positions"], ffn=config.get("n_inner") or 0,
+        )  # fmt: skip
+    if kind == "opt":
+        final = config.get("do_layer_norm_before", True)
+        final = final and not config.get("_remove_final_layer_norm", False)
+        return ModelShape(
+            label, "opt", config["num_hidden_layers"], config["hidden_size"],
+            config["num_attention_heads"], config["vocab_size"],
+            config["max_position_embeddings"], ffn=config["ffn_dim"],
+            embed_dim=config.get("word_embed_proj_dim") or 0, final_norm=final,
+        )  # fmt: skip
+    return None
+
+
 def scratch_shape(model: dict, vocab: int) -> ModelShape:
     """The config's GPT-2 trained from scratch (``model.*``, ``tokenizer.vocab_size``)."""
     return ModelShape(

@@ -36,7 +36,7 @@ import torch
 from ..artifacts import describe_files
 from ..compute import place_model
 from ..lm_data import encode_texts
-from ..models import fingerprint, load_model
+from ..models import context_length, fingerprint, load_model
 from ..provenance import peak_memory_mb
 from ..replicate import ReplicateFiles
 from ..texts import retained_texts
@@ -141,7 +141,7 @@ def estimate_fisher_stage(
     tokenizer = load_tokenizer(replicate.tokenizer_dir)
     model = place_model(load_model(replicate.original, vocab_size=len(tokenizer)), device)
     sequences = encode_texts(
-        tokenizer, retained_texts(replicate.train, replicate.retain), model.config.n_positions
+        tokenizer, retained_texts(replicate.train, replicate.retain), context_length(model.config)
     )
     fisher = fit_fisher(model, sequences, cfg, tokenizer.eos_token_id)
     save_fisher(fisher, tensors_path, meta_path)

@@ -116,6 +116,9 @@ def group_epsilons(epsilon: float, repetitions: Sequence[int]) -> str:
     return ", ".join(f"r={r}: {fmt(r * epsilon, 1)}" for r in repetitions)
 
 
+DP_COST_COLUMNS = ("epsilon_spent", "target_epsilon", "dp_steps", "dp_lr")
+
+
 def dp_table(
     evals: pd.DataFrame,
     dp_costs: pd.DataFrame,
@@ -124,13 +127,16 @@ def dp_table(
 ) -> Table:
     """DP-SGD at each epsilon beside the unlearning methods: utility and exposure, and for each
     repetition count r of the canaries the epsilon a canary inserted r times is covered at."""
-    frame = evals.merge(
-        dp_costs[["dataset", "seed", "model", "epsilon_spent", "target_epsilon"]].join(
-            dp_costs.reindex(columns=["dp_steps", "dp_lr"])
-        ),
-        on=["dataset", "seed", "model"],
-        how="left",
-    )
+    if dp_costs.empty:  # no DP-SGD model in this config (train_dp.epsilons empty)
+        frame = evals.assign(**dict.fromkeys(DP_COST_COLUMNS, float("nan")))
+    else:
+        frame = evals.merge(
+            dp_costs[["dataset", "seed", "model", "epsilon_spent", "target_epsilon"]].join(
+                dp_costs.reindex(columns=["dp_steps", "dp_lr"])
+            ),
+            on=["dataset", "seed", "model"],
+            how="left",
+        )
     frame["target_epsilon"] = frame["target_epsilon"].fillna(frame["epsilon"])
     original = evals[evals["model"] == "original"].set_index(["dataset", "seed"])["test_ppl"]
     base = pd.Series(list(zip(frame["dataset"], frame["seed"], strict=True))).map(original)

@@ -4,7 +4,8 @@
 - ``files``: each config file read strictly (a mapping, no key twice, values the schema takes).
 - ``schema``: the merged config against the JSON schema (strict integers, finite numbers,
   closed objects, bounds); defaults filled in.
-- ``rules``: cross-field rules a schema cannot express.
+- ``rules``: cross-field rules a schema cannot express (``hub_model``: a hub model's pinned
+  revision, and a cached one's vocabulary against its tokenizer).
 - ``offline``: with HF_HUB_OFFLINE, every hub asset already in the local cache.
 The resource plan (``unlearnbench.planner``) follows once the rules' resources are known.
 """

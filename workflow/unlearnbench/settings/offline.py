@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .hub_model import hub_cache, missing_files
 from .schema import ConfigError
 
 TRUE = {"1", "true", "yes", "on"}
@@ -25,11 +26,6 @@ def offline(environ: Mapping[str, str] = os.environ) -> bool:
     return any(environ.get(name, "").lower() in TRUE for name in OFFLINE_VARIABLES)
 
 
-def _hub_cache(environ: Mapping[str, str]) -> Path:
-    home = Path(environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    return Path(environ.get("HF_HUB_CACHE", environ.get("HUGGINGFACE_HUB_CACHE", home / "hub")))
-
-
 def _datasets_cache(environ: Mapping[str, str]) -> Path:
     home = Path(environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
     return Path(environ.get("HF_DATASETS_CACHE", home / "datasets"))
@@ -38,7 +34,7 @@ def _datasets_cache(environ: Mapping[str, str]) -> Path:
 def _cached_dataset(hub: Mapping[str, Any], environ: Mapping[str, str]) -> bool:
     """A hub dataset repository in the hub cache, or prepared in the datasets cache."""
     path = hub["path"]
-    repo = _hub_cache(environ) / f"datasets--{path.replace('/', '--')}" / "snapshots"
+    repo = hub_cache(environ) / f"datasets--{path.replace('/', '--')}" / "snapshots"
     prepared = _datasets_cache(environ) / path.replace("/", "___")
     return (repo.is_dir() and any(repo.iterdir())) or prepared.is_dir()
 
@@ -64,6 +60,11 @@ def missing_assets(config: Mapping[str, Any], environ: Mapping[str, str] = os.en
                     missing.append((f"datasets[{i}].hub.data_files", f, "no such local file"))
         elif not _cached_dataset(hub, environ):
             missing.append((f"datasets[{i}].hub.path", hub["path"], "not in the local cache"))
+    model = config.get("model", {"source": "scratch"})  # the schema's default
+    if model["source"] != "scratch":
+        lacking = missing_files(model, environ)
+        if lacking:
+            missing.append(("model.source", f"{model['source']}@{model['revision']}", lacking))
     return missing
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from .. import dp_budget
 from ..method_names import needs_fisher
 from ..study_names import METRICS, ONION_ARMS
+from .hub_model import model_problem
 from .schema import ConfigError
 
 # A canary space must be much larger than the number of canaries: secrets are drawn without
@@ -452,14 +453,12 @@ def _check_frontier(unlearn: dict[str, Any]) -> None:
 
 
 def _check_model(model: dict[str, Any]) -> None:
-    _fail_if(
-        model["source"] != "scratch",
-        "model.source",
-        f"the hub model {model['source']!r} would read token ids of this study's own BPE "
-        "tokenizer, which its embeddings do not know (hub models with their own tokenizer are "
-        "not wired yet)",
-        "use model.source: scratch",
-    )
+    """Scratch without a revision; a hub id pinned to a revision; a local directory without one;
+    and, where the files are on this machine, a model that embeds every token of its tokenizer
+    (``hub_model``)."""
+    problem = model_problem(model)
+    if problem:
+        _fail_if(True, *problem)
 
 
 def _check_fisher(config: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..compute import place_model
 from ..lm_data import encode_texts
-from ..models import fingerprint, load_model, save_model
+from ..models import context_length, fingerprint, load_model, save_model
 from ..tokenizer import load_tokenizer
 from .dp import DPConfig
 from .dp_sweep import DPSweep, sweep_dp
@@ -41,7 +41,7 @@ def dp_finetune_from(
     def fresh_model():
         return place_model(load_model(base_dir, vocab_size=len(tokenizer)), device)
 
-    context = fresh_model().config.n_positions
+    context = context_length(fresh_model().config)
     sequences = encode_texts(tokenizer, texts, context)
     validation = encode_texts(tokenizer, validation_texts, context)
     model, result = sweep_dp(

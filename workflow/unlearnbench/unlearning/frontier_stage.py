@@ -24,6 +24,7 @@ from ..evaluation.canary_scores import exposures_of
 from ..evaluation.language import perplexity
 from ..fisher.estimation import FisherConfig
 from ..lm_data import encode_texts
+from ..models import context_length
 from ..provenance import read_json
 from ..replicate import ReplicateFiles
 from ..texts import read_texts
@@ -263,7 +264,7 @@ def matched_utility_stage(
     fisher = load_fisher(replicate.fisher, model, data) if cls.needs_fisher else None
     tokenizer = load_tokenizer(replicate.tokenizer_dir)
     texts = read_texts([replicate.validation])
-    validation = encode_texts(tokenizer, texts, model.config.n_positions)
+    validation = encode_texts(tokenizer, texts, context_length(model.config))
 
     def validation_ppl() -> float | None:
         return perplexity(model, validation, data.pad_id, batch_size, "validation")["perplexity"]

@@ -21,12 +21,12 @@ import torch
 
 from ..canaries import read_canaries
 from ..compute import place_model
-from ..exposure import canary_token_ids
+from ..exposure import encode_canary
 from ..fisher import storage
 from ..fisher.estimation import FisherConfig
 from ..fisher.storage import Fisher
 from ..lm_data import encode_texts, sequence_prefix_ids
-from ..models import fingerprint, load_model, save_model
+from ..models import context_length, fingerprint, load_model, save_model
 from ..replicate import ReplicateFiles
 from ..texts import read_index_set, read_texts, retained_after
 from ..tokenizer import load_tokenizer
@@ -49,6 +49,7 @@ class ReplicateData:
     retain_rows: list[int]
     probes: list[CanaryProbe]  # every canary, role "control" until a request assigns roles
     pad_id: int
+    tokenizer: Any = None  # tokenizes samples of canaries whose digits it merges
 
     @property
     def groups(self) -> list[int]:
@@ -88,21 +89,18 @@ def load_replicate(tokenizer, files: ReplicateFiles, max_length: int) -> Replica
         )
     # Real-world datasets have no canary table (None): no exposure, losses only.
     table = pd.DataFrame() if files.canaries is None else read_canaries(files.canaries)
-    probes = []
-    for row in table.itertuples():
-        if int(row.repetitions) == 0:
-            continue  # a phantom was never trained: nothing to follow along the trajectory
-        _, digit_ids = canary_token_ids(tokenizer, row.prefix, row.secret)
-        probes.append(
-            CanaryProbe(
-                canary_id=int(row.canary_id),
-                group=int(row.group),
-                repetitions=int(row.repetitions),
-                secret=str(row.secret),
-                prefix_ids=tuple(sequence_prefix_ids(tokenizer, row.prefix)),
-                digit_ids=tuple(digit_ids),
-            )
+    separator = sequence_prefix_ids(tokenizer, "")  # what lm_data puts before every text
+    probes = [
+        CanaryProbe(
+            canary_id=int(row.canary_id),
+            group=int(row.group),
+            repetitions=int(row.repetitions),
+            canary=encode_canary(tokenizer, row.prefix, str(row.secret), separator),
         )
+        for row in table.itertuples()
+        # a phantom was never trained: nothing to follow along the trajectory
+        if int(row.repetitions) != 0
+    ]
     return ReplicateData(
         sequences=encode_texts(tokenizer, texts, max_length),
         forget_rows=[int(i) for i in forget["indices"]],
@@ -110,6 +108,7 @@ def load_replicate(tokenizer, files: ReplicateFiles, max_length: int) -> Replica
         retain_rows=[int(i) for i in retain],
         probes=probes,
         pad_id=tokenizer.eos_token_id,
+        tokenizer=tokenizer,
     )
 
 
@@ -163,8 +162,9 @@ def unlearn_request(
         for p in data.probes
     ]
     trajectory = Trajectory(
-        forget, [retain[i] for i in sample], probes, data.pad_id, trajectory_cfg, seed
-    )
+        forget, [retain[i] for i in sample], probes, data.pad_id, trajectory_cfg, seed,
+        data.tokenizer,
+    )  # fmt: skip
     fingerprint_before = fingerprint(model)
     if fisher is not None and fisher.fingerprint != fingerprint_before:
         raise ValueError(
@@ -253,7 +253,7 @@ def setup_replicate(
     """The model in ``model_dir`` on ``device`` and the replicate's data, tokenised."""
     tokenizer = load_tokenizer(files.tokenizer_dir)
     model = place_model(load_model(model_dir, vocab_size=len(tokenizer)), device)
-    return model, load_replicate(tokenizer, files, model.config.n_positions)
+    return model, load_replicate(tokenizer, files, context_length(model.config))
 
 
 def unlearn_stage(

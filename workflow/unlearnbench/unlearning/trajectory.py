@@ -6,9 +6,10 @@ records, at the current weights:
 - the retain loss on a fixed seeded sample of D+ (the same rows at every step and for every
   method of a replicate);
 - the extrapolated exposure (skew-normal fit, Carlini et al. 2019 Sec. 4.3) of every canary, with
-  the SAME candidate sample at every step: each canary's candidates come from a generator seeded
-  by (seed, "eval", "exposure", canary_id), as in ``evaluation.canary_metrics``, so a change of
-  exposure along the trajectory is a change of the model, not of the sample;
+  the SAME candidate sample at every step: each canary's candidates are drawn (and tokenized)
+  once from a generator seeded by (seed, "eval", "exposure", canary_id), as in
+  ``evaluation.canary_metrics``, so a change of exposure along the trajectory is a change of
+  the model, not of the sample;
 - means per canary role: ``removed`` (in this request), ``control`` (never requested), and, in
   unlearning cycles, ``earlier`` (removed by a previous request) and ``pending`` (a later one).
 """
@@ -24,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..exposure.extrapolated import extrapolated_exposure
+from ..exposure.canary import Canary
+from ..exposure.extrapolated import SampledCandidates, extrapolate, sample_candidates
 from ..seeding import derive_seed, numpy_rng
 from .objectives import mean_lm_loss
 
@@ -62,16 +64,18 @@ class TrajectoryConfig:
 
 @dataclass(frozen=True)
 class CanaryProbe:
-    """A canary as the trajectory scores it: ids from ``exposure.canary_token_ids`` with the
-    context ``lm_data.sequence_prefix_ids``."""
+    """A canary as the trajectory scores it: ``exposure.encode_canary`` after the separator of
+    ``lm_data.sequence_prefix_ids`` (any tokenizer)."""
 
     canary_id: int
     group: int
     repetitions: int
-    secret: str
-    prefix_ids: tuple[int, ...]
-    digit_ids: tuple[int, ...]
+    canary: Canary
     role: str = "control"
+
+    @property
+    def secret(self) -> str:
+        return self.canary.secret
 
 
 def canary_role(group: int, removed: Iterable[int], earlier: Iterable[int] = ()) -> str:
@@ -99,24 +103,29 @@ class Trajectory:
         pad_id: int,
         cfg: TrajectoryConfig,
         seed: int,
+        tokenizer: Any = None,
     ) -> None:
+        """``tokenizer``: needed only for canaries whose digits it merges (their samples are
+        tokenized once, here)."""
         self.forget, self.retain_sample, self.canaries = forget, retain_sample, list(canaries)
-        self.pad_id, self.cfg, self.seed = pad_id, cfg, seed
+        self.pad_id, self.cfg, self.seed, self.tokenizer = pad_id, cfg, seed, tokenizer
         self.points: list[dict[str, Any]] = []
         self.seconds = 0.0
+        self._samples: dict[int, SampledCandidates] = {}
+
+    def _candidates(self, canary: CanaryProbe) -> SampledCandidates:
+        """The canary's secret and samples, drawn (and tokenized) once: the same at every step."""
+        if canary.canary_id not in self._samples:
+            generator = torch.Generator().manual_seed(
+                derive_seed(self.seed, "eval", "exposure", canary.canary_id)
+            )
+            self._samples[canary.canary_id] = sample_candidates(
+                self.tokenizer, canary.canary, self.cfg.samples, generator
+            )
+        return self._samples[canary.canary_id]
 
     def _exposure(self, model: torch.nn.Module, canary: CanaryProbe) -> dict[str, Any]:
-        generator = torch.Generator().manual_seed(
-            derive_seed(self.seed, "eval", "exposure", canary.canary_id)
-        )
-        fit = extrapolated_exposure(
-            model,
-            list(canary.prefix_ids),
-            canary.secret,
-            list(canary.digit_ids),
-            self.cfg.samples,
-            generator,
-        )
+        fit = extrapolate(model, self._candidates(canary))
         return {
             "canary_id": canary.canary_id,
             "group": canary.group,

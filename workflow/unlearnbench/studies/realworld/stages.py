@@ -36,7 +36,7 @@ import pandas as pd
 
 from ...artifacts import check, describe_files
 from ...compute import place_model
-from ...models import fingerprint, load_model
+from ...models import context_length, fingerprint, load_model
 from ...provenance import atomic_path, write_json
 from ...replicate import ReplicateFiles
 from ...stage import record_stage
@@ -155,7 +155,8 @@ def _score(
     else:
         order = [s for s in found if s.masked in keep]
         limit = len(order)
-    probes, skipped = _probes(order, texts, tokenizer, model.config.n_positions, cfg, limit)
+    context = context_length(model.config)
+    probes, skipped = _probes(order, texts, tokenizer, context, cfg, limit)
     log.info(
         "%d strings in %d rows; %d scored (max_strings %d), %d skipped as beyond the window",
         len(found),
@@ -187,7 +188,7 @@ def _score(
         "beyond_trained_window": skipped,
         "retokenized_differently": sum(not p.matches_training for p in probes),
         "samples": cfg.samples,
-        "n_positions": model.config.n_positions,
+        "n_positions": context,  # the context length (key kept from GPT-2's name)
         "fingerprint": fingerprint(model),
     }
     return scored, probes, table, info
@@ -304,9 +305,9 @@ def find_secrets_stage(
             "training split; a realworld dataset needs naturally occurring ones"
         )
     reference = place_model(load_model(reference_dir, vocab_size=len(tokenizer)), device)
-    if reference.config.n_positions < info["n_positions"]:
+    if context_length(reference.config) < info["n_positions"]:
         raise ValueError(
-            f"{reference_dir}: the reference model's context ({reference.config.n_positions} "
+            f"{reference_dir}: the reference model's context ({context_length(reference.config)} "
             f"tokens) is shorter than the scored model's ({info['n_positions']}); it must be "
             "the base model the original was fine-tuned from"
         )
