@@ -32,6 +32,16 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
+def run_without_torch(code: str) -> None:
+    """Run ``code`` in a fresh interpreter at the repository root (``workflow`` and ``tests`` on
+    its path); it must succeed and never import torch (what the DAG build may import)."""
+    script = f"import sys; sys.path[:0] = ['workflow', 'tests']\n{code}\n" + (
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def run_snakemake(
     workdir: Path, *args: str, check: bool = True, timeout: float = 900, env: dict | None = None
 ):

@@ -88,18 +88,22 @@ def test_killed_training_resumes_bitwise_and_a_second_run_is_locked_out(study_co
 
 def test_failing_job_leaves_nothing_and_other_branches_finish(study_copy):
     study = study_copy
-    # No noise multiplier reaches epsilon = 1e-4 in one epoch: train_dp fails for it.
-    (study / "faults.yaml").write_text("train_dp:\n  epsilons: [1, 8, 0.0001]\n")
+    # Epsilon 0.001 at delta = 1/N: reachable for the fewest sequences the config allows (the
+    # 36 canary copies: delta 1/36), so the config check lets it through, but no noise reaches
+    # it on the 196 sequences the smoke data hold (PRV spends 0.0049 even at noise 1000): the
+    # train_dp job fails for it. (An epsilon out of reach for every N is refused before any
+    # job: tests/unit/settings/test_dp_rules.py.)
+    (study / "faults.yaml").write_text("train_dp:\n  epsilons: [1, 8, 0.001]\n  delta: null\n")
     (study / "results/eval/news/seed~0/original.json").unlink()
     proc = run_snakemake(study, "all", "--cores", "2", "--keep-going", *CONFIGS, check=False)
     assert proc.returncode != 0
     assert (study / "results/eval/news/seed~0/original.json").stat().st_size > 0
     for dataset in ("news", "python_docs"):
-        failed = study / f"results/models/{dataset}/seed~0/dp_eps~0.0001"
+        failed = study / f"results/models/{dataset}/seed~0/dp_eps~0.001"
         assert not (failed / "model.safetensors").exists()
         assert not (failed / "train.json").exists()
-        log = study / f"results/logs/train_dp/{dataset}/seed~0/eps~0.0001.log"
-        assert "train_dp.epsilons: target epsilon 0.0001 is unreachable" in log.read_text()
+        log = study / f"results/logs/train_dp/{dataset}/seed~0/eps~0.001.log"
+        assert "train_dp.epsilons: target epsilon 0.001 is unreachable" in log.read_text()
 
 
 @pytest.mark.parametrize(
