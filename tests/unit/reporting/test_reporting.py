@@ -348,18 +348,11 @@ def test_an_over_unlearned_string_is_flagged_and_not_removed(tmp_path):
     assert "over-unlearned" in (tmp_path / "results/tables/rw.md").read_text()
 
 
-def test_indelible_means_above_the_retrained_model_for_every_method(tmp_path):
-    """With the retrained model scored, a requested string is indelible when every method
-    leaves it more than indelible_margin bits above the retrained model's score; a string
-    that stays in D+ never is (the retrained model learns it too)."""
+def _scored_strings_table(tmp_path, scores):
+    """The real-world table of credits/0 from the stages' scored-string files: ``scores`` maps a
+    model to the excess of MASKS[0..]; every string memorised, the first two requested."""
     columns = ["masked", "kind", "occurrences", "exposure", "extracted", "excess", "memorised"]
     columns += ["in_forget_set", "removed", "over_unlearned"]
-    scores = {  # excess of MASKS[0..2]; MASKS[2] was not requested
-        "original": [9.0, 8.0, 7.0],
-        "retrained": [2.0, 1.5, 7.0],
-        "fisher_removal": [5.0, 2.0, 7.0],
-        "gradient_ascent": [3.5, 2.2, 6.5],
-    }
     paths = []
     for model, excess in scores.items():
         path = tmp_path / f"results/realworld/credits/seed~0/secrets_{model}.csv"
@@ -372,6 +365,20 @@ def test_indelible_means_above_the_retrained_model_for_every_method(tmp_path):
         paths.append(path)
     methods = ["fisher_removal", "gradient_ascent"]
     table = tables.make_realworld_table(paths, 2.0, methods, 50, outputs(tmp_path, "rw"), 1.0)
+    return table
+
+
+def test_indelible_means_above_the_retrained_model_for_every_method(tmp_path):
+    """With the retrained model scored, a requested string is indelible when every method
+    leaves it more than indelible_margin bits above the retrained model's score; a string
+    that stays in D+ never is (the retrained model learns it too)."""
+    scores = {  # excess of MASKS[0..2]; MASKS[2] was not requested
+        "original": [9.0, 8.0, 7.0],
+        "retrained": [2.0, 1.5, 7.0],
+        "fisher_removal": [5.0, 2.0, 7.0],
+        "gradient_ascent": [3.5, 2.2, 6.5],
+    }
+    table = _scored_strings_table(tmp_path, scores)
     data = table.data.set_index("masked")
     assert list(data.loc[list(MASKS[:3]), "score_retrained"]) == [2.0, 1.5, 7.0]
     # MASKS[0]: 3.0 and 1.5 bits above retraining -> indelible; MASKS[1]: 0.5 / 0.7 -> not;
@@ -388,8 +395,6 @@ def test_the_retrained_twin_raises_the_indelible_margin_to_its_noise_floor(tmp_p
     """With the retrained model's twin scored, a string must sit more than the larger of
     indelible_margin and the noise floor (the largest retrained-vs-twin gap on the corpus's
     memorised strings) above the retrained model to be indelible."""
-    columns = ["masked", "kind", "occurrences", "exposure", "extracted", "excess", "memorised"]
-    columns += ["in_forget_set", "removed", "over_unlearned"]
     scores = {  # MASKS[0] sits 3.0 and 1.5 bits above retraining; MASKS[2] not requested
         "original": [9.0, 8.0, 7.0],
         "retrained": [2.0, 1.5, 7.0],
@@ -397,18 +402,7 @@ def test_the_retrained_twin_raises_the_indelible_margin_to_its_noise_floor(tmp_p
         "fisher_removal": [5.0, 2.0, 7.0],
         "gradient_ascent": [3.5, 2.2, 6.5],
     }
-    paths = []
-    for model, excess in scores.items():
-        path = tmp_path / f"results/realworld/credits/seed~0/secrets_{model}.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [
-            [MASKS[i], "email", 3, 1.0, False, e, True, i < 2, False, False]
-            for i, e in enumerate(excess)
-        ]
-        pd.DataFrame(rows, columns=columns).to_csv(path, index=False)
-        paths.append(path)
-    methods = ["fisher_removal", "gradient_ascent"]
-    table = tables.make_realworld_table(paths, 2.0, methods, 50, outputs(tmp_path, "rw"), 1.0)
+    table = _scored_strings_table(tmp_path, scores)
     data = table.data.set_index("masked")
     assert list(data.loc[list(MASKS[:3]), "score_twin"]) == [2.5, 1.0, 8.8]
     # Gradient ascent leaves MASKS[0] 1.5 bits above: beyond 1 bit, within the 1.8-bit floor.
