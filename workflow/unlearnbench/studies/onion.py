@@ -42,8 +42,6 @@ from ..seeding import numpy_rng
 from ..study_names import ONION_REQUESTS
 
 REQUESTS = ONION_REQUESTS
-# The onion canary table's columns beyond the main study's (canaries.CANARY_COLUMNS).
-SIBLING_COLUMNS = ("template_index", "sibling", "treated")
 
 
 def _fail(key: str, problem: str, fix: str):
