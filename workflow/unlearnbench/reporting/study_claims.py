@@ -186,8 +186,9 @@ def sibling_shifts(canaries: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame
     """Per arm and non-masker sibling: exposure and log-perplexity under the arm's model minus
     under the study's original model (``change``, ``log_perplexity_change``).
 
-    ``canaries``: the study's canary table (with ``template_index``, ``sibling``, ``treated``); ``scores``: one row
-    per (arm, canary_id) with ``exposure`` and ``log_perplexity``, arm ``original`` included."""
+    ``canaries``: the study's canary table (with ``template_index``, ``sibling``, ``treated``);
+    ``scores``: one row per (arm, canary_id) with ``exposure`` and ``log_perplexity``, arm
+    ``original`` included."""
     siblings = canaries[(canaries["sibling"] > 0)].set_index("canary_id")
     original = scores[scores["arm"] == "original"].set_index("canary_id")
     rows = []
