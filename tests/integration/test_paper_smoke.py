@@ -1,8 +1,8 @@
 """The paper config's hub path end to end, offline: config/paper_smoke.yaml over
 config/paper.yaml, on tiny random hub-format models (tests/hub_cache.py) with GPT-2's real BPE.
 
-OPT runs the whole DAG (every study, DP-SGD and the report). GPT-2 runs the model, tokenizer and evaluation stages of one
-replicate (the rest of its path is the same code as OPT's).
+OPT runs the whole DAG (every study, DP-SGD and the report). GPT-2 runs the model, tokenizer
+and evaluation stages of one replicate (the rest of its path is the same code as OPT's).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from unlearnbench.models import (
     load_hub_model,
     load_model,
 )
-from unlearnbench.planner import _fisher_shape, tokens_per_sequence
+from unlearnbench.planner import model_shape, tokens_per_sequence
 from unlearnbench.tokenizer import fetch_tokenizer, load_tokenizer
 from unlearnbench.training.loop import TrainConfig
 from unlearnbench.training.stages import fetch_base_model, pretrain_base
@@ -146,7 +146,7 @@ def test_the_planner_sizes_the_cached_model_itself(hub, source):
         "model": {"source": source, "revision": hub[source], "n_positions": 9999},
         "data": {"max_example_chars": 100_000},
     }
-    shape = _fisher_shape(config)
+    shape = model_shape(config)
     assert shape.d == sum(p.numel() for p in model.parameters())
     assert tokens_per_sequence(config) == 128  # the model's context, not model.n_positions
     assert shape.d < memory.MODELS[source].d // 10

@@ -12,6 +12,7 @@ from unlearnbench.planner import (
     check_plan,
     estimates,
     memory_request_mb,
+    runtime_request_min,
     scratch_parameters,
 )
 from unlearnbench.settings import validate_config
@@ -52,9 +53,16 @@ def test_parameter_count_equals_a_real_gpt2(layers, width, context, vocab):
     ],
 )
 def test_shipped_configs_fit_their_declared_resources(overlays, local):
+    """Each rule asks, as the rules do (common.smk mem_mb / runtime_min), for the planner's
+    memory and time at least at its floor."""
     config = validate_config(config_of(*overlays))
-    resources = {r: {**v, "mem_mb": memory_request_mb(config, r, v["mem_mb"])}
-                 for r, v in RESOURCES.items()}  # fmt: skip
+    resources = {
+        r: {
+            "mem_mb": memory_request_mb(config, r, v["mem_mb"]),
+            "runtime": runtime_request_min(config, r, v["runtime"]),
+        }
+        for r, v in RESOURCES.items()
+    }
     check_plan(config, resources, machine_mb=24_000, local=local)
 
 
