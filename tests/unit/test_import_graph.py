@@ -135,3 +135,14 @@ def test_test_only_references_are_in_no_closure():
     assert not any("references" in m or "recursion" in m for m in every)
     files = import_graph.files_of(every)
     assert all(f.is_relative_to(import_graph.PACKAGE_DIR) for f in files)
+
+
+def test_no_stage_imports_the_config_checks():
+    """The config checks run before any job (the Snakefile), never in one: an adapter that
+    imported them (as the tokenizer once did, through settings.hub_model) would rerun every
+    job it feeds whenever a check is edited. The download target checks the cache on purpose."""
+    for script in SCRIPTS:
+        if script.stem == "download":
+            continue
+        closure = import_graph.script_closure(script)
+        assert "unlearnbench.settings.rules" not in closure, script.stem

@@ -32,14 +32,45 @@ def model_rules() -> set[str]:
     return names
 
 
+# OPT-125m's published config.json, the fields the planner sizes a model by (fisher.memory).
+OPT_125M = {
+    "model_type": "opt",
+    "num_hidden_layers": 12,
+    "hidden_size": 768,
+    "num_attention_heads": 12,
+    "ffn_dim": 3072,
+    "vocab_size": 50272,
+    "max_position_embeddings": 2048,
+    "word_embed_proj_dim": 768,
+    "do_layer_norm_before": True,
+}
+
+
 def offline_env(tmp_path: Path, config: dict) -> dict:
-    """HF_HUB_OFFLINE with every hub dataset of ``config`` present in a fake hub cache."""
+    """HF_HUB_OFFLINE with every hub dataset of ``config`` present in a fake hub cache, and its
+    hub model as a snapshot of the files an offline run needs (OPT-125m's real config.json, so
+    the planner sizes the real model; weights and tokenizer present, empty)."""
     home = tmp_path / "hf"
     for ds in config["datasets"]:
         if ds["source"] == "hub":
             repo = home / "hub" / f"datasets--{ds['hub']['path'].replace('/', '--')}"
             (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
-    return {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    model = config["model"]
+    assert model["source"] == "facebook/opt-125m", "the fake snapshot is OPT-125m's"
+    repo = home / "hub" / f"models--{model['source'].replace('/', '--')}"
+    snap = repo / "snapshots" / model["revision"]
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text(json.dumps(OPT_125M))
+    (snap / "model.safetensors").write_bytes(b"")
+    (snap / "vocab.json").write_text("{}")
+    # Planned for a cluster node, as a login node would with UNLEARNBENCH_MACHINE_MB (this
+    # machine's memory would refuse the paper scale's host-side jobs).
+    return {
+        **os.environ,
+        "HF_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "UNLEARNBENCH_MACHINE_MB": "512000",
+    }
 
 
 def job_resources(output: str) -> dict[str, list[dict[str, str]]]:

@@ -24,10 +24,10 @@ if HUB_MODEL:
         conda:
             "../../envs/unlearnbench.yaml"
         threads: 1
+        # Loading and saving weights computes nothing: a CPU job under every profile.
         resources:
             mem_mb=mem_mb("fetch_base_model", floor=4000),
             runtime=60,
-            gpu=0,
         params:
             source=config["model"]["source"],
             revision=config["model"]["revision"],

@@ -37,7 +37,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .settings.hub_model import snapshot
+from .hub_snapshots import snapshot
 from .settings.rules import dp_epsilons
 from .settings.schema import ConfigError
 

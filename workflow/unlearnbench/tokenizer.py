@@ -27,7 +27,7 @@ from typing import Any
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from .settings.hub_model import commit_of
+from .hub_snapshots import commit_of
 
 # GPT-2's single special token serves as bos, eos, pad and unk: a byte-level BPE never needs
 # unk, and one shared token keeps the embedding matrix and the model config simple.

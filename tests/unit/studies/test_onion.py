@@ -120,6 +120,9 @@ def test_write_onion_data_writes_every_request(tmp_path):
         both = read[name]["forget"]["indices"] + read[name]["retain"]["indices"]
         assert sorted(both) == list(range(n))
     assert manifest["removed_rows"] == {"masked": 48, "full": 0, "random": 48}
+    # Every recorded file resolves from the manifest's folder (where verify looks for them).
+    assert len(manifest["files"]) == 8
+    assert all((tmp_path / name).is_file() for name in manifest["files"])
     table = pd.read_csv(data["canaries"])
     assert {"template_index", "sibling", "treated"} <= set(table.columns)
 

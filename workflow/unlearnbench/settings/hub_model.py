@@ -18,50 +18,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..hub_snapshots import COMMIT, commit_of, hub_cache, is_local, snapshot
+
+__all__ = ["COMMIT", "commit_of", "hub_cache", "is_local", "model_problem", "snapshot"]
+
 # A hub repository id: a name, or an owner and a name (the hub's own rule, without the length).
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-COMMIT = re.compile(r"^[0-9a-f]{40}$")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json")  # a fast tokenizer; a GPT-2/OPT-style slow one
-
-
-def hub_cache(environ: Mapping[str, str] = os.environ) -> Path:
-    """The hub cache folder huggingface_hub uses under these environment variables."""
-    home = Path(environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    return Path(environ.get("HF_HUB_CACHE", environ.get("HUGGINGFACE_HUB_CACHE", home / "hub")))
-
-
-def is_local(source: str) -> bool:
-    return Path(source).is_dir()
-
-
-def snapshot(
-    source: str, revision: str | None, environ: Mapping[str, str] = os.environ
-) -> Path | None:
-    """The folder holding ``source`` at ``revision`` on this machine, or None (not cached)."""
-    if is_local(source):
-        return Path(source)
-    if revision is None:
-        return None
-    repo = hub_cache(environ) / f"models--{source.replace('/', '--')}"
-    commit = revision
-    if not COMMIT.match(revision):  # a branch or tag: the cache records its commit in refs/
-        ref = repo / "refs" / revision
-        if not ref.is_file():
-            return None
-        commit = ref.read_text().strip()
-    folder = repo / "snapshots" / commit
-    return folder if folder.is_dir() else None
-
-
-def commit_of(
-    source: str, revision: str | None, environ: Mapping[str, str] = os.environ
-) -> str | None:
-    """The commit a hub model's ``revision`` resolves to in the local cache (None: a local
-    directory, or not cached), for manifests."""
-    if is_local(source):
-        return None
-    folder = snapshot(source, revision, environ)
-    return None if folder is None else folder.name
 
 
 def embedding_rows(folder: Path) -> int | None:

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .hub_model import hub_cache, missing_files
+from ..hub_snapshots import hub_cache
+from .hub_model import missing_files
 from .schema import ConfigError
 
 TRUE = {"1", "true", "yes", "on"}

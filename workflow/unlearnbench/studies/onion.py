@@ -192,6 +192,10 @@ def write_onion_data(
         write_json(request_paths[name]["forget"], forget)
         write_json(request_paths[name]["retain"], retain)
     table = result.canaries
+    # Every file by its path from the manifest's folder (the data folder, beside train.parquet):
+    # the requests live in folders of their own.
+    written = [data_paths["train"], data_paths["canaries"]]
+    written += [request_paths[name][kind] for name in REQUESTS for kind in ("forget", "retain")]
     return {
         **summary,
         "templates": len(cfg.templates),
@@ -203,9 +207,7 @@ def write_onion_data(
             "masked": len(result.forget_indices),
             **{name: len(rows) for name, rows in forgets.items()},
         },
-        "request_files": describe_files(
-            [request_paths[name][kind] for name in forgets for kind in ("forget", "retain")]
-        ),
+        "files": describe_files(written, relative_to=Path(data_paths["train"]).parent),
     }
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..compute import place_model
+from ..hub_snapshots import commit_of
 from ..lm_data import encode_texts
 from ..models import (
     ModelConfig,
@@ -23,7 +24,6 @@ from ..models import (
     load_model,
     save_model,
 )
-from ..settings.hub_model import commit_of
 from ..texts import retained_texts
 from ..tokenizer import load_tokenizer
 from .loop import TrainConfig, train
