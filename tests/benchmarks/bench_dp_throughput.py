@@ -2,7 +2,7 @@
 models, measured in one run.
 
     PYTHONPATH=workflow python tests/benchmarks/bench_dp_throughput.py [--steps 30] [--rounds 5]
-        [--threads 1] [--shapes gpt2,opt] [--modes lean,hooks,functorch,vmap,ghost]
+        [--threads 1] [--shapes gpt2,opt] [--modes lean,folded,hooks,functorch,vmap,ghost]
 
 Each shape trains the same model on the same fixed batch of 32 random sequences of 90-110
 tokens: non-private (``mean_loss``, global clipping, AdamW, as ``training.train`` does), and
@@ -20,7 +20,10 @@ give each shape's fastest route and its ratio (project goal: >= 0.8).
 
 Where the time goes (GPT-2 shape): the tied embedding / output layer's per-sample gradients
 (32 x 8192 x 128 per step) dominate the per-sample work; ``lean`` saves the batch gradient
-that Opacus's ``hooks`` computes and discards (a third of the backward pass's matmuls).
+that Opacus's ``hooks`` computes and discards (a third of the backward pass's matmuls);
+``folded`` also drops Opacus's product of the (32, length, 8192) output gradient with the batch
+size (folded into the clip factors), runs the output layer on real positions only and forms
+the per-sample gradients one matmul per sequence (training/dp_folded.py).
 """
 
 from __future__ import annotations

@@ -83,5 +83,5 @@ def test_ghost_clipping_of_tied_embeddings_is_refused_unless_they_are_frozen():
     with pytest.raises(ConfigError, match=r"^train_dp\.grad_sample_mode: ghost clipping .*tied"):
         validate_config(config(grad_sample_mode="ghost"))
     validate_config(config(grad_sample_mode="ghost", trainable="last_block"))
-    for mode in ("lean", "hooks", "functorch", "vmap"):
+    for mode in ("lean", "folded", "hooks", "functorch", "vmap"):
         validate_config(config(grad_sample_mode=mode))

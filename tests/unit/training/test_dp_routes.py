@@ -87,7 +87,9 @@ def per_sample_gradients(model, mode, rows):
     try:
         route.optimizer.zero_grad(set_to_none=True)
         route._gradients(on_device_of(model, rows))
-        return {n: p.grad_sample.clone() for n, p in model.named_parameters()}
+        # The folded route keeps them divided by the batch size (its optimizer's sample_scale).
+        scale = getattr(route.optimizer, "sample_scale", 1.0)
+        return {n: p.grad_sample * scale for n, p in model.named_parameters()}
     finally:
         route.cleanup()
 
@@ -242,8 +244,8 @@ def test_train_dp_end_to_end_on_every_route(arch, mode):
 
 
 def test_routes_agree_on_a_whole_run():
-    """The same run by each per-sample route: lean is bitwise hooks; the others equal it to
-    float rounding."""
+    """The same run by each per-sample route: lean is bitwise hooks; the others (folded
+    included: its output layer sees real positions only) equal it to float rounding."""
     models = {}
     for mode in PER_SAMPLE_MODES:
         model = tiny_opt()
@@ -254,6 +256,6 @@ def test_routes_agree_on_a_whole_run():
         models[mode] = model
     assert fingerprint(models["lean"]) == fingerprint(models["hooks"])
     hooks = dict(models["hooks"].named_parameters())
-    for mode in ("functorch", "vmap"):
+    for mode in ("folded", "functorch", "vmap"):
         for name, p in models[mode].named_parameters():
             assert torch.allclose(p, hooks[name], atol=1e-5), (mode, name)

@@ -235,7 +235,8 @@ def _check_ghost_clipping(dp: dict[str, Any], model: dict[str, Any]) -> None:
         "train_dp.grad_sample_mode",
         "ghost clipping cannot clip the token embedding the GPT-2 trained from scratch shares "
         "with its output layer (tied embeddings), and train_dp.trainable: all trains it",
-        "use lean (the default) or hooks, or train_dp.trainable: last_block or norms_biases",
+        "use folded (the default), lean or hooks, or train_dp.trainable: last_block or "
+        "norms_biases",
     )
 
 

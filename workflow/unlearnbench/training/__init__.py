@@ -5,9 +5,9 @@
 - ``stages``: the rules' stages: ``pretrain_base``, ``finetune_from``.
 - ``dp``: DP-SGD with Opacus (Poisson sampling, per-sample clipping, calibrated noise), and
   ``dp_stage`` the rule's stage; ``dp_accounting`` the noise calibration, ``dp_routes`` how
-  per-sample gradients are found (``dp_lean``, ``dp_layers``: GPT-2's and OPT's layers under
-  Opacus), ``dp_sweep`` the rate sweep. None is imported here: they load Opacus, which only
-  the DP rule needs.
+  per-sample gradients are found (``dp_lean``, ``dp_folded``, ``dp_layers``: GPT-2's and
+  OPT's layers under Opacus), ``dp_sweep`` the rate sweep. None is imported here: they load
+  Opacus, which only the DP rule needs.
 """
 
 from .loop import TrainConfig, train

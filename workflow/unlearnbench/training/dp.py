@@ -80,7 +80,7 @@ class DPConfig:
     delta: float | None = None  # None: 1/N, N = number of training sequences
     max_grad_norm: float = 1.0  # per-sample clipping bound C
     accountant: str = "prv"
-    grad_sample_mode: str = "lean"
+    grad_sample_mode: str = "folded"
     trainable: str = "all"  # which parameters DP-SGD trains (param_subset.TRAINABLE)
     # Steps of other runs on the same data that the same (epsilon, delta) must also cover (a
     # rate sweep's candidates, dp_sweep): the noise is calibrated for all of them together.
@@ -121,7 +121,7 @@ class DPConfig:
                 "grad_sample_mode",
                 self.grad_sample_mode in GRAD_SAMPLE_MODES,
                 f"must be one of {GRAD_SAMPLE_MODES}",
-                "use 'lean' (the fastest here), or see dp_routes.py",
+                "use 'folded' (the fastest here), or see dp_routes.py",
             ),
             (
                 "trainable",

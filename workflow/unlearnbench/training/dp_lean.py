@@ -17,6 +17,11 @@ sequence holds, and adds the two. Here those rows are summed in a compact tensor
 scatter in the same order, and added to the output layer's rows alone: the same numbers,
 without two passes over the largest tensor of the step.
 
+``folded=True`` (the ``folded`` route, dp_folded.py) skips Opacus's "mean" reduction (the
+stored per-sample gradients are the true ones divided by the batch size; the route's optimizer
+puts the factor into the clip factors), forms linear layers' per-sample gradients sequence by
+sequence, and accepts an output layer run on the real positions only (``rows``).
+
 A layer whose output would not require a gradient (an embedding of frozen weights) is given
 a leaf output that does, so the backward pass starts there and reaches every layer above.
 Layer types without an Opacus rule are refused (``hooks`` and ``functorch`` fall back to a
@@ -32,6 +37,7 @@ from contextlib import contextmanager
 import torch
 from opacus.grad_sample import GradSampleModule
 
+from .dp_folded import FOLDED_RULES
 from .dp_layers import without_padding_row  # importing dp_layers registers GPT-2's/OPT's rules
 
 
@@ -47,9 +53,12 @@ def _layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
 class LeanGradSampler:
     """Attach to ``model``; then per step: ``with sampler.forward(): loss = ...``, then
     ``loss.backward()`` and ``sampler.collect()`` to set each trained parameter's
-    ``grad_sample`` (batch, *shape). ``remove()`` detaches it."""
+    ``grad_sample`` (batch, *shape). ``remove()`` detaches it. With ``folded=True`` each
+    ``grad_sample`` is the per-sample gradient divided by ``batch_size`` (the last step's), as
+    the batch loss's mean leaves it, and ``rows`` (predicted tokens per sequence) may be set
+    during the step for a layer that sees the packed real positions."""
 
-    def __init__(self, model: torch.nn.Module, key: str = "train_dp") -> None:
+    def __init__(self, model: torch.nn.Module, key: str = "train_dp", folded: bool = False) -> None:
         rules = GradSampleModule.GRAD_SAMPLERS
         layers = _layers(model)
         unknown = sorted({type(m).__name__ for _, m in layers if type(m) not in rules})
@@ -59,6 +68,9 @@ class LeanGradSampler:
                 f"layer types {unknown}; use 'hooks' or 'vmap', which handle any layer"
             )
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.folded = folded
+        self.batch_size = 0
+        self.rows: torch.Tensor | None = None
         self._capturing = False
         self._inputs: dict[torch.nn.Module, list[list[torch.Tensor]]] = {}
         self._samples: dict[torch.nn.Parameter, torch.Tensor] = {}
@@ -69,6 +81,7 @@ class LeanGradSampler:
         """The forward pass of one step: trained parameters frozen, layer inputs saved."""
         self._inputs.clear()
         self._samples.clear()
+        self.rows = None
         self._capturing = True
         for p in self.params:
             p.requires_grad_(False)
@@ -92,14 +105,22 @@ class LeanGradSampler:
 
     def _per_sample(self, module, grad_output: torch.Tensor) -> None:
         inputs = self._inputs[module].pop()
-        # Opacus's "mean" reduction (GradSampleHooks.rearrange_grad_samples): the loss is a
-        # mean over the batch, so each row's gradient is scaled back by the batch size.
-        backprops = grad_output.detach() * grad_output.shape[0]
+        backprops = grad_output.detach()
+        if self.folded:
+            self.batch_size = len(self.rows) if self.rows is not None else backprops.shape[0]
+        else:
+            # Opacus's "mean" reduction (GradSampleHooks.rearrange_grad_samples): the loss is
+            # a mean over the batch, so each row's gradient is scaled back by the batch size.
+            self.batch_size = backprops.shape[0]
+            backprops = backprops * self.batch_size
         if isinstance(module, torch.nn.Embedding) and module.weight in self._samples:
             _add_embedding_rows(self._samples[module.weight], module, inputs[0], backprops)
             return
-        rule = GradSampleModule.GRAD_SAMPLERS[type(module)]
-        for param, sample in rule(module, inputs, backprops).items():
+        if self.folded and type(module) in FOLDED_RULES:
+            samples = FOLDED_RULES[type(module)](module, inputs, backprops, self.rows)
+        else:
+            samples = GradSampleModule.GRAD_SAMPLERS[type(module)](module, inputs, backprops)
+        for param, sample in samples.items():
             if param in self._samples:  # a tied parameter: summed as Opacus sums it
                 self._samples[param] += sample
             else:

@@ -4,9 +4,14 @@ Every route ends in Opacus's optimizer, noise and accountant (the same classes
 ``PrivacyEngine.make_private`` builds); they differ only in how the per-sample gradients, or
 their norms, are found:
 
-- ``lean`` (default): the per-sample gradients of ``hooks``, bitwise, without the batch gradient
-  that ``hooks`` computes and then discards (dp_lean.py). The fastest here
-  (tests/benchmarks/bench_dp_throughput.py).
+- ``lean``: the per-sample gradients of ``hooks``, bitwise, without the batch gradient that
+  ``hooks`` computes and then discards (dp_lean.py).
+- ``folded`` (default; the fastest here, tests/benchmarks/bench_dp_throughput.py): ``lean``
+  without the costs that are Opacus's, not DP-SGD's (dp_folded.py): the batch-size factor of
+  Opacus's "mean" reduction goes into the clip factors instead of every output gradient; the
+  output layer and softmax run on real positions only, as in non-private training; linear
+  layers' per-sample gradients are formed sequence by sequence. The same step up to float
+  rounding, not bitwise.
 - ``hooks``: Opacus's module hooks and per-layer rules.
 - ``functorch``: Opacus's per-layer ``torch.func`` rules for every layer (slower; a cross-check).
 - ``vmap``: the whole model under ``torch.func.vmap(grad)`` (fisher.per_example_gradients),
@@ -40,26 +45,29 @@ from opacus.validators import ModuleValidator
 from ..fisher.per_example_grads import parameter_layout, per_example_gradients
 from ..lm_data import Batch, token_losses
 from .dp_accounting import sample_rate
+from .dp_folded import FoldedDPOptimizer
 from .dp_layers import opacus_ready, shared_parameters
 from .dp_lean import LeanGradSampler
 
 if TYPE_CHECKING:
     from .dp import DPConfig
 
-GRAD_SAMPLE_MODES = ("lean", "hooks", "functorch", "vmap", "ghost")
+GRAD_SAMPLE_MODES = ("lean", "folded", "hooks", "functorch", "vmap", "ghost")
 
 
 def per_sequence_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, float, int]:
     """Mean over sequences of each sequence's mean token loss (the per-sample objective), and
     the batch's summed token loss and predicted-token count (for token-mean reporting)."""
     loss, total, count = _sequence_losses(model, batch)
-    return loss.mean(), total, count
+    return loss.mean(), total, int(count.sum())
 
 
-def _sequence_losses(model, batch: Batch) -> tuple[torch.Tensor, float, int]:
-    # Opacus's per-sample hooks need every layer's (B, T, .) layout: no padding skipping.
-    total, count = token_losses(model, batch, skip_padding=False)
-    return total / count.clamp(min=1), float(total.detach().sum()), int(count.sum())
+def _sequence_losses(model, batch: Batch, skip_padding: bool = False):
+    """Each sequence's mean token loss, the batch's summed token loss, and each sequence's
+    predicted-token count. Opacus's per-sample rules need every layer's (B, T, .) layout: no
+    padding skipping, except on the folded route, which reads the packed output layer."""
+    total, count = token_losses(model, batch, skip_padding=skip_padding)
+    return total / count.clamp(min=1), float(total.detach().sum()), count
 
 
 class PrivateRoute:
@@ -163,6 +171,22 @@ class LeanRoute(PrivateRoute):
         self.sampler.remove()
 
 
+class FoldedRoute(LeanRoute):
+    optimizer_class = FoldedDPOptimizer
+
+    def _attach(self, cfg):
+        self.sampler = LeanGradSampler(self.model, cfg.key, folded=True)
+
+    def _gradients(self, batch):
+        with self.sampler.forward():
+            per_sample, total, rows = _sequence_losses(self.model, batch, skip_padding=True)
+            self.sampler.rows = rows  # the output layer's packed input: tokens per sequence
+        per_sample.mean().backward()
+        self.sampler.collect()
+        self.optimizer.sample_scale = float(self.sampler.batch_size)
+        return total, int(rows.sum())
+
+
 class VmapRoute(PrivateRoute):
     def _gradients(self, batch):
         params = self.optimizer.params
@@ -183,7 +207,7 @@ class VmapRoute(PrivateRoute):
             by_name[s.name].grad_sample = rows[:, s.start : s.stop].view(-1, *s.shape)
         with torch.no_grad():
             _, total, count = _sequence_losses(self.model, batch)
-        return total, count
+        return total, int(count.sum())
 
 
 class GhostRoute(PrivateRoute):
@@ -195,7 +219,7 @@ class GhostRoute(PrivateRoute):
             listed = "; ".join(f"{p} (in {', '.join(layers)})" for p, layers in shared.items())
             raise ValueError(
                 f"{cfg.key}.grad_sample_mode: 'ghost' clipping cannot clip a parameter that "
-                f"two layers share, and this model ties {listed}; use 'lean' (the default) "
+                f"two layers share, and this model ties {listed}; use 'folded' (the default) "
                 f"or 'hooks', or leave the tied embeddings frozen ({cfg.key}.trainable: "
                 "norms_biases or last_block)"
             )
@@ -217,7 +241,7 @@ class GhostRoute(PrivateRoute):
         per_sample, total, count = _sequence_losses(self.model, batch)
         # Two backward passes: per-sample norms, then the loss weighted by each clip factor.
         DPTensorFastGradientClipping(self.hooks, self.optimizer, per_sample, "mean").backward()
-        return total, count
+        return total, int(count.sum())
 
     def _detach(self):
         self.hooks.cleanup()
@@ -225,6 +249,7 @@ class GhostRoute(PrivateRoute):
 
 ROUTES: dict[str, type[PrivateRoute]] = {
     "lean": LeanRoute,
+    "folded": FoldedRoute,
     "hooks": OpacusHooksRoute,
     "functorch": OpacusHooksRoute,
     "vmap": VmapRoute,
