@@ -39,7 +39,7 @@ def test_per_sample_gradients_equal_a_loop_over_sequences(layer_type, packed):
     gen = torch.Generator().manual_seed(1)
     a_padded, a_packed = padded_and_packed(3, gen)
     g_padded, g_packed = padded_and_packed(5, gen)
-    rows = torch.tensor(LENGTHS)
+    rows = LENGTHS
     if packed:
         got = matmul_layer_samples(layer, [a_packed], g_packed, rows)
     else:
@@ -59,7 +59,7 @@ def test_frozen_parameters_get_no_per_sample_gradient():
 
 
 def test_an_input_of_neither_layout_is_refused():
-    rows = torch.tensor(LENGTHS)
+    rows = LENGTHS
     with pytest.raises(RuntimeError, match=r"neither the batch \(4\) nor its packed tokens \(15\)"):
         matmul_layer_samples(torch.nn.Linear(3, 5), [torch.randn(9, 3)], torch.randn(9, 5), rows)
 

@@ -16,7 +16,7 @@ tests/benchmarks/bench_dp_throughput.py, 2 x 128 GPT-2 and OPT with an 8k vocabu
   time of the same products done sequence by sequence here. ``folded`` scores the real
   positions only (lm_data.token_losses' ``skip_padding``, as non-private training does) and
   forms the output layer's per-sample gradients from each sequence's rows of that packed input
-  (``rows``: predicted tokens per sequence), one matmul per sequence.
+  (``rows``: predicted tokens per sequence, a list read once a step), one matmul per sequence.
 
 The step is Opacus's up to float rounding (tested against single-example backward passes and a
 loop over examples), not bitwise: sums run in another order. Same config, same bits on a CPU.
@@ -30,56 +30,46 @@ from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processe
 from transformers.pytorch_utils import Conv1D
 
 
-def _matmul_samples(
-    inputs: torch.Tensor, backprops: torch.Tensor, rows: torch.Tensor | None, stored_in_out: bool
-) -> torch.Tensor:
-    """Per-sample sums over positions of outer products: (batch, out, in), or (batch, in, out)
-    for a weight stored (in, out). Batch-first inputs (batch, ..., in), or packed (tokens, in)
-    with ``rows`` tokens per sample, in sample order."""
-    if rows is not None and inputs.dim() == 2 and inputs.shape[0] == int(rows.sum()):
-        a_parts, g_parts = inputs.split(rows.tolist()), backprops.split(rows.tolist())
-    elif rows is None or inputs.shape[0] == len(rows):
-        batch = inputs.shape[0]
-        a_parts = inputs.reshape(batch, -1, inputs.shape[-1]).unbind()
-        g_parts = backprops.reshape(batch, -1, backprops.shape[-1]).unbind()
-    else:
+def _per_sample_parts(
+    inputs: torch.Tensor, backprops: torch.Tensor, rows: list[int] | None
+) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """Each sample's (positions, in) inputs and (positions, out) output gradients, from a
+    batch-first layer (batch, ..., width) or a packed one (tokens, width) with ``rows`` tokens
+    per sample, in sample order."""
+    if rows is not None and inputs.dim() == 2 and inputs.shape[0] == sum(rows):
+        return inputs.split(rows), backprops.split(rows)
+    if rows is not None and inputs.shape[0] != len(rows):
         raise RuntimeError(
             f"folded DP-SGD: a layer's input has {inputs.shape[0]} rows, neither the batch "
-            f"({len(rows)}) nor its packed tokens ({int(rows.sum())}); use grad_sample_mode: lean"
+            f"({len(rows)}) nor its packed tokens ({sum(rows)}); use grad_sample_mode: lean"
         )
-    shape = (inputs.shape[-1], backprops.shape[-1]) if stored_in_out else None
-    shape = shape or (backprops.shape[-1], inputs.shape[-1])
-    samples = inputs.new_empty((len(a_parts), *shape), dtype=backprops.dtype)
-    for out, a, g in zip(samples, a_parts, g_parts, strict=True):
-        a = a.to(g.dtype)
-        torch.mm(a.t(), g, out=out) if stored_in_out else torch.mm(g.t(), a, out=out)
-    return samples
-
-
-def _bias_samples(backprops: torch.Tensor, rows: torch.Tensor | None, batch: int) -> torch.Tensor:
-    if rows is not None and backprops.dim() == 2 and backprops.shape[0] == int(rows.sum()):
-        owner = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), rows)
-        sums = backprops.new_zeros(len(rows), backprops.shape[-1])
-        return sums.index_add_(0, owner.to(backprops.device), backprops)
-    return backprops.reshape(batch, -1, backprops.shape[-1]).sum(dim=1)
+    batch = inputs.shape[0]
+    return (
+        inputs.reshape(batch, -1, inputs.shape[-1]).unbind(),
+        backprops.reshape(batch, -1, backprops.shape[-1]).unbind(),
+    )
 
 
 def matmul_layer_samples(
     layer: torch.nn.Module,
     activations: list[torch.Tensor],
     backprops: torch.Tensor,
-    rows: torch.Tensor | None,
+    rows: list[int] | None,
 ) -> dict[torch.nn.Parameter, torch.Tensor]:
     """Per-sample gradients of an ``nn.Linear`` or transformers' ``Conv1D`` (weight stored
-    (in, out)), for the trained parameters only, as Opacus's rules return them."""
-    inputs = activations[0]
+    (in, out)), for the trained parameters only, as Opacus's rules return them: one matmul
+    per sample, over its positions."""
+    a_parts, g_parts = _per_sample_parts(activations[0], backprops, rows)
     grads = {}
     if layer.weight.requires_grad:
-        in_out = isinstance(layer, Conv1D)
-        grads[layer.weight] = _matmul_samples(inputs, backprops, rows, stored_in_out=in_out)
+        stored_in_out = isinstance(layer, Conv1D)
+        samples = backprops.new_empty((len(g_parts), *layer.weight.shape))
+        for out, a, g in zip(samples, a_parts, g_parts, strict=True):
+            a = a.to(g.dtype)
+            torch.mm(a.t(), g, out=out) if stored_in_out else torch.mm(g.t(), a, out=out)
+        grads[layer.weight] = samples
     if layer.bias is not None and layer.bias.requires_grad:
-        batch = len(rows) if rows is not None else inputs.shape[0]
-        grads[layer.bias] = _bias_samples(backprops, rows, batch)
+        grads[layer.bias] = torch.stack([g.sum(dim=0) for g in g_parts])
     return grads
 
 

@@ -70,7 +70,7 @@ class LeanGradSampler:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.folded = folded
         self.batch_size = 0
-        self.rows: torch.Tensor | None = None
+        self.rows: list[int] | None = None
         self._capturing = False
         self._inputs: dict[torch.nn.Module, list[list[torch.Tensor]]] = {}
         self._samples: dict[torch.nn.Parameter, torch.Tensor] = {}

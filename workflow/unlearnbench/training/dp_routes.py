@@ -180,11 +180,12 @@ class FoldedRoute(LeanRoute):
     def _gradients(self, batch):
         with self.sampler.forward():
             per_sample, total, rows = _sequence_losses(self.model, batch, skip_padding=True)
-            self.sampler.rows = rows  # the output layer's packed input: tokens per sequence
+            # The output layer's packed input: tokens per sequence, read off the device once.
+            self.sampler.rows = rows.tolist()
         per_sample.mean().backward()
         self.sampler.collect()
         self.optimizer.sample_scale = float(self.sampler.batch_size)
-        return total, int(rows.sum())
+        return total, sum(self.sampler.rows)
 
 
 class VmapRoute(PrivateRoute):
